@@ -1,0 +1,99 @@
+"""Tenants and API keys. Keys are shown once and stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.errors import ValidationFailed
+from billing.numbering import create_sequences
+from db.models import ApiKey, Tenant
+
+T = Tenant.__table__
+K = ApiKey.__table__
+
+DEV_TENANT_NAME = "development"
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    tenant_id: int
+    name: str
+    metrics_refresh_interval: int
+    lock_wait_ms: int
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_tenant(session: AsyncSession, name: str) -> tuple[int, str]:
+    """Create a tenant with its numbering sequences and one API key; returns (id, key)."""
+    if not name.strip():
+        raise ValidationFailed("Tenant name must not be empty", ["name"])
+    tenant_id = (
+        await session.execute(insert(T).values(name=name.strip()).returning(T.c.id))
+    ).scalar_one()
+    await create_sequences(session, tenant_id)
+    key = await create_api_key(session, tenant_id)
+    return tenant_id, key
+
+
+async def create_api_key(session: AsyncSession, tenant_id: int) -> str:
+    """A new API key for the tenant (returned once, stored hashed)."""
+    key = "pb_" + secrets.token_urlsafe(32)
+    await session.execute(insert(K).values(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:7]))
+    return key
+
+
+async def tenant_for_api_key(session: AsyncSession, key: str) -> int | None:
+    """The tenant an API key belongs to, or None."""
+    res = await session.execute(select(K.c.tenant_id).where(K.c.key_hash == hash_key(key)))
+    return res.scalar_one_or_none()
+
+
+async def ensure_dev_tenant(session: AsyncSession) -> tuple[int, str | None]:
+    """The development tenant of the embedded default run; creates it (and a key) once.
+
+    Returns (tenant id, the new key or None when it already existed)."""
+    res = await session.execute(select(T.c.id).where(T.c.name == DEV_TENANT_NAME).order_by(T.c.id))
+    existing = res.scalars().first()
+    if existing is not None:
+        return existing, None
+    return await create_tenant(session, DEV_TENANT_NAME)
+
+
+async def get_settings(session: AsyncSession, tenant_id: int) -> TenantSettings:
+    """The tenant's settings."""
+    row = (await session.execute(select(T).where(T.c.id == tenant_id))).one()
+    return TenantSettings(row.id, row.name, row.metrics_refresh_interval, row.lock_wait_ms)
+
+
+async def update_settings(
+    session: AsyncSession,
+    tenant_id: int,
+    *,
+    metrics_refresh_interval: int | None = None,
+    lock_wait_ms: int | None = None,
+) -> TenantSettings:
+    """Change the refresh interval (1 s .. 7 days) and the lock wait (0 .. 60 s)."""
+    values: dict[str, int] = {}
+    if metrics_refresh_interval is not None:
+        if not 1 <= metrics_refresh_interval <= 7 * 86400:
+            raise ValidationFailed(
+                "metricsRefreshInterval must be between 1 and 604800 seconds",
+                ["metricsRefreshInterval"],
+            )
+        values["metrics_refresh_interval"] = metrics_refresh_interval
+    if lock_wait_ms is not None:
+        if not 0 <= lock_wait_ms <= 60000:
+            raise ValidationFailed("lockWait must be between 0 and 60000 ms", ["lockWait"])
+        values["lock_wait_ms"] = lock_wait_ms
+    if values:
+        await session.execute(update(T).where(T.c.id == tenant_id).values(**values))
+    return await get_settings(session, tenant_id)

@@ -1,0 +1,48 @@
+"""Transaction-scoped advisory locks (never session-level: they leak through pools).
+
+Keys are two int4s: a namespace and the object id,
+folded into int4 range. Collisions only cost a spurious wait, never correctness,
+because every lock holder re-reads its rows after taking the lock.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# Namespaces (first key of the two-key advisory lock functions).
+NS_ACCOUNT_METRICS = 7101  # exclusive: ordinary writers and the refresher
+NS_ACCOUNT_MODE = 7102  # shared by writers, exclusive when partnerAccount flips
+NS_TENANT_REFRESH = 7103
+
+
+def key_of(ident: int) -> int:
+    """Fold a bigint id into PostgreSQL's int4 range for the two-key lock functions."""
+    return ((ident + 2**31) % 2**32) - 2**31
+
+
+async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
+    """Bound every lock wait of the current transaction."""
+    await session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))
+
+
+async def xact_lock(session: AsyncSession, ns: int, ident: int) -> None:
+    """Exclusive transaction lock; waits up to the transaction's lock_timeout."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": ns, "k": key_of(ident)}
+    )
+
+
+async def xact_lock_shared(session: AsyncSession, ns: int, ident: int) -> None:
+    """Shared transaction lock; waits up to the transaction's lock_timeout."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:ns, :k)"), {"ns": ns, "k": key_of(ident)}
+    )
+
+
+async def try_xact_lock(session: AsyncSession, ns: int, ident: int) -> bool:
+    """Exclusive transaction lock, or False at once if someone holds it."""
+    res = await session.execute(
+        text("SELECT pg_try_advisory_xact_lock(:ns, :k)"), {"ns": ns, "k": key_of(ident)}
+    )
+    return bool(res.scalar_one())

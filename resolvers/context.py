@@ -30,3 +30,13 @@ class Context:
     @property
     def sessionmaker(self) -> Sessionmaker:
         return self.services.sessionmaker
+
+    @property
+    def fetch(self) -> Any:
+        """Per-request DataLoaders for nested fields (resolvers.fetch.Fetcher)."""
+        fetcher = self.loaders.get("fetch")
+        if fetcher is None:
+            from resolvers.fetch import Fetcher
+
+            fetcher = self.loaders["fetch"] = Fetcher(self)
+        return fetcher

@@ -1,15 +1,40 @@
-"""Composes Query, Mutation and Subscription into the Schema (filled in by each slice)."""
+"""Composes Query and Mutation from the resolver groups and builds the Schema.
+
+Each slice adds its query and mutation classes to QUERIES / MUTATIONS.
+"""
 
 from __future__ import annotations
 
 import strawberry
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.tools import merge_types
+
+from resolvers.accounts import AccountMutations, AccountQueries
+from resolvers.documents import DocumentMutations, DocumentQueries
+from schema.errors import ERROR_TYPES
+
+QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries)
+MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations)
+
+Query = merge_types("Query", QUERIES)
+Mutation = merge_types("Mutation", MUTATIONS)
 
 
-@strawberry.type(description="Read operations.")
-class Query:
-    @strawberry.field(description="Always true; proves the endpoint answers.")
-    def ping(self) -> bool:
-        return True
+def _should_mask(error: Exception) -> bool:
+    """Mask unexpected errors; GraphQL syntax/validation errors stay readable."""
+    from graphql import GraphQLError
+
+    original = getattr(error, "original_error", None)
+    return isinstance(error, GraphQLError) and original is not None
 
 
-schema = strawberry.Schema(query=Query)
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    types=list(ERROR_TYPES.values()),
+    extensions=[
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: MaskErrors(should_mask_error=_should_mask),
+    ],
+)

@@ -1,0 +1,269 @@
+"""Customer accounts: creation, updates, lookups, and the partnerAccount switch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import numbering
+from billing.dbutil import db_errors
+from billing.errors import Duplicate, NotFound, ValidationFailed
+from billing.money import check_currency
+from billing.pages import Page, paginate
+from db.locks import NS_ACCOUNT_METRICS, NS_ACCOUNT_MODE, key_of
+from db.models import Account, AccountMetrics
+
+A = Account.__table__
+M = AccountMetrics.__table__
+
+PAYMENT_TERMS: dict[str, int] = {
+    "DUE_UPON_RECEIPT": 0,
+    "NET_15": 15,
+    "NET_30": 30,
+    "NET_45": 45,
+    "NET_60": 60,
+    "NET_90": 90,
+}
+STATUSES = ("ACTIVE", "CANCELED")
+CONTACT_FIELDS = (
+    "firstName", "lastName", "workEmail", "workPhone", "address1", "address2",
+    "city", "state", "postalCode", "country",
+)  # fmt: skip
+
+
+@dataclass
+class AccountData:
+    name: str
+    currency: str
+    bill_to: dict[str, Any]
+    account_number: str | None = None
+    sold_to: dict[str, Any] | None = None
+    bill_cycle_day: int = 1
+    payment_term: str = "DUE_UPON_RECEIPT"
+    batch: str = "Batch1"
+    partner_account: bool = False
+
+
+@dataclass
+class AccountChanges:
+    name: str | None = None
+    bill_cycle_day: int | None = None
+    payment_term: str | None = None
+    batch: str | None = None
+    status: str | None = None
+    partner_account: bool | None = None
+    bill_to: dict[str, Any] | None = None
+    sold_to: dict[str, Any] | None = None
+    currency: str | None = None
+
+
+@dataclass
+class AccountFilter:
+    partner_account: bool | None = None
+    status: str | None = None
+    batch: str | None = None
+    name_contains: str | None = None
+    metrics_stale_since: datetime | None = None
+    account_numbers: list[str] = field(default_factory=list)
+
+
+def account_select() -> Any:
+    """Accounts with the stamp of their stored metrics."""
+    return select(A, M.c.last_metrics_update).join(M, M.c.account_id == A.c.id)
+
+
+def _contact(raw: dict[str, Any] | None, path: str) -> dict[str, Any]:
+    raw = {k: v for k, v in (raw or {}).items() if v is not None}
+    for required in ("firstName", "lastName"):
+        if not str(raw.get(required) or "").strip():
+            raise ValidationFailed(f"{path}.{required} is required", [path, required])
+    unknown = set(raw) - set(CONTACT_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Unknown contact fields {sorted(unknown)}", [path])
+    return {k: str(v).strip() for k, v in raw.items()}
+
+
+def _check_bcd(bcd: int) -> int:
+    if not 1 <= bcd <= 31:
+        raise ValidationFailed("billCycleDay must be between 1 and 31", ["billCycleDay"])
+    return bcd
+
+
+def _check_term(term: str) -> str:
+    if term not in PAYMENT_TERMS:
+        raise ValidationFailed(f"Unknown paymentTerm {term!r}", ["paymentTerm"])
+    return term
+
+
+async def create_account(session: AsyncSession, tenant_id: int, data: AccountData) -> RowMapping:
+    """Create an account and its metrics row; numbers given by the caller stay unique."""
+    name = data.name.strip()
+    if not name:
+        raise ValidationFailed("name is required", ["name"])
+    currency = check_currency(data.currency)
+    bill_to = _contact(data.bill_to, "billToContact")
+    sold_to = _contact(data.sold_to, "soldToContact") if data.sold_to else dict(bill_to)
+    values = {
+        "tenant_id": tenant_id,
+        "name": name,
+        "currency": currency,
+        "bill_cycle_day": _check_bcd(data.bill_cycle_day),
+        "payment_term": _check_term(data.payment_term),
+        "batch": (data.batch or "Batch1").strip(),
+        "partner_account": data.partner_account,
+        "bill_to": bill_to,
+        "sold_to": sold_to,
+        "status": "ACTIVE",
+    }
+    if data.account_number is not None:
+        number = data.account_number.strip()
+        if not number or len(number) > 64:
+            raise ValidationFailed("accountNumber must be 1-64 characters", ["accountNumber"])
+        if await find_account(session, tenant_id, number) is not None:
+            raise Duplicate(f"Account number {number} is already used", ["accountNumber"])
+    else:
+        number = await numbering.next_number(session, tenant_id, "account")
+        while await find_account(session, tenant_id, number) is not None:
+            number = await numbering.next_number(session, tenant_id, "account")
+    async with db_errors():
+        account_id = (
+            await session.execute(insert(A).values(account_number=number, **values).returning(A.c.id))
+        ).scalar_one()
+    await session.execute(
+        insert(M).values(account_id=account_id, tenant_id=tenant_id, last_metrics_update=text("now()"))
+    )
+    return await get_account_by_id(session, tenant_id, account_id)
+
+
+async def find_account(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
+    """The account with that number in the tenant, or None."""
+    res = await session.execute(
+        account_select().where(A.c.tenant_id == tenant_id, A.c.account_number == number)
+    )
+    return res.mappings().one_or_none()
+
+
+async def get_account(session: AsyncSession, tenant_id: int, number: str, *, field: str = "accountNumber") -> RowMapping:
+    """The account with that number, or NOT_FOUND."""
+    row = await find_account(session, tenant_id, number)
+    if row is None:
+        raise NotFound(f"Account {number} not found", [field])
+    return row
+
+
+async def get_account_by_id(session: AsyncSession, tenant_id: int, account_id: int) -> RowMapping:
+    """The account with that id (within the tenant)."""
+    res = await session.execute(
+        account_select().where(A.c.tenant_id == tenant_id, A.c.id == account_id)
+    )
+    row = res.mappings().one_or_none()
+    if row is None:
+        raise NotFound(f"Account {account_id} not found")
+    return row
+
+
+async def accounts_by_ids(session: AsyncSession, tenant_id: int, ids: list[int]) -> dict[int, RowMapping]:
+    """Accounts by id, for DataLoaders."""
+    if not ids:
+        return {}
+    res = await session.execute(
+        account_select().where(A.c.tenant_id == tenant_id, A.c.id.in_(ids))
+    )
+    return {r["id"]: r for r in res.mappings()}
+
+
+async def update_account(
+    session: AsyncSession, tenant_id: int, number: str, changes: AccountChanges
+) -> RowMapping:
+    """Change an account. The currency is immutable. Switching partnerAccount waits for
+    in-flight writers and brings the metrics current first (domain.md, 7)."""
+    from billing.metrics import fold_changes
+
+    account = await get_account(session, tenant_id, number)
+    values: dict[str, Any] = {}
+    if changes.currency is not None and check_currency(changes.currency) != account["currency"]:
+        raise ValidationFailed("An account's currency cannot change", ["currency"])
+    if changes.name is not None:
+        if not changes.name.strip():
+            raise ValidationFailed("name must not be empty", ["name"])
+        values["name"] = changes.name.strip()
+    if changes.bill_cycle_day is not None:
+        values["bill_cycle_day"] = _check_bcd(changes.bill_cycle_day)
+    if changes.payment_term is not None:
+        values["payment_term"] = _check_term(changes.payment_term)
+    if changes.batch is not None:
+        values["batch"] = changes.batch.strip()
+    if changes.status is not None:
+        if changes.status not in STATUSES:
+            raise ValidationFailed(f"Unknown status {changes.status!r}", ["status"])
+        values["status"] = changes.status
+    if changes.bill_to is not None:
+        values["bill_to"] = _contact(changes.bill_to, "billToContact")
+    if changes.sold_to is not None:
+        values["sold_to"] = _contact(changes.sold_to, "soldToContact")
+    flip = (
+        changes.partner_account is not None
+        and changes.partner_account != account["partner_account"]
+    )
+    if flip:
+        async with db_errors():
+            await session.execute(
+                text(
+                    "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
+                    "FROM tenant WHERE id = :t"
+                ),
+                {"t": tenant_id},
+            )
+            # Exclusive mode lock: waits for in-flight writers that read the old flag.
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                {"ns": NS_ACCOUNT_MODE, "k": key_of(account["id"])},
+            )
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                {"ns": NS_ACCOUNT_METRICS, "k": key_of(account["id"])},
+            )
+        await fold_changes(session, tenant_id, account["id"])
+        values["partner_account"] = changes.partner_account
+    if values:
+        values["updated_at"] = text("now()")
+        await session.execute(update(A).where(A.c.id == account["id"]).values(**values))
+    return await get_account_by_id(session, tenant_id, account["id"])
+
+
+async def list_accounts(
+    session: AsyncSession,
+    tenant_id: int,
+    flt: AccountFilter | None,
+    first: int | None,
+    after: str | None,
+) -> Page:
+    """Accounts of the tenant matching the filter, in creation order."""
+    stmt = account_select().where(A.c.tenant_id == tenant_id)
+    if flt is not None:
+        if flt.partner_account is not None:
+            stmt = stmt.where(A.c.partner_account == flt.partner_account)
+        if flt.status is not None:
+            stmt = stmt.where(A.c.status == flt.status)
+        if flt.batch is not None:
+            stmt = stmt.where(A.c.batch == flt.batch)
+        if flt.name_contains:
+            stmt = stmt.where(A.c.name.ilike(f"%{_escape_like(flt.name_contains)}%", escape="\\"))
+        if flt.account_numbers:
+            stmt = stmt.where(A.c.account_number.in_(flt.account_numbers))
+        if flt.metrics_stale_since is not None:
+            stale = select(M.c.account_id).where(
+                (M.c.last_metrics_update < flt.metrics_stale_since)
+                | M.c.last_metrics_update.is_(None)
+            )
+            stmt = stmt.where(A.c.id.in_(stale))
+    return await paginate(session, stmt, A.c.id, first, after)
+
+
+def _escape_like(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,407 @@
+"""Account metrics: synchronous for ordinary accounts, deferred for partner accounts.
+
+Every metric-moving operation hands its deltas to a :class:`MetricsWriter`:
+
+* ordinary account: the writer takes the account's advisory lock with the tenant's
+  bounded wait (``lock_timeout``), and the deltas land in ``account_metrics`` in the
+  operation's own transaction;
+* partner account: no account lock and no metrics row is touched; the deltas are
+  appended to ``metrics_change``, which concurrent writers never contend on.
+
+The refresh folds ``metrics_change`` into ``account_metrics`` one account per short
+transaction under ``pg_try_advisory_xact_lock`` with DELETE ... RETURNING, so a
+change that commits while a refresh runs stays in the ledger for the next one.
+:func:`recompute` is the from-scratch definition every path must equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from billing.dbutil import db_errors
+from billing.errors import NotFound
+from db.locks import NS_ACCOUNT_METRICS, NS_ACCOUNT_MODE, key_of
+from db.models import MetricsChange
+
+ZERO = Decimal(0)
+MC = MetricsChange.__table__
+
+DELTA_FIELDS = (
+    "invoice_balance",
+    "debit_memo_balance",
+    "unapplied_payment",
+    "unapplied_credit_memo",
+    "contracted_mrr",
+)
+
+
+@dataclass
+class Metrics:
+    """The metric values of one account (balance and creditBalance are derived)."""
+
+    total_invoice_balance: Decimal = ZERO
+    total_debit_memo_balance: Decimal = ZERO
+    unapplied_payment_amount: Decimal = ZERO
+    unapplied_credit_memo_amount: Decimal = ZERO
+    contracted_mrr: Decimal = ZERO
+    last_invoice_date: date | None = None
+    last_metrics_update: datetime | None = None
+
+    @property
+    def balance(self) -> Decimal:
+        return (
+            self.total_invoice_balance
+            + self.total_debit_memo_balance
+            - self.unapplied_payment_amount
+            - self.unapplied_credit_memo_amount
+        )
+
+    @property
+    def credit_balance(self) -> Decimal:
+        return ZERO
+
+    def values(self) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal, date | None]:
+        """Everything but the timestamp, normalised for comparison."""
+        return (
+            self.total_invoice_balance.normalize() + 0,
+            self.total_debit_memo_balance.normalize() + 0,
+            self.unapplied_payment_amount.normalize() + 0,
+            self.unapplied_credit_memo_amount.normalize() + 0,
+            self.contracted_mrr.normalize() + 0,
+            self.last_invoice_date,
+        )
+
+
+@dataclass
+class Delta:
+    invoice_balance: Decimal = ZERO
+    debit_memo_balance: Decimal = ZERO
+    unapplied_payment: Decimal = ZERO
+    unapplied_credit_memo: Decimal = ZERO
+    contracted_mrr: Decimal = ZERO
+    invoice_dates: bool = False  # lastInvoiceDate must be re-derived
+
+    def is_zero(self) -> bool:
+        return not self.invoice_dates and all(getattr(self, f) == 0 for f in DELTA_FIELDS)
+
+
+@dataclass
+class MetricsWriter:
+    """Collects the metric deltas of one operation and writes them the account's way."""
+
+    session: AsyncSession
+    tenant_id: int
+    partner: dict[int, bool] = field(default_factory=dict)
+    deltas: dict[int, Delta] = field(default_factory=dict)
+    _lock_wait_set: bool = False
+
+    async def lock(self, *account_ids: int) -> None:
+        """Take what each account needs before the operation writes anything.
+
+        Ordinary: the exclusive account lock, waiting at most the tenant's lock wait
+        (then LOCK_COMPETITION). Partner: only a shared mode lock, which no other
+        writer contends on and which keeps partnerAccount from flipping mid-write.
+        Ids are locked in ascending order so two operations never deadlock.
+        """
+        todo = sorted({a for a in account_ids if a not in self.partner})
+        if not todo:
+            return
+        async with db_errors():
+            if not self._lock_wait_set:
+                await self.session.execute(
+                    text(
+                        "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
+                        "FROM tenant WHERE id = :t"
+                    ),
+                    {"t": self.tenant_id},
+                )
+                self._lock_wait_set = True
+            for account_id in todo:
+                await self.session.execute(
+                    text("SELECT pg_advisory_xact_lock_shared(:ns, :k)"),
+                    {"ns": NS_ACCOUNT_MODE, "k": key_of(account_id)},
+                )
+                is_partner = (
+                    await self.session.execute(
+                        text("SELECT partner_account FROM account WHERE id = :a AND tenant_id = :t"),
+                        {"a": account_id, "t": self.tenant_id},
+                    )
+                ).scalar_one_or_none()
+                if is_partner is None:
+                    raise NotFound(f"Account {account_id} not found")
+                if not is_partner:
+                    await self.session.execute(
+                        text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                        {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
+                    )
+                self.partner[account_id] = bool(is_partner)
+
+    def add(
+        self,
+        account_id: int,
+        *,
+        invoice_balance: Decimal = ZERO,
+        debit_memo_balance: Decimal = ZERO,
+        unapplied_payment: Decimal = ZERO,
+        unapplied_credit_memo: Decimal = ZERO,
+        contracted_mrr: Decimal = ZERO,
+        invoice_dates: bool = False,
+    ) -> None:
+        """Accumulate a change of the account's metrics (lock the account first)."""
+        if account_id not in self.partner:
+            raise RuntimeError("MetricsWriter.add before lock: the account lock comes first")
+        d = self.deltas.setdefault(account_id, Delta())
+        d.invoice_balance += invoice_balance
+        d.debit_memo_balance += debit_memo_balance
+        d.unapplied_payment += unapplied_payment
+        d.unapplied_credit_memo += unapplied_credit_memo
+        d.contracted_mrr += contracted_mrr
+        d.invoice_dates = d.invoice_dates or invoice_dates
+
+    async def flush(self) -> None:
+        """Write the collected deltas: metrics rows for ordinary accounts, the ledger for partners."""
+        ledger = []
+        for account_id, d in sorted(self.deltas.items()):
+            if d.is_zero():
+                continue
+            if self.partner[account_id]:
+                ledger.append(
+                    {
+                        "tenant_id": self.tenant_id,
+                        "account_id": account_id,
+                        "d_invoice_balance": d.invoice_balance,
+                        "d_debit_memo_balance": d.debit_memo_balance,
+                        "d_unapplied_payment": d.unapplied_payment,
+                        "d_unapplied_credit_memo": d.unapplied_credit_memo,
+                        "d_contracted_mrr": d.contracted_mrr,
+                    }
+                )
+            else:
+                await self.session.execute(
+                    text(
+                        """
+                        UPDATE account_metrics SET
+                          total_invoice_balance = total_invoice_balance + :ib,
+                          total_debit_memo_balance = total_debit_memo_balance + :dm,
+                          unapplied_payment_amount = unapplied_payment_amount + :up,
+                          unapplied_credit_memo_amount = unapplied_credit_memo_amount + :cm,
+                          contracted_mrr = contracted_mrr + :mrr,
+                          last_invoice_date = CASE WHEN :dates THEN (
+                              SELECT max(invoice_date) FROM invoice
+                              WHERE account_id = :a AND status = 'POSTED')
+                            ELSE last_invoice_date END,
+                          last_metrics_update = now()
+                        WHERE account_id = :a
+                        """
+                    ),
+                    {
+                        "a": account_id,
+                        "ib": d.invoice_balance,
+                        "dm": d.debit_memo_balance,
+                        "up": d.unapplied_payment,
+                        "cm": d.unapplied_credit_memo,
+                        "mrr": d.contracted_mrr,
+                        "dates": d.invoice_dates,
+                    },
+                )
+        if ledger:
+            await self.session.execute(insert(MC), ledger)
+        self.deltas.clear()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def stored_metrics(session: AsyncSession, account_id: int) -> Metrics:
+    """The metrics as stored (for partner accounts: as of lastMetricsUpdate)."""
+    row = (
+        (
+            await session.execute(
+                text("SELECT * FROM account_metrics WHERE account_id = :a"), {"a": account_id}
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return _metrics_of(row)
+
+
+def _metrics_of(row: object) -> Metrics:
+    r = dict(row)  # type: ignore[call-overload]
+    return Metrics(
+        total_invoice_balance=r["total_invoice_balance"],
+        total_debit_memo_balance=r["total_debit_memo_balance"],
+        unapplied_payment_amount=r["unapplied_payment_amount"],
+        unapplied_credit_memo_amount=r["unapplied_credit_memo_amount"],
+        contracted_mrr=r["contracted_mrr"],
+        last_invoice_date=r["last_invoice_date"],
+        last_metrics_update=r["last_metrics_update"],
+    )
+
+
+async def recompute(session: AsyncSession, account_id: int) -> Metrics:
+    """The metrics from the documents alone: the definition of truth (domain.md, 6)."""
+    row = (
+        (
+            await session.execute(
+                text(
+                    """
+                    SELECT
+                      (SELECT coalesce(sum(balance), 0) FROM invoice
+                        WHERE account_id = :a AND status = 'POSTED') AS total_invoice_balance,
+                      (SELECT max(invoice_date) FROM invoice
+                        WHERE account_id = :a AND status = 'POSTED') AS last_invoice_date,
+                      (SELECT coalesce(sum(balance), 0) FROM debit_memo
+                        WHERE account_id = :a AND status = 'POSTED') AS total_debit_memo_balance,
+                      (SELECT coalesce(sum(amount - applied_amount - refund_amount), 0) FROM payment
+                        WHERE account_id = :a AND status = 'PROCESSED') AS unapplied_payment_amount,
+                      (SELECT coalesce(sum(amount - applied_amount - refund_amount), 0)
+                        FROM credit_memo WHERE account_id = :a AND status = 'POSTED')
+                        AS unapplied_credit_memo_amount,
+                      (SELECT coalesce(sum(mrr), 0) FROM subscription
+                        WHERE owner_account_id = :a AND status IN ('ACTIVE', 'SUSPENDED')
+                          AND cancelled_date IS NULL) AS contracted_mrr,
+                      NULL::timestamptz AS last_metrics_update
+                    """
+                ),
+                {"a": account_id},
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return _metrics_of(row)
+
+
+# --------------------------------------------------------------------------- refresh
+
+
+async def fold_changes(session: AsyncSession, tenant_id: int, account_id: int) -> int:
+    """Fold the account's pending ledger rows into its metrics and stamp lastMetricsUpdate.
+
+    The caller holds the account's metrics lock. Returns how many rows were folded."""
+    res = await session.execute(
+        text("SELECT pb_fold_account_metrics(:t, :a)"), {"t": tenant_id, "a": account_id}
+    )
+    return int(res.scalar_one())
+
+
+async def refresh_account(session: AsyncSession, tenant_id: int, account_id: int) -> int | None:
+    """Refresh one account now: take its metrics lock (waiting at most the tenant's lock wait),
+    fold its changes and stamp lastMetricsUpdate. Returns the rows folded."""
+    writer = MetricsWriter(session, tenant_id)
+    async with db_errors():
+        await session.execute(
+            text(
+                "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
+                "FROM tenant WHERE id = :t"
+            ),
+            {"t": tenant_id},
+        )
+        writer._lock_wait_set = True
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+            {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
+        )
+        return await fold_changes(session, tenant_id, account_id)
+
+
+async def changed_accounts(conn: AsyncSession | object, tenant_id: int) -> list[int]:
+    """Ids of the tenant's accounts with pending ledger rows (a loose index scan)."""
+    res = await conn.execute(  # type: ignore[attr-defined]
+        text(
+            """
+            WITH RECURSIVE r(account_id) AS (
+              (SELECT account_id FROM metrics_change WHERE tenant_id = :t
+                ORDER BY account_id LIMIT 1)
+              UNION ALL
+              SELECT (SELECT m.account_id FROM metrics_change m
+                       WHERE m.tenant_id = :t AND m.account_id > r.account_id
+                       ORDER BY m.account_id LIMIT 1)
+              FROM r WHERE r.account_id IS NOT NULL
+            )
+            SELECT account_id FROM r WHERE account_id IS NOT NULL
+            """
+        ),
+        {"t": tenant_id},
+    )
+    return [int(a) for a in res.scalars()]
+
+
+@dataclass
+class RefreshReport:
+    tenant_id: int
+    accounts_refreshed: int = 0
+    accounts_skipped: int = 0  # someone else held the lock: left for the next run
+    changes_folded: int = 0
+    refreshed_ids: list[int] = field(default_factory=list)
+
+
+async def refresh_tenant(
+    engine: AsyncEngine, tenant_id: int, *, parallelism: int = 4
+) -> RefreshReport:
+    """Refresh every changed partner account of a tenant.
+
+    One autocommit statement per account (``pb_refresh_account``) is one short
+    transaction under ``pg_try_advisory_xact_lock``; an account whose lock is held
+    is skipped and stays in the ledger. Cost grows with the changed accounts."""
+    report = RefreshReport(tenant_id)
+    async with engine.connect() as conn:
+        ids = await changed_accounts(conn, tenant_id)
+    if not ids:
+        return report
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for a in ids:
+        queue.put_nowait(a)
+
+    async def drain() -> None:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            while True:
+                try:
+                    account_id = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                n = (
+                    await conn.execute(
+                        text("SELECT pb_refresh_account(:t, :a)"),
+                        {"t": tenant_id, "a": account_id},
+                    )
+                ).scalar_one()
+                if n is None or n < 0:
+                    report.accounts_skipped += 1
+                else:
+                    report.accounts_refreshed += 1
+                    report.changes_folded += int(n)
+                    report.refreshed_ids.append(account_id)
+
+    await asyncio.gather(*(drain() for _ in range(min(parallelism, len(ids)))))
+    return report
+
+
+async def claim_due_tenants(engine: AsyncEngine) -> list[int]:
+    """Tenants whose refresh interval has passed, claimed atomically (two workers never
+    claim the same tenant for the same tick)."""
+    async with engine.begin() as conn:
+        res = await conn.execute(
+            text(
+                """
+                UPDATE tenant SET metrics_refreshed_at = now()
+                WHERE metrics_refreshed_at + make_interval(secs => metrics_refresh_interval)
+                      <= now()
+                RETURNING id
+                """
+            )
+        )
+        return [int(t) for t in res.scalars()]
+
+
+def ids_of(values: Iterable[int | None]) -> list[int]:
+    return [v for v in values if v is not None]

@@ -1,0 +1,90 @@
+"""Money: Decimal end to end, quantized to the currency's minor unit, ROUND_HALF_UP."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from billing.errors import ValidationFailed
+
+#: Minor-unit places of the currencies the service accepts (ISO 4217).
+MINOR_UNITS: dict[str, int] = {
+    "USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "AUD": 2, "CHF": 2, "CNY": 2, "INR": 2,
+    "SEK": 2, "NOK": 2, "DKK": 2, "NZD": 2, "SGD": 2, "HKD": 2, "MXN": 2, "BRL": 2,
+    "PLN": 2, "ZAR": 2, "JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3,
+}  # fmt: skip
+
+ZERO = Decimal(0)
+ROUNDING = ROUND_HALF_UP
+MRR_PLACES = Decimal("0.000001")
+
+
+def check_currency(currency: str, field: list[str] | None = None) -> str:
+    """A supported ISO currency code, upper-cased."""
+    code = (currency or "").strip().upper()
+    if code not in MINOR_UNITS:
+        raise ValidationFailed(f"Unsupported currency {currency!r}", field or ["currency"])
+    return code
+
+
+def unit(currency: str) -> Decimal:
+    """The smallest amount of the currency (0.01 for USD, 1 for JPY)."""
+    return Decimal(1).scaleb(-MINOR_UNITS[currency])
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round to the currency's minor unit with the house rule (half up)."""
+    return amount.quantize(unit(currency), rounding=ROUNDING)
+
+
+def to_decimal(value: object, field: list[str]) -> Decimal:
+    """Parse a decimal, refusing floats, NaN and infinities."""
+    if isinstance(value, float):
+        raise ValidationFailed("Amounts must be decimal strings, not floats", field)
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(f"{value!r} is not a decimal number", field) from None
+    if not d.is_finite():
+        raise ValidationFailed("Amounts must be finite", field)
+    return d
+
+
+def check_amount(
+    value: object, currency: str, field: list[str], *, allow_zero: bool = False
+) -> Decimal:
+    """A positive amount with at most the currency's minor-unit places."""
+    d = to_decimal(value, field)
+    if d < 0 or (d == 0 and not allow_zero):
+        raise ValidationFailed(
+            f"Amount must be {'zero or more' if allow_zero else 'positive'}, got {d}", field
+        )
+    exponent = d.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MINOR_UNITS[currency] and d != d.quantize(unit(currency)):
+        raise ValidationFailed(
+            f"{d} has more than {MINOR_UNITS[currency]} decimal places for {currency}", field
+        )
+    if d >= Decimal("1e15"):
+        raise ValidationFailed("Amount is too large", field)
+    return quantize(d, currency)
+
+
+def check_quantity(value: object, field: list[str]) -> Decimal:
+    """A positive quantity with at most four decimal places."""
+    d = to_decimal(value, field)
+    if d <= 0:
+        raise ValidationFailed("Quantity must be positive", field)
+    if d != d.quantize(Decimal("0.0001")) or d >= Decimal("1e12"):
+        raise ValidationFailed("Quantity has more than 4 decimal places or is too large", field)
+    return d
+
+
+def check_price(value: object, field: list[str]) -> Decimal:
+    """A price of zero or more with at most four decimal places (unit prices may be finer than
+    the currency; amounts never are)."""
+    d = to_decimal(value, field)
+    if d < 0:
+        raise ValidationFailed("Price must not be negative", field)
+    if d != d.quantize(Decimal("0.0001")) or d >= Decimal("1e12"):
+        raise ValidationFailed("Price has more than 4 decimal places or is too large", field)
+    return d

@@ -1,0 +1,181 @@
+"""Payments: creation (applied, unapplied or both), apply and unapply (domain.md, 5 and 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import numbering
+from billing.accounts import get_account, get_account_by_id
+from billing.applications import TargetAmount, apply, resolve_targets, unapply
+from billing.dbutil import db_errors
+from billing.errors import (
+    AmountExceedsUnapplied,
+    CurrencyMismatch,
+    InvalidState,
+    NotFound,
+    ValidationFailed,
+)
+from billing.metrics import MetricsWriter
+from billing.money import check_amount
+from billing.pages import Page, paginate
+from db.models import Payment
+
+P = Payment.__table__
+METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
+
+
+@dataclass
+class PaymentData:
+    account_number: str
+    amount: object
+    effective_date: date
+    method: str = "OTHER"
+    currency: str | None = None
+    reference: str | None = None
+    invoices: list[TargetAmount] = field(default_factory=list)
+    debit_memos: list[TargetAmount] = field(default_factory=list)
+
+
+async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentData) -> RowMapping:
+    """A processed external payment; what is not applied stays unapplied on the account."""
+    account = await get_account(session, tenant_id, data.account_number)
+    if data.currency is not None and data.currency.upper() != account["currency"]:
+        raise CurrencyMismatch(
+            f"Account {account['account_number']} uses {account['currency']}, not {data.currency}",
+            ["currency"],
+        )
+    if data.method not in METHODS:
+        raise ValidationFailed(f"Unknown payment method {data.method!r}", ["method"])
+    amount = check_amount(data.amount, account["currency"], ["amount"])
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(account["id"])
+    targets = await resolve_targets(session, tenant_id, account, data.invoices, data.debit_memos)
+    wanted = sum((t.amount for t in targets), amount * 0)
+    if wanted > amount:
+        raise AmountExceedsUnapplied(
+            f"Applications total {wanted}, more than the payment's {amount}", ["amount"]
+        )
+    number = await numbering.next_number(session, tenant_id, "payment")
+    async with db_errors():
+        payment_id = (
+            await session.execute(
+                insert(P)
+                .values(
+                    tenant_id=tenant_id,
+                    payment_number=number,
+                    account_id=account["id"],
+                    currency=account["currency"],
+                    amount=amount,
+                    applied_amount=wanted,
+                    effective_date=data.effective_date,
+                    method=data.method,
+                    reference=data.reference,
+                )
+                .returning(P.c.id)
+            )
+        ).scalar_one()
+    await apply(session, tenant_id, "payment", payment_id, targets, writer)
+    writer.add(account["id"], unapplied_payment=amount - wanted)
+    await writer.flush()
+    return await get_payment_by_id(session, payment_id)
+
+
+async def find_payment(
+    session: AsyncSession, tenant_id: int, number: str, *, for_update: bool = False
+) -> RowMapping | None:
+    stmt = select(P).where(P.c.tenant_id == tenant_id, P.c.payment_number == number)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).mappings().one_or_none()
+
+
+async def get_payment(
+    session: AsyncSession, tenant_id: int, number: str, *, for_update: bool = False
+) -> RowMapping:
+    """The payment with that number, or NOT_FOUND."""
+    row = await find_payment(session, tenant_id, number, for_update=for_update)
+    if row is None:
+        raise NotFound(f"Payment {number} not found", ["paymentNumber"])
+    return row
+
+
+async def get_payment_by_id(session: AsyncSession, payment_id: int) -> RowMapping:
+    return (await session.execute(select(P).where(P.c.id == payment_id))).mappings().one()
+
+
+def unapplied(row: RowMapping) -> object:
+    """What a payment still has to apply or refund."""
+    return row["amount"] - row["applied_amount"] - row["refund_amount"]
+
+
+async def apply_payment(
+    session: AsyncSession,
+    tenant_id: int,
+    number: str,
+    invoices: list[TargetAmount],
+    debit_memos: list[TargetAmount],
+) -> RowMapping:
+    """Apply part of a processed payment's unapplied amount to posted invoices and debit memos."""
+    if not invoices and not debit_memos:
+        raise ValidationFailed("Name at least one invoice or debit memo", ["invoices"])
+    pay = await get_payment(session, tenant_id, number)
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(pay["account_id"])
+    pay = await get_payment(session, tenant_id, number, for_update=True)
+    if pay["status"] != "PROCESSED":
+        raise InvalidState(f"Payment {number} is {pay['status']}")
+    account = await get_account_by_id(session, tenant_id, pay["account_id"])
+    targets = await resolve_targets(session, tenant_id, account, invoices, debit_memos)
+    total = sum((t.amount for t in targets), pay["amount"] * 0)
+    if total > unapplied(pay):  # type: ignore[operator]
+        raise AmountExceedsUnapplied(
+            f"{total} exceeds the payment's unapplied amount {unapplied(pay)}", ["invoices"]
+        )
+    await apply(session, tenant_id, "payment", pay["id"], targets, writer)
+    await session.execute(
+        update(P).where(P.c.id == pay["id"]).values(applied_amount=P.c.applied_amount + total)
+    )
+    writer.add(pay["account_id"], unapplied_payment=-total)
+    await writer.flush()
+    return await get_payment_by_id(session, pay["id"])
+
+
+async def unapply_payment(
+    session: AsyncSession,
+    tenant_id: int,
+    number: str,
+    invoices: list[TargetAmount],
+    debit_memos: list[TargetAmount],
+) -> RowMapping:
+    """Take applied money back to the payment's unapplied amount."""
+    pay = await get_payment(session, tenant_id, number)
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(pay["account_id"])
+    pay = await get_payment(session, tenant_id, number, for_update=True)
+    if pay["status"] != "PROCESSED":
+        raise InvalidState(f"Payment {number} is {pay['status']}")
+    account = await get_account_by_id(session, tenant_id, pay["account_id"])
+    total = await unapply(
+        session, tenant_id, "payment", pay["id"], account, invoices, debit_memos, writer
+    )
+    await session.execute(
+        update(P).where(P.c.id == pay["id"]).values(applied_amount=P.c.applied_amount - total)
+    )
+    writer.add(pay["account_id"], unapplied_payment=total)
+    await writer.flush()
+    return await get_payment_by_id(session, pay["id"])
+
+
+async def payments_of_account(
+    session: AsyncSession, account_id: int, status: str | None, first: int | None, after: str | None
+) -> Page:
+    """An account's payments, optionally of one status."""
+    stmt = select(P).where(P.c.account_id == account_id)
+    if status:
+        stmt = stmt.where(P.c.status == status)
+    return await paginate(session, stmt, P.c.id, first, after)

@@ -1,0 +1,68 @@
+"""How a root field runs: one transaction, domain errors become UserErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import idempotency
+from billing.dbutil import translate
+from billing.errors import BillingError
+from resolvers.context import Context
+from resolvers.errors import to_user_error
+from schema.errors import UserError
+
+R = TypeVar("R")
+
+
+async def in_transaction(
+    ctx: Context, work: Callable[[AsyncSession], Awaitable[R]]
+) -> tuple[R | None, list[UserError]]:
+    """Run ``work`` in one transaction; on a domain error roll back and return it."""
+    try:
+        async with ctx.sessionmaker() as session:
+            try:
+                async with session.begin():
+                    result = await work(session)
+            except DBAPIError as exc:
+                mapped = translate(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+        return result, []
+    except BillingError as exc:
+        return None, [to_user_error(exc)]
+
+
+async def idempotent(
+    ctx: Context,
+    key: str | None,
+    operation: str,
+    payload: Any,
+    work: Callable[[AsyncSession], Awaitable[R]],
+    remember: Callable[[R], dict[str, Any]],
+    replay: Callable[[AsyncSession, dict[str, Any]], Awaitable[R]],
+) -> tuple[R | None, list[UserError]]:
+    """``in_transaction`` with an optional idempotency key: a repeat with the same key and
+    input returns the first result and writes nothing."""
+    if not key:
+        return await in_transaction(ctx, work)
+
+    async def guarded(session: AsyncSession) -> R:
+        stored = await idempotency.claim(session, ctx.tenant_id, key, operation, payload)
+        if stored is not None:
+            return await replay(session, stored)
+        result = await work(session)
+        await idempotency.store(session, ctx.tenant_id, key, remember(result))
+        return result
+
+    return await in_transaction(ctx, guarded)
+
+
+async def read(ctx: Context, work: Callable[[AsyncSession], Awaitable[R]]) -> R:
+    """A read in its own short session (root query fields)."""
+    async with ctx.sessionmaker() as session:
+        return await work(session)

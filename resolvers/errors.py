@@ -1,0 +1,32 @@
+"""The one mapping from domain errors to GraphQL UserErrors."""
+
+from __future__ import annotations
+
+from billing import errors as be
+from schema.errors import ERROR_TYPES, ErrorCode, UserError
+
+CODE_OF: dict[type[be.BillingError], ErrorCode] = {
+    be.ValidationFailed: ErrorCode.VALIDATION,
+    be.NotFound: ErrorCode.NOT_FOUND,
+    be.Duplicate: ErrorCode.DUPLICATE,
+    be.InvalidState: ErrorCode.INVALID_STATE,
+    be.CurrencyMismatch: ErrorCode.CURRENCY_MISMATCH,
+    be.AmountExceedsOpenBalance: ErrorCode.AMOUNT_EXCEEDS_OPEN_BALANCE,
+    be.AmountExceedsUnapplied: ErrorCode.AMOUNT_EXCEEDS_UNAPPLIED,
+    be.LockCompetition: ErrorCode.LOCK_COMPETITION,
+    be.IdempotencyKeyReused: ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    be.LimitExceeded: ErrorCode.LIMIT_EXCEEDED,
+}
+
+
+def to_user_error(exc: be.BillingError) -> UserError:
+    """The UserError a domain error answers with (exhaustive over BillingError subclasses)."""
+    for cls in type(exc).__mro__:
+        if cls in CODE_OF:
+            code = CODE_OF[cls]  # type: ignore[index]
+            break
+    else:  # pragma: no cover - the architecture test keeps CODE_OF exhaustive
+        raise TypeError(f"No ErrorCode for {type(exc).__name__}")
+    return ERROR_TYPES[code](
+        code=code, message=exc.message, field=exc.field, retryable=exc.retryable
+    )

@@ -1,0 +1,150 @@
+"""Per-request DataLoaders and nested-field fetchers (each batch has its own session)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+
+from billing import accounts as acc
+from billing import applications as apps
+from billing import invoices as inv
+from billing import payments as pay
+from billing.metrics import _metrics_of
+from resolvers import convert
+from schema.accounts import Account, AccountMetrics
+from schema.common import Connection
+from schema.documents import Application, InvoiceItem
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Fetcher:
+    """What nested GraphQL fields call through ``info.context.fetch``."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self._account = DataLoader(self._load_accounts)
+        self._metrics = DataLoader(self._load_metrics)
+        self._items = DataLoader(self._load_items)
+        self._apps: dict[str, DataLoader[int, list[Application]]] = {}
+
+    async def _session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
+        async with self.ctx.sessionmaker() as session:
+            return await work(session)
+
+    async def _load_accounts(self, ids: Sequence[int]) -> list[Account]:
+        rows = await self._session(lambda s: acc.accounts_by_ids(s, self.ctx.tenant_id, list(ids)))
+        return [convert.account(rows[i]) for i in ids]
+
+    async def _load_metrics(self, ids: Sequence[int]) -> list[AccountMetrics]:
+        async def go(s: AsyncSession) -> dict[int, AccountMetrics]:
+            res = await s.execute(
+                text(
+                    "SELECT m.*, a.currency FROM account_metrics m JOIN account a ON a.id = m.account_id "
+                    "WHERE m.account_id = ANY(:ids) AND m.tenant_id = :t"
+                ),
+                {"ids": list(ids), "t": self.ctx.tenant_id},
+            )
+            return {r["account_id"]: convert.metrics(_metrics_of(r), r["currency"]) for r in res.mappings()}
+
+        found = await self._session(go)
+        return [found[i] for i in ids]
+
+    async def _load_items(self, ids: Sequence[int]) -> list[list[InvoiceItem]]:
+        async def go(s: AsyncSession) -> list[list[InvoiceItem]]:
+            items = await inv.invoice_items(s, list(ids))
+            sub_ids = {r["subscription_id"] for rows in items.values() for r in rows if r["subscription_id"]}
+            chg_ids = {r["subscription_charge_id"] for rows in items.values() for r in rows if r["subscription_charge_id"]}
+            subs: dict[int, str] = {}
+            chgs: dict[int, str] = {}
+            if sub_ids:
+                res = await s.execute(text("SELECT id, subscription_number FROM subscription WHERE id = ANY(:i)"), {"i": list(sub_ids)})
+                subs = {r[0]: r[1] for r in res}
+            if chg_ids:
+                res = await s.execute(text("SELECT id, charge_number FROM subscription_charge WHERE id = ANY(:i)"), {"i": list(chg_ids)})
+                chgs = {r[0]: r[1] for r in res}
+            return [
+                [
+                    convert.invoice_item(r, subs.get(r["subscription_id"]), chgs.get(r["subscription_charge_id"]))
+                    for r in items[i]
+                ]
+                for i in ids
+            ]
+
+        return await self._session(go)
+
+    # ------------------------------------------------------------------ used by schema types
+
+    async def account(self, account_id: int) -> Account:
+        return await self._account.load(account_id)
+
+    async def account_metrics(self, account_id: int) -> AccountMetrics:
+        return await self._metrics.load(account_id)
+
+    async def invoice_items(self, invoice_id: int) -> list[InvoiceItem]:
+        return await self._items.load(invoice_id)
+
+    async def applications(self, column: str, ident: int) -> list[Application]:
+        loader = self._apps.get(column)
+        if loader is None:
+
+            async def load(ids: Sequence[int]) -> list[list[Application]]:
+                async def go(s: AsyncSession) -> list[list[Application]]:
+                    grouped = await apps.applications_of(s, column, list(ids))
+                    numbers = await _document_numbers(s, [r for rows in grouped.values() for r in rows])
+                    return [[convert.application(r, numbers) for r in grouped[i]] for i in ids]
+
+                return await self._session(go)
+
+            loader = self._apps[column] = DataLoader(load)
+        return await loader.load(ident)
+
+    async def account_invoices(
+        self, account_id: int, status: str | None, first: int | None, after: str | None
+    ) -> Connection[Any]:
+        async def go(s: AsyncSession) -> Connection[Any]:
+            number = await _account_number(s, account_id)
+            page = await inv.invoices_of_account(s, account_id, status, first, after)
+            return convert.connection(page, lambda r: convert.invoice(r, number))
+
+        return await self._session(go)
+
+    async def account_payments(
+        self, account_id: int, status: str | None, first: int | None, after: str | None
+    ) -> Connection[Any]:
+        async def go(s: AsyncSession) -> Connection[Any]:
+            number = await _account_number(s, account_id)
+            page = await pay.payments_of_account(s, account_id, status, first, after)
+            return convert.connection(page, lambda r: convert.payment(r, number))
+
+        return await self._session(go)
+
+
+async def _account_number(s: AsyncSession, account_id: int) -> str:
+    res = await s.execute(text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id})
+    return str(res.scalar_one())
+
+
+async def _document_numbers(s: AsyncSession, rows: list[Any]) -> dict[tuple[str, int], str]:
+    """Business numbers of the documents the application rows point at."""
+    wanted: dict[str, set[int]] = {}
+    for r in rows:
+        for kind in ("payment", "credit_memo", "invoice", "debit_memo"):
+            if r[f"{kind}_id"] is not None:
+                wanted.setdefault(kind, set()).add(r[f"{kind}_id"])
+    sql = {
+        "payment": "SELECT id, payment_number FROM payment WHERE id = ANY(:i)",
+        "credit_memo": "SELECT id, memo_number FROM credit_memo WHERE id = ANY(:i)",
+        "invoice": "SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)",
+        "debit_memo": "SELECT id, memo_number FROM debit_memo WHERE id = ANY(:i)",
+    }
+    out: dict[tuple[str, int], str] = {}
+    for kind, ids in wanted.items():
+        for ident, number in await s.execute(text(sql[kind]), {"i": list(ids)}):
+            out[(kind, ident)] = number
+    return out

@@ -1,0 +1,211 @@
+"""Accounts, contacts, metrics and tenant settings."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry import Private
+
+from schema.common import Connection
+from schema.errors import UserError
+
+if TYPE_CHECKING:
+    from schema.documents import Invoice, Payment
+
+
+@strawberry.enum(description="Days between invoice date and due date.")
+class PaymentTerm(Enum):
+    DUE_UPON_RECEIPT = "DUE_UPON_RECEIPT"
+    NET_15 = "NET_15"
+    NET_30 = "NET_30"
+    NET_45 = "NET_45"
+    NET_60 = "NET_60"
+    NET_90 = "NET_90"
+
+
+@strawberry.enum(description="Lifecycle of an account.")
+class AccountStatus(Enum):
+    ACTIVE = "ACTIVE"
+    CANCELED = "CANCELED"
+
+
+@strawberry.type(description="A person to bill or to ship to.")
+class Contact:
+    first_name: str
+    last_name: str
+    work_email: str | None = None
+    work_phone: str | None = None
+    address1: str | None = None
+    address2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+@strawberry.input(description="A person to bill or to ship to.")
+class ContactInput:
+    first_name: str
+    last_name: str
+    work_email: str | None = None
+    work_phone: str | None = None
+    address1: str | None = None
+    address2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+@strawberry.type(
+    description="The account's metrics. For a partner account they are as of lastMetricsUpdate; "
+    "for an ordinary account they are always current."
+)
+class AccountMetrics:
+    balance: Decimal = strawberry.field(
+        description="totalInvoiceBalance + totalDebitMemoBalance - unappliedPaymentAmount "
+        "- unappliedCreditMemoAmount."
+    )
+    credit_balance: Decimal = strawberry.field(
+        description="Kept for compatibility; always 0 (credit lives in memos and unapplied payments)."
+    )
+    total_invoice_balance: Decimal = strawberry.field(description="Open balance of posted invoices.")
+    total_debit_memo_balance: Decimal = strawberry.field(
+        description="Open balance of posted debit memos."
+    )
+    unapplied_payment_amount: Decimal = strawberry.field(
+        description="Money of processed payments neither applied nor refunded."
+    )
+    unapplied_credit_memo_amount: Decimal = strawberry.field(
+        description="Credit of posted credit memos neither applied nor refunded."
+    )
+    contracted_mrr: Decimal = strawberry.field(
+        description="Monthly recurring revenue of the subscriptions this account owns."
+    )
+    last_invoice_date: date | None = strawberry.field(description="Latest posted invoice date.")
+    last_metrics_update: datetime | None = strawberry.field(
+        description="When these values were computed."
+    )
+    currency: str = strawberry.field(description="The account's currency.")
+
+
+@strawberry.type(description="A customer account: reseller, end customer, or both.")
+class Account:
+    db_id: Private[int]
+    id: strawberry.ID = strawberry.field(description="Opaque identifier.")
+    account_number: str = strawberry.field(description="Business number, unique per tenant.")
+    name: str = strawberry.field(description="Display name.")
+    currency: str = strawberry.field(description="ISO currency of every document; immutable.")
+    status: AccountStatus = strawberry.field(description="Lifecycle status.")
+    bill_cycle_day: int = strawberry.field(description="Day of month billing aligns to (31 = month end).")
+    payment_term: PaymentTerm = strawberry.field(description="Sets invoice due dates.")
+    batch: str = strawberry.field(description="Bill-run batch.")
+    partner_account: bool = strawberry.field(
+        description="True: metrics are computed by the periodic refresh, writes never take the "
+        "account lock."
+    )
+    last_metrics_update: datetime | None = strawberry.field(
+        description="When the stored metrics were last computed."
+    )
+    bill_to_contact: Contact = strawberry.field(description="Who receives the invoices.")
+    sold_to_contact: Contact = strawberry.field(description="Who the service is sold to.")
+    created_at: datetime = strawberry.field(description="When the account was created.")
+
+    @strawberry.field(description="The account's metrics (see AccountMetrics).")
+    async def metrics(self, info: strawberry.Info) -> AccountMetrics:
+        return await info.context.fetch.account_metrics(self.db_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Invoices of this account, newest last.")
+    async def invoices(
+        self,
+        info: strawberry.Info,
+        status: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Annotated[Invoice, strawberry.lazy("schema.documents")]]:
+        return await info.context.fetch.account_invoices(self.db_id, status, first, after)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Payments of this account, newest last.")
+    async def payments(
+        self,
+        info: strawberry.Info,
+        status: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Annotated[Payment, strawberry.lazy("schema.documents")]]:
+        return await info.context.fetch.account_payments(self.db_id, status, first, after)  # type: ignore[no-any-return]
+
+
+@strawberry.input(description="A new account.")
+class CreateAccountInput:
+    name: str
+    currency: str
+    bill_to_contact: ContactInput
+    account_number: str | None = None
+    sold_to_contact: ContactInput | None = None
+    bill_cycle_day: int = 1
+    payment_term: PaymentTerm = PaymentTerm.DUE_UPON_RECEIPT
+    batch: str = "Batch1"
+    partner_account: bool = False
+    idempotency_key: str | None = None
+
+
+@strawberry.input(description="Changes to an account; absent fields stay as they are.")
+class UpdateAccountInput:
+    account_number: str
+    name: str | None = None
+    bill_cycle_day: int | None = None
+    payment_term: PaymentTerm | None = None
+    batch: str | None = None
+    status: AccountStatus | None = None
+    partner_account: bool | None = None
+    bill_to_contact: ContactInput | None = None
+    sold_to_contact: ContactInput | None = None
+
+
+@strawberry.input(description="Which account to refresh.")
+class RefreshAccountMetricsInput:
+    account_number: str
+
+
+@strawberry.input(description="Filters for the accounts list.")
+class AccountFilter:
+    partner_account: bool | None = None
+    status: AccountStatus | None = None
+    batch: str | None = None
+    name_contains: str | None = None
+    metrics_stale_since: datetime | None = strawberry.field(
+        default=None, description="Accounts whose lastMetricsUpdate is older than this."
+    )
+
+
+@strawberry.type(description="Result of an account mutation.")
+class AccountPayload:
+    account: Account | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type(description="Tenant-wide settings.")
+class TenantSettings:
+    metrics_refresh_interval: int = strawberry.field(
+        description="Seconds between refreshes of partner accounts' metrics."
+    )
+    lock_wait: int = strawberry.field(
+        description="Milliseconds an ordinary account's write waits for its lock."
+    )
+
+
+@strawberry.input(description="Changes to the tenant's settings.")
+class UpdateTenantSettingsInput:
+    metrics_refresh_interval: int | None = None
+    lock_wait: int | None = None
+
+
+@strawberry.type(description="Result of updateTenantSettings.")
+class TenantSettingsPayload:
+    tenant_settings: TenantSettings | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)

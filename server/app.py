@@ -1,0 +1,263 @@
+"""The Starlette application: /graphql, /healthz, /metrics and the vendored GraphiQL assets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from arq import create_pool
+from arq.worker import Worker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing.tenants import ensure_dev_tenant
+from db.engine import create_engine, create_sessionmaker
+from jobs.redis import redis_settings_from_url
+from resolvers.context import Services
+from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
+from server.settings import Settings, read_dev_key
+
+log = logging.getLogger("partnerbill.server")
+
+HEALTH_TIMEOUT = 2.0
+WORKER_GRACE = 10.0
+
+
+class InProcessWorker:
+    """The arq worker on the server's own event loop (the embedded default)."""
+
+    def __init__(self, database_url: str, redis_url: str) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.worker: Worker | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        from jobs.worker import worker_kwargs
+
+        # Constructed inside the running loop: arq binds the loop in __init__.
+        self.worker = Worker(
+            **worker_kwargs(self.database_url),
+            redis_settings=redis_settings_from_url(self.redis_url),
+            handle_signals=False,
+        )
+        self.task = asyncio.create_task(self.worker.async_run(), name="arq-worker")
+        self.task.add_done_callback(self._report)
+
+    @staticmethod
+    def _report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the in-process worker stopped", exc_info=task.exception())
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def stop(self) -> None:
+        """Let running jobs finish for a moment, then cancel them and close the worker."""
+        worker, task = self.worker, self.task
+        if worker is None or task is None:
+            return
+        worker.allow_pick_jobs = False
+        pending = [t for t in worker.tasks.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=WORKER_GRACE)
+        worker.handle_sig(signal.SIGUSR1)  # cancels what is left and the main task
+        await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
+        try:
+            await worker.close()  # closes the worker's own Redis pool, runs on_shutdown
+        except Exception:
+            log.exception("closing the in-process worker")
+        self.worker = self.task = None
+
+
+class MetricsRegistry:
+    """Request counts per route and status, rendered for /metrics (Prometheus text format)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, int]] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.started = time.time()
+
+    def render(self) -> str:
+        lines = [
+            "# HELP partnerbill_http_requests_total HTTP requests by route, method and status.",
+            "# TYPE partnerbill_http_requests_total counter",
+        ]
+        for (route, method, status), n in sorted(self.counts.items()):
+            lines.append(
+                f'partnerbill_http_requests_total{{route="{route}",method="{method}",'
+                f'status="{status}"}} {n}'
+            )
+        lines += [
+            "# HELP partnerbill_http_request_seconds_total Time spent answering, by route.",
+            "# TYPE partnerbill_http_request_seconds_total counter",
+        ]
+        for route, s in sorted(self.seconds.items()):
+            lines.append(f'partnerbill_http_request_seconds_total{{route="{route}"}} {s:.6f}')
+        lines += [
+            "# TYPE partnerbill_start_time_seconds gauge",
+            f"partnerbill_start_time_seconds {self.started:.3f}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class RequestMetrics:
+    """ASGI middleware feeding a MetricsRegistry."""
+
+    def __init__(self, app: ASGIApp, registry: MetricsRegistry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            route = path if path in ("/graphql", "/healthz", "/metrics") else "other"
+            self.registry.counts[(route, scope.get("method", ""), status)] += 1
+            self.registry.seconds[route] += time.perf_counter() - start
+
+
+def create_app(
+    settings: Settings, *, dev_api_key: str | None = None, schema: Any = None
+) -> Starlette:
+    """The ASGI app for concrete database and Redis URLs (``settings.with_urls``)."""
+    if not settings.database_url or not settings.redis_url:
+        raise ValueError("create_app needs settings with database_url and redis_url")
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if schema is None:
+        from schema.root import schema as root_schema
+
+        schema = root_schema
+
+    runtime = Runtime(dev_api_key=dev_api_key if settings.allow_anonymous or dev_api_key else None)
+    view = PartnerbillGraphQL(
+        schema, runtime, allow_anonymous=settings.allow_anonymous, max_batch=settings.max_batch
+    )
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        redis = None
+        worker: InProcessWorker | None = None
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            redis = await create_pool(redis_settings_from_url(redis_url))
+            if settings.allow_anonymous:
+                async with sessionmaker.begin() as session:
+                    runtime.dev_tenant_id, _ = await ensure_dev_tenant(session)
+            runtime.services = Services(sessionmaker=sessionmaker, redis=redis)
+            state.update(engine=engine, redis=redis)
+            if settings.run_worker:
+                worker = InProcessWorker(database_url, redis_url)
+                worker.start()
+                state["worker"] = worker
+            yield
+        finally:
+            runtime.services = None
+            if worker is not None:
+                await worker.stop()
+            if redis is not None:
+                # Close before the embedded Redis stops: it stays up while a client is connected.
+                await redis.aclose(close_connection_pool=True)
+            await engine.dispose()
+            state.clear()
+
+    async def healthz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        engine: AsyncEngine | None = state.get("engine")
+        try:
+            if engine is None:
+                raise RuntimeError("not started")
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as e:
+            log.warning("healthz: database check failed: %r", e)
+            checks["database"] = f"error: {type(e).__name__}"
+        try:
+            redis = state.get("redis")
+            if redis is None:
+                raise RuntimeError("not started")
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as e:
+            log.warning("healthz: redis check failed: %r", e)
+            checks["redis"] = f"error: {type(e).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {"status": "ok" if ok else "error", "checks": checks}
+        worker = state.get("worker")
+        if worker is not None:
+            body["worker"] = "running" if worker.running else "stopped"
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(
+            registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    routes = [
+        Route("/graphql", view, methods=["GET", "POST"], max_body_size=settings.max_body_bytes),
+        WebSocketRoute("/graphql", view),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Mount(
+            "/static/graphiql",
+            app=StaticFiles(directory=STATIC_DIR / "graphiql"),
+            name="graphiql-static",
+        ),
+    ]
+    registry = MetricsRegistry()
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, registry=registry)],
+    )
+    app.state.runtime = runtime
+    app.state.view = view
+    app.state.settings = settings
+    return app
+
+
+def app_from_env() -> Starlette:
+    """For ``uvicorn --factory server.app:app_from_env``: DATABASE_URL and REDIS_URL required.
+
+    Migrations are not applied here; run ``partnerbill migrate`` first.
+    """
+    settings = Settings.from_env()
+    if settings.embedded:
+        raise SystemExit(
+            "uvicorn --factory server.app:app_from_env needs DATABASE_URL and REDIS_URL; "
+            "for the embedded servers run `partnerbill serve`"
+        )
+    return create_app(settings, dev_api_key=read_dev_key(settings.data_dir))

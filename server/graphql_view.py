@@ -1,0 +1,382 @@
+"""The /graphql endpoint: authentication, ordered batches, JSON errors, offline GraphiQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.base import BaseSchema
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
+
+from billing.tenants import tenant_for_api_key
+from resolvers.context import Context, Services
+
+log = logging.getLogger("partnerbill.graphql")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass
+class Runtime:
+    """What the lifespan builds and the view reads: filled in at start-up."""
+
+    services: Services | None = None
+    dev_tenant_id: int | None = None
+    dev_api_key: str | None = None
+
+
+class TenantCache:
+    """A small LRU of API key -> tenant id with a time limit, so a request costs no lookup."""
+
+    def __init__(self, ttl: float = 60.0, negative_ttl: float = 5.0, maxsize: int = 10_000):
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.maxsize = maxsize
+        self._entries: OrderedDict[str, tuple[int | None, float]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, int | None]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        tenant_id, expires = entry
+        if expires < time.monotonic():
+            del self._entries[key]
+            return False, None
+        self._entries.move_to_end(key)
+        return True, tenant_id
+
+    def put(self, key: str, tenant_id: int | None) -> None:
+        ttl = self.ttl if tenant_id is not None else self.negative_ttl
+        self._entries[key] = (tenant_id, time.monotonic() + ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None when absent or blank."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise HTTPException(401, "Authorization must be 'Bearer <api key>'")
+    return value.strip() or None
+
+
+def key_from_connection_params(params: Mapping[str, Any] | None) -> str | None:
+    """The API key a graphql-transport-ws client sent in ``connection_init``."""
+    if not params:
+        return None
+    for name in ("Authorization", "authorization"):
+        value = params.get(name)
+        if isinstance(value, str):
+            return bearer_key(value)
+    for name in ("apiKey", "api_key"):
+        value = params.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+class PartnerbillGraphQL(GraphQL[Context, None]):
+    """strawberry's ASGI view with partnerbill's rules.
+
+    - The API key decides the tenant; no key means the development tenant only when
+      anonymous access is allowed.
+    - A JSON array body is a batch: its operations run one after another, each with its own
+      context (and DataLoaders), never interleaved.
+    - Refusals are JSON ``{"errors": [...]}`` with the HTTP status, not plain text.
+    - GraphiQL loads its scripts from /static/graphiql, so it works without internet.
+    """
+
+    def __init__(
+        self,
+        schema: BaseSchema,
+        runtime: Runtime,
+        *,
+        allow_anonymous: bool,
+        max_batch: int,
+        key_cache: TenantCache | None = None,
+    ) -> None:
+        super().__init__(schema, graphql_ide="graphiql")
+        self.runtime = runtime
+        self.allow_anonymous = allow_anonymous
+        self.max_batch = max_batch
+        self.key_cache = key_cache or TenantCache()
+
+    # -- HTTP entry: JSON errors ---------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = cast(Response, await self.run(request))
+        except HTTPException as e:
+            response = error_response(e.status_code, e.reason)
+        await response(scope, receive, send)
+
+    async def run(  # type: ignore[override]
+        self,
+        request: Request | WebSocket,
+        context: Context | UnsetType = UNSET,
+        root_value: UnsetType | None = UNSET,
+    ) -> Response | WebSocket:
+        # The IDE page is static: show it before authentication, the key goes in its headers.
+        if isinstance(request, Request) and self.graphql_ide:
+            adapter = self.request_adapter_class(request)
+            if self.should_render_graphql_ide(adapter):
+                return await self.render_graphql_ide(request)
+        return await super().run(request, context, root_value)  # type: ignore[arg-type]
+
+    # -- authentication and context ------------------------------------------------------
+
+    @property
+    def services(self) -> Services:
+        if self.runtime.services is None:
+            raise HTTPException(503, "The service is starting")
+        return self.runtime.services
+
+    async def resolve_key(self, key: str) -> int | None:
+        """The tenant of an API key, through the short-lived cache."""
+        hit, tenant_id = self.key_cache.get(key)
+        if hit:
+            return tenant_id
+        async with self.services.sessionmaker() as session:
+            tenant_id = await tenant_for_api_key(session, key)
+        self.key_cache.put(key, tenant_id)
+        return tenant_id
+
+    async def tenant_for(self, key: str | None) -> int:
+        """The tenant a request acts for, or an HTTP 401."""
+        if key is None:
+            if self.allow_anonymous and self.runtime.dev_tenant_id is not None:
+                return self.runtime.dev_tenant_id
+            raise HTTPException(401, "Missing API key: send 'Authorization: Bearer <api key>'")
+        tenant_id = await self.resolve_key(key)
+        if tenant_id is None:
+            raise HTTPException(401, "Invalid API key")
+        return tenant_id
+
+    def make_context(
+        self, tenant_id: int, request: Any, response: Any, connection_params: Any = None
+    ) -> Context:
+        return Context(
+            tenant_id=tenant_id,
+            services=self.services,
+            request=request,
+            response=response,
+            connection_params=connection_params,
+        )
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        if isinstance(request, WebSocket):
+            # The tenant is settled in on_ws_connect, once connection_init has arrived.
+            key = bearer_key(request.headers.get("authorization"))
+            tenant_id = 0
+            if key is not None:
+                tenant_id = await self.resolve_key(key) or 0
+            return self.make_context(tenant_id, request, response)
+        key = bearer_key(request.headers.get("authorization"))
+        return self.make_context(await self.tenant_for(key), request, response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        try:
+            key = key_from_connection_params(context.connection_params)
+            if key is not None:
+                context.tenant_id = await self.tenant_for(key)
+            elif not context.tenant_id:
+                context.tenant_id = await self.tenant_for(None)
+        except HTTPException as e:
+            log.info("websocket refused: %s", e.reason)
+            raise ConnectionRejectionError() from e
+        return cast(UnsetType, UNSET)
+
+    # -- request parsing and batches -----------------------------------------------------
+
+    def parse_json(self, data: str | bytes) -> Any:
+        value = super().parse_json(data)
+        if not isinstance(value, (dict, list)):
+            raise HTTPException(
+                400, "The request body must be a JSON object or an array of JSON objects"
+            )
+        return value
+
+    def _validate_batch_request(self, request_data: list[Any], protocol: Any) -> None:
+        # Replaces strawberry's check, which needs batching_config on the schema and lets
+        # a non-object item through to a 500.
+        if transport := self._get_stream_transport(protocol):
+            raise HTTPException(400, transport.batching_error)
+        if not request_data:
+            raise HTTPException(400, "A batch must contain at least one operation")
+        if len(request_data) > self.max_batch:
+            raise HTTPException(400, f"Too many operations: a batch holds at most {self.max_batch}")
+        for index, item in enumerate(request_data):
+            if not isinstance(item, dict):
+                raise HTTPException(400, f"Batch item {index} is not a JSON object with a 'query'")
+            if not isinstance(item.get("query"), (str, type(None))):
+                raise HTTPException(400, f"Batch item {index}: 'query' must be a string")
+            for name in ("variables", "extensions"):
+                if not isinstance(item.get(name), (dict, type(None))):
+                    raise HTTPException(
+                        400, f"Batch item {index}: '{name}' must be an object or null"
+                    )
+            if not isinstance(item.get("operationName"), (str, type(None))):
+                raise HTTPException(
+                    400, f"Batch item {index}: 'operationName' must be a string or null"
+                )
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        if not isinstance(request_data, list):
+            return await super().execute_operation(
+                request=request,
+                request_adapter=request_adapter,
+                request_data=request_data,
+                context=context,
+                root_value=root_value,
+                sub_response=sub_response,
+            )
+        # In order, one at a time, each with a fresh context: a batch of mutations must
+        # behave like the same requests sent one after another.
+        results: list[ExecutionResult] = []
+        for index, data in enumerate(request_data):
+            op_context = (
+                context
+                if index == 0
+                else self.make_context(context.tenant_id, request, sub_response)
+            )
+            results.append(
+                await self.execute_single(
+                    request=request,
+                    request_adapter=request_adapter,
+                    sub_response=sub_response,
+                    context=op_context,
+                    root_value=root_value,
+                    request_data=data,
+                )
+            )
+        return results
+
+    # -- GraphiQL ------------------------------------------------------------------------
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        headers: dict[str, str] = {}
+        if self.runtime.dev_api_key:
+            headers["Authorization"] = f"Bearer {self.runtime.dev_api_key}"
+        return HTMLResponse(graphiql_html(headers))
+
+
+def error_response(status_code: int, message: str) -> Response:
+    """A refusal in GraphQL's error shape."""
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    return JSONResponse(
+        {"errors": [{"message": message}]}, status_code=status_code, headers=headers
+    )
+
+
+_GRAPHIQL_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>partnerbill GraphiQL</title>
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <link rel="stylesheet" href="/static/graphiql/graphiql.min.css">
+  <link rel="stylesheet" href="/static/graphiql/plugin-explorer.css">
+  <style>
+    body { height: 100%; margin: 0; width: 100%; overflow: hidden; }
+    #graphiql { height: 100vh; display: flex; }
+  </style>
+  <script src="/static/graphiql/react.production.min.js"></script>
+  <script src="/static/graphiql/react-dom.production.min.js"></script>
+</head>
+<body>
+  <div id="graphiql" class="graphiql-container">Loading...</div>
+  <script src="/static/graphiql/graphiql.min.js"></script>
+  <script src="/static/graphiql/plugin-explorer.umd.js"></script>
+  <script id="partnerbill-config" type="application/json">__CONFIG__</script>
+  <script>
+    const config = JSON.parse(document.getElementById("partnerbill-config").textContent);
+    const fetchURL = window.location.href.split("?")[0];
+    const wsURL = new URL(fetchURL);
+    wsURL.protocol = wsURL.protocol === "https:" ? "wss:" : "ws:";
+    wsURL.hash = "";
+    const defaultHeaders = JSON.stringify(config.headers, null, 2);
+    const fetcher = GraphiQL.createFetcher({
+      url: fetchURL,
+      subscriptionUrl: wsURL.toString(),
+      wsConnectionParams: config.headers,
+    });
+    const explorer = GraphiQLPluginExplorer.explorerPlugin();
+    const root = ReactDOM.createRoot(document.getElementById("graphiql"));
+    root.render(React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      plugins: [explorer],
+      defaultQuery: config.defaultQuery,
+      defaultHeaders: Object.keys(config.headers).length ? defaultHeaders : undefined,
+      defaultEditorToolsVisibility: Object.keys(config.headers).length ? "headers" : true,
+      isHeadersEditorEnabled: true,
+      shouldPersistHeaders: false,
+      inputValueDeprecation: true,
+    }));
+  </script>
+</body>
+</html>
+"""
+
+_DEFAULT_QUERY = """# partnerbill GraphQL API
+#
+# Send your API key as a header: {"Authorization": "Bearer <api key>"}
+# (the headers tab below). Run with Ctrl-Enter.
+
+query Ping {
+  ping
+}
+"""
+
+
+def graphiql_html(headers: Mapping[str, str]) -> str:
+    """The GraphiQL page; every asset comes from this server."""
+    config = json.dumps({"headers": dict(headers), "defaultQuery": _DEFAULT_QUERY})
+    # Inside <script type="application/json"> only "</" could end the element early.
+    config = config.replace("</", "<\\/")
+    return _GRAPHIQL_TEMPLATE.replace("__CONFIG__", config)
+
+
+__all__ = [
+    "STATIC_DIR",
+    "PartnerbillGraphQL",
+    "Runtime",
+    "TenantCache",
+    "bearer_key",
+    "error_response",
+    "graphiql_html",
+]

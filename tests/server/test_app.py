@@ -1,0 +1,197 @@
+"""The ASGI app over HTTP: health, authentication, ordered batches, masking, GraphiQL."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.settings import Settings
+from tests.server import fake_schema
+
+Client = Callable[..., Any]
+
+
+@asynccontextmanager
+async def serve(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, schema=kwargs.pop("schema", fake_schema.schema), **kwargs)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        run_worker=False,
+        allow_anonymous=False,
+        max_batch=3,
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(settings) as c:
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_healthz_reports_database_and_redis(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+async def test_healthz_is_503_when_the_database_is_unreachable(settings: Settings) -> None:
+    broken = Settings(
+        **{**settings.__dict__, "database_url": "postgresql://postgres@127.0.0.1:1/x"}
+    )
+    async with serve(broken) as c:
+        r = await c.get("/healthz")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "error"
+    assert body["checks"]["redis"] == "ok"
+    assert body["checks"]["database"].startswith("error")
+
+
+async def test_a_missing_key_is_401_when_anonymous_access_is_off(client: httpx.AsyncClient) -> None:
+    r = await client.post("/graphql", json={"query": "{ tenantId }"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert r.json() == {
+        "errors": [{"message": "Missing API key: send 'Authorization: Bearer <api key>'"}]
+    }
+
+
+@pytest.mark.parametrize("header", ["Bearer pb_not_a_key", "Basic dXNlcjpwYXNz"])
+async def test_a_bad_key_is_401(client: httpx.AsyncClient, header: str) -> None:
+    r = await client.post(
+        "/graphql", json={"query": "{ tenantId }"}, headers={"Authorization": header}
+    )
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["message"] in (
+        "Invalid API key",
+        "Authorization must be 'Bearer <api key>'",
+    )
+
+
+async def test_a_valid_key_reaches_its_tenant(client: httpx.AsyncClient, tenant: Any) -> None:
+    for _ in range(2):  # the second answer comes from the key cache
+        r = await client.post(
+            "/graphql", json={"query": "{ tenantId }"}, headers=bearer(tenant.api_key)
+        )
+        assert r.status_code == 200
+        assert r.json() == {"data": {"tenantId": tenant.id}}
+
+
+async def test_get_queries_work(client: httpx.AsyncClient, tenant: Any) -> None:
+    r = await client.get(
+        "/graphql", params={"query": "{ tenantId }"}, headers=bearer(tenant.api_key)
+    )
+    assert r.json() == {"data": {"tenantId": tenant.id}}
+
+
+async def test_without_a_key_the_development_tenant_answers_when_allowed(
+    settings: Settings, sessionmaker: Any
+) -> None:
+    from billing.tenants import ensure_dev_tenant
+
+    async with sessionmaker.begin() as session:
+        dev_id, _ = await ensure_dev_tenant(session)
+    anonymous = Settings(**{**settings.__dict__, "allow_anonymous": True})
+    async with serve(anonymous) as c:
+        r = await c.post("/graphql", json={"query": "{ tenantId }"})
+    assert r.json() == {"data": {"tenantId": dev_id}}
+
+
+async def test_a_batch_runs_in_order_each_with_its_own_context(
+    client: httpx.AsyncClient, tenant: Any
+) -> None:
+    fake_schema.EVENTS.clear()
+    # The first operation sleeps: run concurrently, the second would finish first.
+    batch = [
+        {"query": 'mutation { record(tag: "first", delay: 0.05) }'},
+        {"query": 'mutation { record(tag: "second", delay: 0) }'},
+        {"query": "{ tenantId }"},
+    ]
+    r = await client.post("/graphql", json=batch, headers=bearer(tenant.api_key))
+    assert r.status_code == 200
+    body = r.json()
+    assert fake_schema.EVENTS == ["first:start", "first:end", "second:start", "second:end"]
+    assert body[2] == {"data": {"tenantId": tenant.id}}
+    assert body[0]["data"]["record"] != body[1]["data"]["record"]  # distinct contexts
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([1, 2], "Batch item 0 is not a JSON object with a 'query'"),
+        ([{"query": "{ tenantId }"}, "x"], "Batch item 1 is not a JSON object with a 'query'"),
+        ([{"query": "{ tenantId }", "variables": [1]}], "Batch item 0: 'variables' must be"),
+        ([], "A batch must contain at least one operation"),
+        ([{"query": "{ tenantId }"}] * 4, "Too many operations: a batch holds at most 3"),
+        (5, "The request body must be a JSON object or an array of JSON objects"),
+    ],
+)
+async def test_malformed_bodies_are_400_with_a_message(
+    client: httpx.AsyncClient, tenant: Any, body: Any, message: str
+) -> None:
+    r = await client.post("/graphql", json=body, headers=bearer(tenant.api_key))
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["message"].startswith(message)
+
+
+async def test_an_oversized_body_is_413(settings: Settings, tenant: Any) -> None:
+    small = Settings(**{**settings.__dict__, "max_body_bytes": 1000})
+    async with serve(small) as c:
+        r = await c.post(
+            "/graphql",
+            content=b'{"query": "' + b" " * 2000 + b'{ tenantId }"}',
+            headers={**bearer(tenant.api_key), "content-type": "application/json"},
+        )
+    assert r.status_code == 413
+
+
+async def test_unexpected_errors_are_masked_and_logged(
+    client: httpx.AsyncClient, tenant: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        r = await client.post(
+            "/graphql", json={"query": "{ boom }"}, headers=bearer(tenant.api_key)
+        )
+    assert r.status_code == 200
+    assert r.json()["errors"][0]["message"] == "Unexpected error."
+    assert "secret" not in r.text
+    assert "SELECT secret FROM internals" in caplog.text
+
+
+async def test_graphiql_is_served_offline_with_the_dev_key_prefilled(settings: Settings) -> None:
+    async with serve(settings, dev_api_key="pb_dev_example") as c:
+        page = await c.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert "Bearer pb_dev_example" in page.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert len(assets) == 6
+        for asset in assets:
+            assert asset.startswith("/static/graphiql/"), asset  # nothing from a CDN
+            assert (await c.get(asset)).status_code == 200, asset
+
+
+async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert 'partnerbill_http_requests_total{route="/healthz",method="GET",status="200"} 1' in r.text

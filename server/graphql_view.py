@@ -354,11 +354,13 @@ _GRAPHIQL_TEMPLATE = """<!doctype html>
 
 _DEFAULT_QUERY = """# partnerbill GraphQL API
 #
-# Send your API key as a header: {"Authorization": "Bearer <api key>"}
-# (the headers tab below). Run with Ctrl-Enter.
+# The API key goes in the Headers tab below:
+#   {"Authorization": "Bearer <api key>"}
+# The Docs button (top left) lists every query and mutation.
+# Run with Ctrl-Enter.
 
-query Ping {
-  ping
+query Hello {
+  __typename
 }
 """
 

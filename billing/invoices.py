@@ -201,6 +201,7 @@ async def get_invoice(
 
 
 async def get_invoice_by_id(session: AsyncSession, invoice_id: int) -> RowMapping:
+    """The invoice with that id (the caller already checked the tenant)."""
     return (await session.execute(select(I).where(I.c.id == invoice_id))).mappings().one()
 
 

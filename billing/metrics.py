@@ -17,7 +17,6 @@ change that commits while a refresh runs stays in the ledger for the next one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -401,7 +400,3 @@ async def claim_due_tenants(engine: AsyncEngine) -> list[int]:
             )
         )
         return [int(t) for t in res.scalars()]
-
-
-def ids_of(values: Iterable[int | None]) -> list[int]:
-    return [v for v in values if v is not None]

@@ -88,6 +88,7 @@ async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentDat
 async def find_payment(
     session: AsyncSession, tenant_id: int, number: str, *, for_update: bool = False
 ) -> RowMapping | None:
+    """The payment with that number in the tenant, or None."""
     stmt = select(P).where(P.c.tenant_id == tenant_id, P.c.payment_number == number)
     if for_update:
         stmt = stmt.with_for_update()
@@ -105,6 +106,7 @@ async def get_payment(
 
 
 async def get_payment_by_id(session: AsyncSession, payment_id: int) -> RowMapping:
+    """The payment with that id (the caller already checked the tenant)."""
     return (await session.execute(select(P).where(P.c.id == payment_id))).mappings().one()
 
 

@@ -78,21 +78,38 @@ async def _memo_lines(data: MemoData, currency: str, default_name: str) -> list[
 async def _source(
     session: AsyncSession, tenant_id: int, data: MemoData
 ) -> tuple[RowMapping, RowMapping | None]:
-    """The memo's account and, for a memo made from an invoice, the locked invoice."""
+    """The memo's account and, for a memo made from an invoice, the invoice (not locked yet:
+    the account lock comes first, then :func:`_lock_invoice`)."""
     if (data.account_number is None) == (data.invoice_number is None):
         raise ValidationFailed(
             "Give exactly one of accountNumber and invoiceNumber", ["accountNumber"]
         )
     if data.invoice_number is not None:
-        invoice = await get_invoice(session, tenant_id, data.invoice_number, for_update=True)
-        if invoice["status"] != "POSTED":
-            raise InvalidState(
-                f"Invoice {data.invoice_number} is {invoice['status']}; memos are made from POSTED invoices",
-                ["invoiceNumber"],
-            )
+        invoice = await get_invoice(session, tenant_id, data.invoice_number)
+        _check_posted(invoice)
         account = await get_account_by_id(session, tenant_id, invoice["account_id"])
         return account, invoice
     return await get_account(session, tenant_id, data.account_number or ""), None
+
+
+def _check_posted(invoice: RowMapping) -> None:
+    if invoice["status"] != "POSTED":
+        raise InvalidState(
+            f"Invoice {invoice['invoice_number']} is {invoice['status']}; "
+            "memos are made from POSTED invoices",
+            ["invoiceNumber"],
+        )
+
+
+async def _lock_invoice(
+    session: AsyncSession, tenant_id: int, invoice: RowMapping | None
+) -> RowMapping | None:
+    """Lock the source invoice (after the account lock) and check it is still POSTED."""
+    if invoice is None:
+        return None
+    row = await get_invoice(session, tenant_id, invoice["invoice_number"], for_update=True)
+    _check_posted(row)
+    return row
 
 
 async def _insert_items(
@@ -131,6 +148,10 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
     account, invoice = await _source(session, tenant_id, data)
     lines = await _memo_lines(data, account["currency"], data.reason_code or "Credit")
     total = sum((ln["amount"] for ln in lines), ZERO)
+    writer = MetricsWriter(session, tenant_id)
+    if data.auto_post:
+        await writer.lock(account["id"])
+    invoice = await _lock_invoice(session, tenant_id, invoice)
     if invoice is not None:
         room = invoice["amount"] - await credited_from_invoice(session, invoice["id"])
         if total > room:
@@ -138,9 +159,6 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
                 f"{total} exceeds what invoice {invoice['invoice_number']} has left to credit ({room})",
                 ["amount"],
             )
-    writer = MetricsWriter(session, tenant_id)
-    if data.auto_post:
-        await writer.lock(account["id"])
     number = await numbering.next_number(session, tenant_id, "credit_memo")
     async with db_errors():
         memo_id = (
@@ -176,6 +194,7 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
     writer = MetricsWriter(session, tenant_id)
     if data.auto_post:
         await writer.lock(account["id"])
+    invoice = await _lock_invoice(session, tenant_id, invoice)
     number = await numbering.next_number(session, tenant_id, "debit_memo")
     async with db_errors():
         memo_id = (

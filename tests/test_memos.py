@@ -4,6 +4,7 @@ calculation at every step (after a refresh for a partner account)."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -303,3 +304,38 @@ async def test_invoice_lists_its_memos_and_account_lists_filter(api: Api) -> Non
     q = await api.gql('query { creditMemo(memoNumber: "CM00000002") { status accountNumber } '
                       'debitMemo(memoNumber: "DM00000009") { status } }')  # fmt: skip
     assert q == {"creditMemo": {"status": "POSTED", "accountNumber": "L"}, "debitMemo": None}
+
+
+@pytest.mark.parametrize("partner", [False, True], ids=["ordinary", "partner"])
+async def test_concurrent_applications_never_exceed_the_memo(
+    api: Api, sessionmaker: Any, tenant: Any, partner: bool
+) -> None:
+    """Five sessions apply 10 each from a memo with 30 unapplied: exactly three win."""
+    await api.gql(CREATE, input=account_input(accountNumber="C", partnerAccount=partner))
+    await api("invoice", accountNumber="C", invoiceDate="2026-11-01", status="POSTED",
+              items=[{"chargeName": "X", "amount": "100"}])  # fmt: skip
+    await api("createCreditMemo", accountNumber="C", amount="30", autoPost=True)
+
+    async def one() -> list[str]:
+        data = await Gql(sessionmaker, tenant.id)(
+            Q["applyCreditMemo"],
+            input={"memoNumber": "CM00000001",
+                   "invoices": [{"invoiceNumber": "INV00000001", "amount": "10"}]},
+        )  # fmt: skip
+        return [e["code"] for e in data["applyCreditMemo"]["errors"]]
+
+    results = await asyncio.gather(*(one() for _ in range(5)))
+    assert sorted(results) == [[], [], [], ["AMOUNT_EXCEEDS_UNAPPLIED"], ["AMOUNT_EXCEEDS_UNAPPLIED"]]
+    assert await api.metrics("C", partner) == expect("70", "0", "0", "0")
+
+
+async def test_create_credit_memo_is_idempotent(api: Api) -> None:
+    await api.gql(CREATE, input=account_input(accountNumber="K"))
+    first = await api("createCreditMemo", accountNumber="K", amount="3", autoPost=True,
+                      idempotencyKey="k-1")  # fmt: skip
+    again = await api("createCreditMemo", accountNumber="K", amount="3", autoPost=True,
+                      idempotencyKey="k-1")  # fmt: skip
+    assert first == again
+    errs = await api.fails("createCreditMemo", accountNumber="K", amount="4", idempotencyKey="k-1")
+    assert [e["code"] for e in errs] == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await api.metrics("K", False) == expect("0", "0", "0", "3")

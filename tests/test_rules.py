@@ -231,3 +231,20 @@ async def test_caller_numbers_unique(world: World) -> None:
     data = await world.gql(CREATE, input=account_input(accountNumber="U"))
     assert [e["code"] for e in data["createAccount"]["errors"]] == ["DUPLICATE"]
     assert await snapshot(world.sessionmaker, world.tenant_id) == before
+
+
+async def test_unpost_invoice_refused_while_memos_are_made_from_it(world: World) -> None:
+    await world("invoice", accountNumber="V", invoiceNumber="INV-M", invoiceDate="2026-11-01",
+                status="POSTED", items=[{"chargeName": "x", "amount": "10"}])  # fmt: skip
+    await world("createDebitMemo", invoiceNumber="INV-M", amount="3")
+    before = await snapshot(world.sessionmaker, world.tenant_id)
+    q = (
+        'mutation { unpostInvoice(input: {invoiceNumber: "INV-M"}) { invoice { status } '
+        "errors { code } } }"
+    )
+    assert await world.gql(q) == {
+        "unpostInvoice": {"invoice": None, "errors": [{"code": "INVALID_STATE"}]}
+    }
+    assert await snapshot(world.sessionmaker, world.tenant_id) == before
+    await world("cancelDebitMemo", memoNumber="DM00000003")
+    assert await world.gql(q) == {"unpostInvoice": {"invoice": {"status": "DRAFT"}, "errors": []}}

@@ -237,6 +237,18 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     ).first()
     if applied is not None or inv["balance"] != inv["amount"]:
         raise InvalidState(f"Invoice {number} has payments or credits applied; unapply them first")
+    memo = (
+        await session.execute(
+            text(
+                "SELECT 1 FROM credit_memo WHERE invoice_id = :i AND status <> 'CANCELED' "
+                "UNION ALL SELECT 1 FROM debit_memo WHERE invoice_id = :i AND status <> 'CANCELED' "
+                "LIMIT 1"
+            ),
+            {"i": inv["id"]},
+        )
+    ).first()
+    if memo is not None:
+        raise InvalidState(f"Invoice {number} has memos made from it; cancel them first")
     await session.execute(
         update(I).where(I.c.id == inv["id"]).values(status="DRAFT", posted_at=None)
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,3 +182,33 @@ async def payments_of_account(
     if status:
         stmt = stmt.where(P.c.status == status)
     return await paginate(session, stmt, P.c.id, first, after)
+
+
+async def cancel_payment(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
+    """PROCESSED -> CANCELED, only while nothing is applied or refunded; its unapplied
+    amount leaves the account's metrics."""
+    pay = await get_payment(session, tenant_id, number)
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(pay["account_id"])
+    pay = await get_payment(session, tenant_id, number, for_update=True)
+    if pay["status"] != "PROCESSED":
+        raise InvalidState(f"Payment {number} is {pay['status']}; only PROCESSED payments are canceled")
+    if pay["applied_amount"] != 0 or pay["refund_amount"] != 0:
+        raise InvalidState(f"Payment {number} is applied or refunded; unapply it first")
+    await session.execute(update(P).where(P.c.id == pay["id"]).values(status="CANCELED"))
+    writer.add(pay["account_id"], unapplied_payment=-pay["amount"])
+    await writer.flush()
+    return await get_payment_by_id(session, pay["id"])
+
+
+async def last_payments(session: AsyncSession, account_ids: list[int]) -> dict[int, RowMapping]:
+    """Each account's latest processed payment (by effective date, then creation)."""
+    if not account_ids:
+        return {}
+    stmt = (
+        select(P)
+        .where(P.c.account_id.in_(account_ids), P.c.status == "PROCESSED")
+        .ext(distinct_on(P.c.account_id))
+        .order_by(P.c.account_id, P.c.effective_date.desc(), P.c.id.desc())
+    )
+    return {r["account_id"]: r for r in (await session.execute(stmt)).mappings()}

@@ -14,7 +14,7 @@ from billing import applications as apps
 from billing import invoices as inv
 from billing import payments as pay
 from billing.metrics import _metrics_of
-from resolvers import convert
+from resolvers import convert, memo_convert
 from schema.accounts import Account, AccountMetrics
 from schema.common import Connection
 from schema.documents import Application, InvoiceItem
@@ -123,6 +123,80 @@ class Fetcher:
             return convert.connection(page, lambda r: convert.payment(r, number))
 
         return await self._session(go)
+
+    # ------------------------------------------------------------------ memos, last payment
+
+    async def memo_items(self, kind: str, memo_id: int) -> list[Any]:
+        return await self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids)).load(memo_id)  # type: ignore[no-any-return]
+
+    async def invoice_memos(self, kind: str, invoice_id: int) -> list[Any]:
+        return await self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids)).load(invoice_id)  # type: ignore[no-any-return]
+
+    async def last_payment(self, account_id: int) -> Any:
+        return await self._loader("last_payment", lambda ids: _last_payments(self, ids)).load(account_id)
+
+    async def account_memos(
+        self, kind: str, account_id: int, status: str | None, first: int | None, after: str | None
+    ) -> Connection[Any]:
+        from billing import memos
+
+        async def go(s: AsyncSession) -> Connection[Any]:
+            number = await _account_number(s, account_id)
+            page = await memos.memos_of_account(s, kind, account_id, status, first, after)
+            invoices = await _invoice_numbers(s, [r["invoice_id"] for r in page.rows])
+            return convert.connection(
+                page, lambda r: memo_convert.MEMO[kind](r, number, invoices.get(r["invoice_id"]))
+            )
+
+        return await self._session(go)
+
+    def _loader(self, name: str, batch: Any) -> DataLoader[Any, Any]:
+        loaders = self.__dict__.setdefault("_more_loaders", {})
+        if name not in loaders:
+            loaders[name] = DataLoader(batch)
+        return loaders[name]  # type: ignore[no-any-return]
+
+
+async def _memo_items(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list[Any]]:
+    from billing import memos
+
+    async def go(s: AsyncSession) -> list[list[Any]]:
+        items = await memos.memo_items(s, kind, list(ids))
+        return [[memo_convert.memo_item(r) for r in items[i]] for i in ids]
+
+    return await f._session(go)
+
+
+async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list[Any]]:
+    from billing import memos
+
+    async def go(s: AsyncSession) -> list[list[Any]]:
+        grouped = await memos.memos_of_invoices(s, kind, list(ids))
+        invoices = await _invoice_numbers(s, list(ids))
+        accounts = {r["account_id"] for rows in grouped.values() for r in rows}
+        numbers = {a: await _account_number(s, a) for a in accounts}
+        return [
+            [memo_convert.MEMO[kind](r, numbers[r["account_id"]], invoices.get(i)) for r in grouped[i]]
+            for i in ids
+        ]
+
+    return await f._session(go)
+
+
+async def _last_payments(f: Fetcher, ids: Sequence[int]) -> list[Any]:
+    async def go(s: AsyncSession) -> list[Any]:
+        found = await pay.last_payments(s, list(ids))
+        return [found.get(i) for i in ids]
+
+    return await f._session(go)
+
+
+async def _invoice_numbers(s: AsyncSession, ids: list[int | None]) -> dict[int, str]:
+    wanted = [i for i in set(ids) if i is not None]
+    if not wanted:
+        return {}
+    res = await s.execute(text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted})
+    return {r[0]: r[1] for r in res}
 
 
 async def _account_number(s: AsyncSession, account_id: int) -> str:

@@ -15,6 +15,7 @@ from schema.errors import UserError
 
 if TYPE_CHECKING:
     from schema.documents import Invoice, Payment
+    from schema.memos import CreditMemo, DebitMemo
 
 
 @strawberry.enum(description="Days between invoice date and due date.")
@@ -138,6 +139,36 @@ class Account:
         after: str | None = None,
     ) -> Connection[Annotated[Payment, strawberry.lazy("schema.documents")]]:
         return await info.context.fetch.account_payments(self.db_id, status, first, after)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Credit memos of this account, newest last.")
+    async def credit_memos(
+        self,
+        info: strawberry.Info,
+        status: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Annotated[CreditMemo, strawberry.lazy("schema.memos")]]:
+        return await info.context.fetch.account_memos("credit_memo", self.db_id, status, first, after)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Debit memos of this account, newest last.")
+    async def debit_memos(
+        self,
+        info: strawberry.Info,
+        status: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Annotated[DebitMemo, strawberry.lazy("schema.memos")]]:
+        return await info.context.fetch.account_memos("debit_memo", self.db_id, status, first, after)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Effective date of the latest processed payment, or null.")
+    async def last_payment_date(self, info: strawberry.Info) -> date | None:
+        row = await info.context.fetch.last_payment(self.db_id)
+        return row["effective_date"] if row is not None else None
+
+    @strawberry.field(description="Amount of the latest processed payment, or null.")
+    async def last_payment_amount(self, info: strawberry.Info) -> Decimal | None:
+        row = await info.context.fetch.last_payment(self.db_id)
+        return row["amount"] if row is not None else None
 
 
 @strawberry.input(description="A new account.")

@@ -14,6 +14,7 @@ from schema.errors import UserError
 
 if TYPE_CHECKING:
     from schema.accounts import Account
+    from schema.memos import CreditMemo, DebitMemo
 
 
 @strawberry.enum(description="Lifecycle of an invoice or memo.")
@@ -93,6 +94,18 @@ class Invoice:
     @strawberry.field(description="Payments and credit memos applied to this invoice.")
     async def applications(self, info: strawberry.Info) -> list[Application]:
         return await info.context.fetch.applications("invoice_id", self.db_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Credit memos made from this invoice.")
+    async def credit_memos(
+        self, info: strawberry.Info
+    ) -> list[Annotated[CreditMemo, strawberry.lazy("schema.memos")]]:
+        return await info.context.fetch.invoice_memos("credit_memo", self.db_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Debit memos made from this invoice.")
+    async def debit_memos(
+        self, info: strawberry.Info
+    ) -> list[Annotated[DebitMemo, strawberry.lazy("schema.memos")]]:
+        return await info.context.fetch.invoice_memos("debit_memo", self.db_id)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The invoice-owner account.")
     async def account(

@@ -11,10 +11,11 @@ from strawberry.tools import merge_types
 
 from resolvers.accounts import AccountMutations, AccountQueries
 from resolvers.documents import DocumentMutations, DocumentQueries
+from resolvers.memos import MemoMutations, MemoQueries
 from schema.errors import ERROR_TYPES
 
-QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries)
-MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations)
+QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries, MemoQueries)
+MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations, MemoMutations)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -1,0 +1,150 @@
+"""Refunds from a payment's or a posted credit memo's unapplied amount (domain.md, 5 and 6)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import numbering
+from billing.dbutil import db_errors
+from billing.errors import AmountExceedsUnapplied, InvalidState, NotFound, ValidationFailed
+from billing.memos import CM, credit_unapplied, get_memo
+from billing.metrics import MetricsWriter
+from billing.money import check_amount
+from billing.payments import P, get_payment, unapplied
+from db.models import Refund
+
+R = Refund.__table__
+METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
+
+
+async def _insert(
+    session: AsyncSession,
+    tenant_id: int,
+    account_id: int,
+    amount: object,
+    refund_date: date | None,
+    method: str,
+    **source: int,
+) -> RowMapping:
+    number = await numbering.next_number(session, tenant_id, "refund")
+    async with db_errors():
+        refund_id = (
+            await session.execute(
+                insert(R)
+                .values(
+                    tenant_id=tenant_id,
+                    refund_number=number,
+                    account_id=account_id,
+                    amount=amount,
+                    refund_date=refund_date or date.today(),
+                    method=method,
+                    **source,
+                )
+                .returning(R.c.id)
+            )
+        ).scalar_one()
+    return await get_refund_by_id(session, refund_id)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValidationFailed(f"Unknown refund method {method!r}", ["method"])
+
+
+async def refund_payment(
+    session: AsyncSession,
+    tenant_id: int,
+    number: str,
+    amount: object,
+    *,
+    refund_date: date | None = None,
+    method: str = "OTHER",
+) -> RowMapping:
+    """Give back part of a processed payment's unapplied amount."""
+    _check_method(method)
+    pay = await get_payment(session, tenant_id, number)
+    value = check_amount(amount, pay["currency"], ["amount"])
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(pay["account_id"])
+    pay = await get_payment(session, tenant_id, number, for_update=True)
+    if pay["status"] != "PROCESSED":
+        raise InvalidState(
+            f"Payment {number} is {pay['status']}; only PROCESSED payments are refunded"
+        )
+    if value > unapplied(pay):  # type: ignore[operator]
+        raise AmountExceedsUnapplied(
+            f"{value} exceeds the payment's unapplied amount {unapplied(pay)}", ["amount"]
+        )
+    await session.execute(
+        update(P).where(P.c.id == pay["id"]).values(refund_amount=P.c.refund_amount + value)
+    )
+    refund = await _insert(
+        session, tenant_id, pay["account_id"], value, refund_date, method, payment_id=pay["id"]
+    )
+    writer.add(pay["account_id"], unapplied_payment=-value)
+    await writer.flush()
+    return refund
+
+
+async def refund_credit_memo(
+    session: AsyncSession,
+    tenant_id: int,
+    number: str,
+    amount: object,
+    *,
+    refund_date: date | None = None,
+    method: str = "OTHER",
+) -> RowMapping:
+    """Pay out part of a posted credit memo's unapplied amount."""
+    _check_method(method)
+    memo = await get_memo(session, tenant_id, "credit_memo", number)
+    value = check_amount(amount, memo["currency"], ["amount"])
+    writer = MetricsWriter(session, tenant_id)
+    await writer.lock(memo["account_id"])
+    memo = await get_memo(session, tenant_id, "credit_memo", number, for_update=True)
+    if memo["status"] != "POSTED":
+        raise InvalidState(
+            f"Credit memo {number} is {memo['status']}; only POSTED memos are refunded"
+        )
+    if value > credit_unapplied(memo):
+        raise AmountExceedsUnapplied(
+            f"{value} exceeds the credit memo's unapplied amount {credit_unapplied(memo)}",
+            ["amount"],
+        )
+    await session.execute(
+        update(CM).where(CM.c.id == memo["id"]).values(refund_amount=CM.c.refund_amount + value)
+    )
+    refund = await _insert(
+        session,
+        tenant_id,
+        memo["account_id"],
+        value,
+        refund_date,
+        method,
+        credit_memo_id=memo["id"],
+    )
+    writer.add(memo["account_id"], unapplied_credit_memo=-value)
+    await writer.flush()
+    return refund
+
+
+async def get_refund_by_id(session: AsyncSession, refund_id: int) -> RowMapping:
+    return (await session.execute(select(R).where(R.c.id == refund_id))).mappings().one()
+
+
+async def find_refund(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
+    res = await session.execute(
+        select(R).where(R.c.tenant_id == tenant_id, R.c.refund_number == number)
+    )
+    return res.mappings().one_or_none()
+
+
+async def get_refund(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
+    row = await find_refund(session, tenant_id, number)
+    if row is None:
+        raise NotFound(f"Refund {number} not found", ["refundNumber"])
+    return row

@@ -10,11 +10,13 @@ from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.tools import merge_types
 
 from resolvers.accounts import AccountMutations, AccountQueries
+from resolvers.catalog import CatalogMutations, CatalogQueries
 from resolvers.documents import DocumentMutations, DocumentQueries
+from resolvers.orders import OrderMutations, OrderQueries
 from schema.errors import ERROR_TYPES
 
-QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries)
-MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations)
+QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries, CatalogQueries, OrderQueries)
+MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations, CatalogMutations, OrderMutations)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -209,7 +209,9 @@ class _Run:
     async def account(self, number: str, path: list[str]) -> RowMapping:
         row = self.accounts.get(number)
         if row is None:
-            row = await accounts.get_account(self.session, self.tenant_id, number, field=path[-1])
+            row = await accounts.find_account(self.session, self.tenant_id, number)
+            if row is None:
+                raise NotFound(f"Account {number} not found", path)
             self.accounts[number] = row
             self.by_id[row["id"]] = row
         return row

@@ -286,3 +286,37 @@ async def test_create_subscription_shorthand(world: Gql) -> None:
         "errors": [],
     }
     assert await mrr(world, "E2") == "100.000000"
+
+
+BULK = """
+mutation($input: CreateOrdersInput!) {
+  createOrders(input: $input) { count results { order { orderNumber } errors { __typename code field } } }
+}"""
+
+
+async def test_create_orders_bulk_error_policies(world: Gql, sessionmaker: Any, tenant: Any) -> None:
+    good = order("R", [{"orderActions": [create_action("E1")]}], orderNumber="B-1")
+    bad = order("R", [{"orderActions": [create_action("NOPE")]}], orderNumber="B-2")
+    good2 = order("R", [{"orderActions": [create_action("E2")]}], orderNumber="B-3")
+    nf = [{"__typename": "NotFoundError", "code": "NOT_FOUND",
+           "field": ["subscriptions", "0", "orderActions", "0", "subscriptionOwnerAccountNumber"]}]
+    data = await world(BULK, input={"orders": [good, bad, good2]})
+    assert data["createOrders"] == {"count": 0, "results": [
+        {"order": None, "errors": []}, {"order": None, "errors": nf}, {"order": None, "errors": []}]}
+    assert (await mrr(world, "E1"), await mrr(world, "E2")) == ("0.000000", "0.000000")
+    data = await world(BULK, input={"orders": [good, bad, good2], "errorPolicy": "REJECT_FAILED_ROWS"})
+    assert data["createOrders"] == {"count": 2, "results": [
+        {"order": {"orderNumber": "B-1"}, "errors": []}, {"order": None, "errors": nf},
+        {"order": {"orderNumber": "B-3"}, "errors": []}]}
+    assert (await mrr(world, "E1"), await mrr(world, "E2")) == ("40.000000", "40.000000")
+    await stored_equals_oracle(sessionmaker, tenant.id, "E1", "E2")
+
+
+async def test_create_order_idempotency_key(world: Gql) -> None:
+    first = (await world(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey="k1")))["createOrder"]
+    again = (await world(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey="k1")))["createOrder"]
+    assert first["errors"] == [] and again == first
+    assert await mrr(world, "E1") == "40.000000"
+    other = (await world(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E2")]}], idempotencyKey="k1")))["createOrder"]
+    assert other == {"order": None, "subscriptions": [], "errors": [
+        {"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED", "field": ["idempotencyKey"]}]}

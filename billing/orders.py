@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import importlib
+import importlib.util
 import json
 from dataclasses import dataclass
 from datetime import date
@@ -37,16 +39,16 @@ from billing.metrics import MetricsWriter
 from billing.money import check_price, check_quantity
 from billing.pages import Page, paginate
 from billing.subscriptions import (
-    S,
     SC,
     SRP,
+    S,
     charge_mrr,
     contribution,
     refresh_subscription_mrr,
 )
 from db.models import Job, Order, OrderAction, SubscriptionSuspension
 
-O = Order.__table__
+SO = Order.__table__
 OA = OrderAction.__table__
 SS = SubscriptionSuspension.__table__
 J = Job.__table__
@@ -236,17 +238,16 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
     options = data.get("processing_options") or {}
     bill = None
     if options.get("run_billing"):
-        try:
-            from billing.rating import bill_order_subscriptions  # type: ignore[attr-defined]
-        except ImportError:
-            raise ValidationFailed("runBilling is not available", ["processingOptions", "runBilling"]) from None
-        bill = bill_order_subscriptions
+        # Rating is built beside orders; until it is present, runBilling is refused.
+        if importlib.util.find_spec("billing.rating") is None:
+            raise ValidationFailed("runBilling is not available", ["processingOptions", "runBilling"])
+        bill = importlib.import_module("billing.rating").bill_order_subscriptions
     groups = parse_groups(data, order_date)
 
     if existing is not None:
         order_account = await accounts.get_account(session, tenant_id, existing, field="existingAccountNumber")
     else:
-        order_account = await accounts.create_account(session, tenant_id, account_data(new))
+        order_account = await accounts.create_account(session, tenant_id, account_data(new or {}))
     run = _Run(session, tenant_id, order_account)
 
     order_number = data.get("order_number")
@@ -254,7 +255,7 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         order_number = order_number.strip()
         if not order_number or len(order_number) > 64:
             raise ValidationFailed("orderNumber must be 1-64 characters", ["orderNumber"])
-        found = await session.execute(select(O.c.id).where(O.c.tenant_id == tenant_id, O.c.order_number == order_number))
+        found = await session.execute(select(SO.c.id).where(SO.c.tenant_id == tenant_id, SO.c.order_number == order_number))
         if found.first() is not None:
             raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
     else:
@@ -303,8 +304,8 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
 
     order_id = (
         await session.execute(
-            insert(O).values(tenant_id=tenant_id, order_number=order_number, account_id=order_account["id"],
-                             order_date=order_date, status="COMPLETED").returning(O.c.id)
+            insert(SO).values(tenant_id=tenant_id, order_number=order_number, account_id=order_account["id"],
+                             order_date=order_date, status="COMPLETED").returning(SO.c.id)
         )
     ).scalar_one()
 
@@ -631,8 +632,8 @@ async def _cancel(run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, 
 
 async def get_order(session: AsyncSession, tenant_id: int, *, order_id: int | None = None, number: str | None = None) -> RowMapping | None:
     """An order with its account number, by id or number."""
-    stmt = select(O, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(O.c.tenant_id == tenant_id)
-    stmt = stmt.where(O.c.id == order_id) if order_id is not None else stmt.where(O.c.order_number == number)
+    stmt = select(SO, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(SO.c.tenant_id == tenant_id)
+    stmt = stmt.where(SO.c.id == order_id) if order_id is not None else stmt.where(SO.c.order_number == number)
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
@@ -654,8 +655,8 @@ async def order_actions(session: AsyncSession, order_ids: list[int]) -> dict[int
 
 async def orders_of_account(session: AsyncSession, account_id: int, first: int | None, after: str | None) -> Page:
     """Orders placed on the account, oldest first."""
-    stmt = select(O, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(O.c.account_id == account_id)
-    return await paginate(session, stmt, O.c.id, first, after)
+    stmt = select(SO, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(SO.c.account_id == account_id)
+    return await paginate(session, stmt, SO.c.id, first, after)
 
 
 # --------------------------------------------------------------------------- async order jobs

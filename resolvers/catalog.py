@@ -74,8 +74,11 @@ class CatalogMutations:
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
             return await cat.get_product(s, ctx.tenant_id, stored["id"])
 
+        def remember(t: Any) -> dict[str, Any]:
+            return {"id": t.product["id"]}
+
         tree, errors = await idempotent(
             ctx, input.idempotency_key, "createProduct", payload, work,
-            lambda t: {"id": t.product["id"]}, replay,
+            remember, replay,
         )
         return ProductPayload(product=co.product(tree) if tree else None, errors=errors)

@@ -52,7 +52,10 @@ async def run_order(ctx: Any, data: dict[str, Any], key: str | None, operation: 
     async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
         return await order_out(s, ctx.tenant_id, stored["id"])
 
-    out, errors = await idempotent(ctx, key, operation, data, work, lambda r: {"id": r[0].db_id}, replay)
+    def remember(r: Any) -> dict[str, Any]:
+        return {"id": r[0].db_id}
+
+    out, errors = await idempotent(ctx, key, operation, data, work, remember, replay)
     if out is None:
         return OrderPayload(order=None, subscriptions=[], errors=errors)
     return OrderPayload(order=out[0], subscriptions=out[1], errors=[])

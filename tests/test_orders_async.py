@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,7 +57,9 @@ async def run_worker(database_url: str, redis_url: str) -> None:
 async def test_async_orders_complete_or_fail_with_typed_error(
     gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
 ) -> None:
-    good = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey="k-good"))
+    # Unique per run: arq keeps results (and so blocks the same job id) across test databases.
+    key = f"k-{uuid.uuid4().hex}"
+    good = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key))
     bad = await gql(ASYNC, input=order("R", [{"orderActions": [
         {"createSubscription": {"subscriptionOwnerAccountNumber": "E1",
                                 "ratePlans": [{"productRatePlanNumber": "NOPE"}]}}]}]))
@@ -65,9 +68,9 @@ async def test_async_orders_complete_or_fail_with_typed_error(
     assert {k: v for k, v in good_job.items() if k != "id"} == {
         "kind": "create_order", "status": "QUEUED", "orderNumber": None, "errors": []}
     # The same idempotency key gives the same job (and does not enqueue twice).
-    again = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey="k-good"))
+    again = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key))
     assert again["createOrderAsync"]["job"]["id"] == good_job["id"]
-    other = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1", seats="2")]}], idempotencyKey="k-good"))
+    other = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1", seats="2")]}], idempotencyKey=key))
     assert other["createOrderAsync"] == {"job": None, "errors": [
         {"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED"}]}
     assert await mrr(gql, "E1") == "0.000000"
@@ -75,7 +78,12 @@ async def test_async_orders_complete_or_fail_with_typed_error(
     await run_worker(database_url, redis_url)
 
     done = (await gql(JOB, id=good_job["id"]))["job"]
-    assert done == {"id": good_job["id"], "status": "COMPLETED", "orderNumber": "O00000001", "errors": []}
+    # The two jobs run concurrently: which one drew O00000001 from the sequence varies.
+    assert done["orderNumber"] in ("O00000001", "O00000002")
+    assert done == {"id": good_job["id"], "status": "COMPLETED", "orderNumber": done["orderNumber"], "errors": []}
+    placed = await gql('query($n: String!) { order(orderNumber: $n) { accountNumber orderActions { type } } }',
+                       n=done["orderNumber"])
+    assert placed == {"order": {"accountNumber": "R", "orderActions": [{"type": "CreateSubscription"}]}}
     failed = (await gql(JOB, id=bad_job["id"]))["job"]
     assert failed == {
         "id": bad_job["id"],

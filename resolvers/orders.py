@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import orders as ords
 from billing import subscriptions as subs
 from billing.dbutil import translate
-from billing.errors import BillingError, ValidationFailed
+from billing.errors import BillingError, LimitExceeded, ValidationFailed
 from resolvers import convert_orders as co
 from resolvers.base import idempotent, in_transaction, read
 from resolvers.errors import to_user_error
@@ -29,6 +29,8 @@ from schema.orders import (
     OrderPayload,
     Subscription,
 )
+
+MAX_BULK_ORDERS = 500
 
 
 async def order_out(s: AsyncSession, tenant_id: int, order_id: int) -> tuple[Order, list[Subscription]]:
@@ -145,6 +147,9 @@ class OrderMutations:
     @strawberry.mutation(description="Many orders at once; errorPolicy says whether one failure rejects all.")
     async def create_orders(self, info: strawberry.Info, input: CreateOrdersInput) -> BulkOrderPayload:
         ctx = info.context
+        if len(input.orders) > MAX_BULK_ORDERS:
+            err = to_user_error(LimitExceeded(f"At most {MAX_BULK_ORDERS} orders per request", ["orders"]))
+            return BulkOrderPayload(count=0, results=[BulkOrderResult(order=None, errors=[err])])
         items = [co.plain(o) for o in input.orders]
         for d in items:
             d.pop("idempotency_key", None)

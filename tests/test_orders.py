@@ -259,6 +259,14 @@ async def test_one_order_many_actions_and_a_new_account(world: Gql, sessionmaker
     await stored_equals_oracle(sessionmaker, tenant.id, "NEW", "E1")
     got = await world(SUBSCRIPTION, n="S00000001")
     assert got["subscription"]["mrr"] == "70.000000"
+    got = await world('{ subscription(subscriptionNumber: "S00000002") { subscriptionOwner { accountNumber } '
+                      'invoiceOwner { accountNumber } ratePlans { charges { chargedThroughDate } } } '
+                      'missing: subscription(subscriptionNumber: "S-404") { id } }')
+    assert got == {
+        "subscription": {"subscriptionOwner": {"accountNumber": "E1"}, "invoiceOwner": {"accountNumber": "NEW"},
+                         "ratePlans": [{"charges": [{"chargedThroughDate": None}] * 3}]},
+        "missing": None,
+    }
     listed = await world('{ account(accountNumber: "R") { subscriptions(role: INVOICE_OWNER) { totalCount } '
                          'orders { totalCount } } }')
     assert listed == {"account": {"subscriptions": {"totalCount": 1}, "orders": {"totalCount": 0}}}

@@ -124,6 +124,30 @@ class Fetcher:
 
         return await self._session(go)
 
+    async def account_subscriptions(
+        self, account_id: int, role: str, first: int | None, after: str | None
+    ) -> Connection[Any]:
+        from billing import subscriptions as subs
+        from resolvers import convert_orders as co
+
+        async def go(s: AsyncSession) -> Connection[Any]:
+            page = await subs.subscriptions_of_account(s, account_id, role, first, after)
+            trees = {t.subscription["id"]: t for t in await subs.subscription_trees(s, page.rows)}
+            return convert.connection(page, lambda r: co.subscription(trees[r["id"]]))
+
+        return await self._session(go)
+
+    async def account_orders(self, account_id: int, first: int | None, after: str | None) -> Connection[Any]:
+        from billing import orders as ords
+        from resolvers import convert_orders as co
+
+        async def go(s: AsyncSession) -> Connection[Any]:
+            page = await ords.orders_of_account(s, account_id, first, after)
+            actions = await ords.order_actions(s, [r["id"] for r in page.rows])
+            return convert.connection(page, lambda r: co.order(r, actions[r["id"]]))
+
+        return await self._session(go)
+
     # ------------------------------------------------------------------ memos, last payment
 
     async def memo_items(self, kind: str, memo_id: int) -> list[Any]:

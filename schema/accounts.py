@@ -16,6 +16,7 @@ from schema.errors import UserError
 if TYPE_CHECKING:
     from schema.documents import Invoice, Payment
     from schema.memos import CreditMemo, DebitMemo
+    from schema.orders import Order, Subscription, SubscriptionRole
 
 
 @strawberry.enum(description="Days between invoice date and due date.")
@@ -169,6 +170,22 @@ class Account:
     async def last_payment_amount(self, info: strawberry.Info) -> Decimal | None:
         row = await info.context.fetch.last_payment(self.db_id)
         return row["amount"] if row is not None else None
+    @strawberry.field(description="Subscriptions this account owns (OWNER, the default) or is invoice owner of.")
+    async def subscriptions(
+        self,
+        info: strawberry.Info,
+        role: Annotated[SubscriptionRole, strawberry.lazy("schema.orders")] | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Annotated[Subscription, strawberry.lazy("schema.orders")]]:
+        r = role.value if role is not None else "OWNER"
+        return await info.context.fetch.account_subscriptions(self.db_id, r, first, after)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Orders placed on this account, oldest first.")
+    async def orders(
+        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[Order, strawberry.lazy("schema.orders")]]:
+        return await info.context.fetch.account_orders(self.db_id, first, after)  # type: ignore[no-any-return]
 
 
 @strawberry.input(description="A new account.")

@@ -10,12 +10,18 @@ from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.tools import merge_types
 
 from resolvers.accounts import AccountMutations, AccountQueries
+from resolvers.catalog import CatalogMutations, CatalogQueries
 from resolvers.documents import DocumentMutations, DocumentQueries
 from resolvers.memos import MemoMutations, MemoQueries
+from resolvers.orders import OrderMutations, OrderQueries
 from schema.errors import ERROR_TYPES
 
-QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries, MemoQueries)
-MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations, MemoMutations)
+QUERIES: tuple[type, ...] = (
+    AccountQueries, DocumentQueries, MemoQueries, CatalogQueries, OrderQueries,
+)  # fmt: skip
+MUTATIONS: tuple[type, ...] = (
+    AccountMutations, DocumentMutations, MemoMutations, CatalogMutations, OrderMutations,
+)  # fmt: skip
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

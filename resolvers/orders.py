@@ -1,0 +1,185 @@
+"""Root fields of orders, subscriptions and asynchronous order jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import strawberry
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import orders as ords
+from billing import subscriptions as subs
+from billing.dbutil import translate
+from billing.errors import BillingError, LimitExceeded, ValidationFailed
+from resolvers import convert_orders as co
+from resolvers.base import idempotent, in_transaction, read
+from resolvers.errors import to_user_error
+from schema.common import ErrorPolicy
+from schema.orders import (
+    BulkOrderPayload,
+    BulkOrderResult,
+    CreateOrderInput,
+    CreateOrdersInput,
+    CreateSubscriptionInput,
+    Job,
+    JobPayload,
+    Order,
+    OrderPayload,
+    Subscription,
+)
+
+MAX_BULK_ORDERS = 500
+
+
+async def order_out(s: AsyncSession, tenant_id: int, order_id: int) -> tuple[Order, list[Subscription]]:
+    """The order and the subscriptions it touched, as GraphQL objects."""
+    row = await ords.get_order(s, tenant_id, order_id=order_id)
+    assert row is not None
+    actions = (await ords.order_actions(s, [order_id]))[order_id]
+    ids: list[int] = []
+    for a in actions:
+        if a["subscription_id"] not in ids:
+            ids.append(a["subscription_id"])
+    rows = {r["id"]: r for r in await subs.subscriptions_by_ids(s, tenant_id, ids)}
+    trees = await subs.subscription_trees(s, [rows[i] for i in ids])
+    return co.order(row, actions), [co.subscription(t) for t in trees]
+
+
+async def run_order(ctx: Any, data: dict[str, Any], key: str | None, operation: str) -> OrderPayload:
+    async def work(s: AsyncSession) -> Any:
+        return await order_out(s, ctx.tenant_id, await ords.create_order(s, ctx.tenant_id, data))
+
+    async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
+        return await order_out(s, ctx.tenant_id, stored["id"])
+
+    def remember(r: Any) -> dict[str, Any]:
+        return {"id": r[0].db_id}
+
+    out, errors = await idempotent(ctx, key, operation, data, work, remember, replay)
+    if out is None:
+        return OrderPayload(order=None, subscriptions=[], errors=errors)
+    return OrderPayload(order=out[0], subscriptions=out[1], errors=[])
+
+
+def subscription_order(i: CreateSubscriptionInput) -> dict[str, Any]:
+    """createSubscription as a one-action order."""
+    d = co.plain(i)
+    effective = d.pop("contract_effective_date", None) or d.get("order_date")
+    action = {
+        "create_subscription": {
+            k: d.get(k)
+            for k in ("subscription_number", "subscription_owner_account_number", "invoice_owner_account_number",
+                      "terms", "invoice_separately", "rate_plans")
+        }
+    }
+    action["create_subscription"]["effective_date"] = effective
+    return {
+        "order_number": d.get("order_number"),
+        "order_date": d.get("order_date") or effective,
+        "existing_account_number": d["account_number"],
+        "subscriptions": [{"order_actions": [action]}],
+        "processing_options": d.get("processing_options"),
+    }
+
+
+@strawberry.type
+class OrderQueries:
+    @strawberry.field(description="One subscription by its number.")
+    async def subscription(self, info: strawberry.Info, subscription_number: str) -> Subscription | None:
+        async def go(s: AsyncSession) -> Subscription | None:
+            row = await subs.find_subscription(s, info.context.tenant_id, subscription_number)
+            if row is None:
+                return None
+            return co.subscription((await subs.subscription_trees(s, [row]))[0])
+
+        return await read(info.context, go)
+
+    @strawberry.field(description="One order by its number.")
+    async def order(self, info: strawberry.Info, order_number: str) -> Order | None:
+        async def go(s: AsyncSession) -> Order | None:
+            row = await ords.get_order(s, info.context.tenant_id, number=order_number)
+            if row is None:
+                return None
+            return co.order(row, (await ords.order_actions(s, [row["id"]]))[row["id"]])
+
+        return await read(info.context, go)
+
+    @strawberry.field(description="An asynchronous job by its id.")
+    async def job(self, info: strawberry.Info, id: strawberry.ID) -> Job | None:
+        row = await read(info.context, lambda s: ords.get_job(s, info.context.tenant_id, str(id)))
+        return co.job(row) if row is not None else None
+
+
+@strawberry.type
+class OrderMutations:
+    @strawberry.mutation(description="Apply an order: its actions in order, all-or-nothing.")
+    async def create_order(self, info: strawberry.Info, input: CreateOrderInput) -> OrderPayload:
+        data = co.plain(input)
+        key = data.pop("idempotency_key", None)
+        return await run_order(info.context, data, key, "createOrder")
+
+    @strawberry.mutation(description="Shorthand: one order with one CreateSubscription.")
+    async def create_subscription(self, info: strawberry.Info, input: CreateSubscriptionInput) -> OrderPayload:
+        return await run_order(info.context, subscription_order(input), input.idempotency_key, "createSubscription")
+
+    @strawberry.mutation(description="Queue an order; poll job(id) for its outcome.")
+    async def create_order_async(self, info: strawberry.Info, input: CreateOrderInput) -> JobPayload:
+        from jobs.enqueue import enqueue_create_order
+
+        ctx = info.context
+        data = co.plain(input)
+        key = data.pop("idempotency_key", None)
+        if ctx.services.redis is None:
+            err = to_user_error(ValidationFailed("Asynchronous orders need a job queue, none is configured"))
+            return JobPayload(job=None, errors=[err])
+        job_id = ords.order_job_id(ctx.tenant_id, key, uuid.uuid4().hex)
+        out, errors = await in_transaction(ctx, lambda s: ords.create_order_job(s, ctx.tenant_id, job_id, data))
+        if out is None:
+            return JobPayload(job=None, errors=errors)
+        row, _created = out
+        if row["status"] == "QUEUED":
+            # After the commit; the deterministic arq id makes a repeat a no-op.
+            await enqueue_create_order(ctx.services.redis, job_id)
+        return JobPayload(job=co.job(row), errors=[])
+
+    @strawberry.mutation(description="Many orders at once; errorPolicy says whether one failure rejects all.")
+    async def create_orders(self, info: strawberry.Info, input: CreateOrdersInput) -> BulkOrderPayload:
+        ctx = info.context
+        if len(input.orders) > MAX_BULK_ORDERS:
+            err = to_user_error(LimitExceeded(f"At most {MAX_BULK_ORDERS} orders per request", ["orders"]))
+            return BulkOrderPayload(count=0, results=[BulkOrderResult(order=None, errors=[err])])
+        items = [co.plain(o) for o in input.orders]
+        for d in items:
+            d.pop("idempotency_key", None)
+        everything = input.error_policy == ErrorPolicy.REJECT_EVERYTHING
+        results: list[BulkOrderResult] = []
+
+        class Rejected(Exception):
+            pass
+
+        try:
+            async with ctx.sessionmaker() as s:
+                async with s.begin():
+                    failed = False
+                    for d in items:
+                        try:
+                            async with s.begin_nested():
+                                try:
+                                    order_id = await ords.create_order(s, ctx.tenant_id, d)
+                                except DBAPIError as exc:
+                                    mapped = translate(exc)
+                                    if mapped is exc:
+                                        raise
+                                    raise mapped from exc
+                            order, _ = await order_out(s, ctx.tenant_id, order_id)
+                            results.append(BulkOrderResult(order=order, errors=[]))
+                        except BillingError as exc:
+                            failed = True
+                            results.append(BulkOrderResult(order=None, errors=[to_user_error(exc)]))
+                    if failed and everything:
+                        raise Rejected
+        except Rejected:
+            results = [BulkOrderResult(order=None, errors=r.errors) for r in results]
+        return BulkOrderPayload(count=sum(1 for r in results if r.order is not None), results=results)

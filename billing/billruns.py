@@ -91,7 +91,7 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
             .values(
                 tenant_id=tenant_id, bill_run_number=number, target_date=data.target_date,
                 invoice_date=invoice_date, selection=selection, auto_post=data.auto_post,
-                status="PENDING",
+                status="PENDING", accounts_total=0, accounts_processed=0, invoices_generated=0,
             )
             .returning(BR.c.id)
         )

@@ -16,6 +16,11 @@ from schema.errors import ERROR_TYPES
 QUERIES: tuple[type, ...] = (AccountQueries, DocumentQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, DocumentMutations)
 
+from resolvers.billruns import BillRunMutations, BillRunQueries  # noqa: E402
+
+QUERIES += (BillRunQueries,)
+MUTATIONS += (BillRunMutations,)
+
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)
 

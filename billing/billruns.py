@@ -5,7 +5,7 @@ Life of a run: ``create_bill_run`` writes the run (PENDING) and one ``bill_run_a
 the run to PROCESSING and bills accounts in batches; each account is one transaction that
 writes the account's invoice(s) AND marks its row DONE, so a worker killed mid-run leaves
 every account either wholly billed (DONE) or untouched (PENDING), and a restarted job only
-takes PENDING rows (``FOR UPDATE SKIP LOCKED``: two workers never bill one account). The
+takes PENDING rows (claimed ``FOR UPDATE``: two workers never bill one account). The
 run completes when no PENDING row is left; progress is read from the rows, so parallel
 batches never contend on the run's row.
 
@@ -192,14 +192,15 @@ async def pending_accounts(session: AsyncSession, run_id: int) -> list[int]:
 async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> int | None:
     """Bill one account of a PROCESSING run and mark it DONE, in the caller's transaction.
 
-    None when the account is not PENDING (done already, or being billed by another
-    worker right now); otherwise the number of invoices made."""
+    None when the account is not PENDING; otherwise the number of invoices made. A row
+    another worker is billing is waited for: its commit makes it DONE (skipped here), its
+    death rolls it back to PENDING (billed here), so nothing is billed twice or lost."""
     claimed = (
         await session.execute(
             text(
                 "SELECT x.tenant_id FROM bill_run_account x JOIN bill_run r ON r.id = x.bill_run_id "
                 "WHERE x.bill_run_id = :r AND x.account_id = :a AND x.status = 'PENDING' "
-                "AND r.status = 'PROCESSING' FOR UPDATE OF x SKIP LOCKED"
+                "AND r.status = 'PROCESSING' FOR UPDATE OF x"
             ),
             {"r": run_id, "a": account_id},
         )

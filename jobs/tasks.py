@@ -117,7 +117,7 @@ async def resume_bill_runs(ctx: dict[str, Any]) -> int:
 
     A killed worker's jobs keep their ids (and stay "in progress") until arq's timeout, so
     the restarted worker enqueues fresh drive jobs; they bill only PENDING accounts, and
-    accounts are claimed with FOR UPDATE SKIP LOCKED, so a run that another live worker is
+    accounts are claimed with FOR UPDATE (rechecked after the wait), so a run that another live worker is
     driving is not billed twice either."""
     import time
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Bill run at scale: one partner reseller, 1,000 partner subscription owners and N
 subscriptions (one monthly charge each) billed by one run into one consolidated invoice.
 
@@ -23,13 +24,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import BigInteger, bindparam, text  # noqa: E402
-from sqlalchemy.dialects.postgresql import ARRAY  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from db.engine import async_url, create_engine, create_sessionmaker  # noqa: E402
-from db.migrate import upgrade_async  # noqa: E402
+from db.engine import async_url, create_engine, create_sessionmaker
+from db.migrate import upgrade_async
 
 CREATE = """mutation($input: CreateBillRunInput!) { createBillRun(input: $input) {
   billRun { billRunNumber status accountsTotal } errors { code message } } }"""
@@ -57,20 +58,51 @@ async def build(sm: Any, n: int, owners: int) -> tuple[int, str]:
             {"t": t, "o": owners, "c": contact},
         )
         await s.execute(
-            text("INSERT INTO account_metrics (account_id, tenant_id) SELECT id, tenant_id FROM account "
-                 "WHERE tenant_id = :t"), {"t": t})  # fmt: skip
-        ids = (await s.execute(text("SELECT id FROM account WHERE tenant_id = :t ORDER BY account_number"),
-                               {"t": t})).scalars().all()  # fmt: skip
+            text(
+                "INSERT INTO account_metrics (account_id, tenant_id) SELECT id, tenant_id FROM account "
+                "WHERE tenant_id = :t"
+            ),
+            {"t": t},
+        )
+        ids = (
+            (
+                await s.execute(
+                    text("SELECT id FROM account WHERE tenant_id = :t ORDER BY account_number"),
+                    {"t": t},
+                )
+            )
+            .scalars()
+            .all()
+        )
         reseller, owner_ids = ids[0], list(ids[1:])
-        pid = (await s.execute(text("INSERT INTO product (tenant_id, product_number, name) VALUES (:t, 'PC1', 'Fleet') "
-                                    "RETURNING id"), {"t": t})).scalar_one()  # fmt: skip
-        rpid = (await s.execute(text("INSERT INTO product_rate_plan (tenant_id, product_id, rate_plan_number, name) "
-                                     "VALUES (:t, :p, 'PRP1', 'Basic') RETURNING id"), {"t": t, "p": pid})).scalar_one()  # fmt: skip
-        prpc = (await s.execute(text(
-            "INSERT INTO product_rate_plan_charge (tenant_id, rate_plan_id, charge_number, name, charge_type, "
-            "charge_model, list_price, billing_period, billing_timing, default_quantity) VALUES "
-            "(:t, :r, 'PRPC1', 'Seat', 'RECURRING', 'PER_UNIT', 12.5, 'MONTH', 'IN_ADVANCE', 1) RETURNING id"),
-            {"t": t, "r": rpid})).scalar_one()  # fmt: skip
+        pid = (
+            await s.execute(
+                text(
+                    "INSERT INTO product (tenant_id, product_number, name) VALUES (:t, 'PC1', 'Fleet') "
+                    "RETURNING id"
+                ),
+                {"t": t},
+            )
+        ).scalar_one()
+        rpid = (
+            await s.execute(
+                text(
+                    "INSERT INTO product_rate_plan (tenant_id, product_id, rate_plan_number, name) "
+                    "VALUES (:t, :p, 'PRP1', 'Basic') RETURNING id"
+                ),
+                {"t": t, "p": pid},
+            )
+        ).scalar_one()
+        prpc = (
+            await s.execute(
+                text(
+                    "INSERT INTO product_rate_plan_charge (tenant_id, rate_plan_id, charge_number, name, charge_type, "
+                    "charge_model, list_price, billing_period, billing_timing, default_quantity) VALUES "
+                    "(:t, :r, 'PRPC1', 'Seat', 'RECURRING', 'PER_UNIT', 12.5, 'MONTH', 'IN_ADVANCE', 1) RETURNING id"
+                ),
+                {"t": t, "r": rpid},
+            )
+        ).scalar_one()
         await s.execute(
             text(
                 "INSERT INTO subscription (tenant_id, subscription_number, owner_account_id, invoice_owner_account_id, "
@@ -83,9 +115,13 @@ async def build(sm: Any, n: int, owners: int) -> tuple[int, str]:
             {"t": t, "owners": owner_ids, "r": reseller, "n": n},
         )
         await s.execute(
-            text("INSERT INTO subscription_rate_plan (tenant_id, subscription_id, product_rate_plan_id, name, "
-                 "effective_start_date) SELECT :t, id, :rp, 'Basic', DATE '2026-03-01' FROM subscription "
-                 "WHERE tenant_id = :t"), {"t": t, "rp": rpid})  # fmt: skip
+            text(
+                "INSERT INTO subscription_rate_plan (tenant_id, subscription_id, product_rate_plan_id, name, "
+                "effective_start_date) SELECT :t, id, :rp, 'Basic', DATE '2026-03-01' FROM subscription "
+                "WHERE tenant_id = :t"
+            ),
+            {"t": t, "rp": rpid},
+        )
         await s.execute(
             text(
                 "INSERT INTO subscription_charge (tenant_id, subscription_id, subscription_rate_plan_id, "
@@ -107,7 +143,9 @@ async def main() -> None:
     ap.add_argument("--owners", type=int, default=1_000)
     ap.add_argument("--keep", action="store_true", help="keep the database")
     args = ap.parse_args()
-    server = make_url(async_url(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")))
+    server = make_url(
+        async_url(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    )
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     name = f"partnerbill_bench_{secrets.token_hex(4)}"
     admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
@@ -143,13 +181,17 @@ async def run(url: str, redis_url: str, n: int, owners: int) -> None:
     services = Services(sessionmaker=sm, redis=pool)
 
     async def gql(q: str, **v: Any) -> dict[str, Any]:
-        res = await schema.execute(q, variable_values=v, context_value=Context(tenant_id=tenant_id, services=services))
+        res = await schema.execute(
+            q, variable_values=v, context_value=Context(tenant_id=tenant_id, services=services)
+        )
         assert not res.errors, res.errors
         assert res.data is not None
         return res.data
 
     t1 = time.perf_counter()
-    created = (await gql(CREATE, input={"targetDate": "2026-03-01", "accountNumbers": [reseller]}))["createBillRun"]
+    created = (await gql(CREATE, input={"targetDate": "2026-03-01", "accountNumbers": [reseller]}))[
+        "createBillRun"
+    ]
     assert not created["errors"], created
     number = created["billRun"]["billRunNumber"]
     kwargs = worker_kwargs(url)
@@ -162,18 +204,30 @@ async def run(url: str, redis_url: str, n: int, owners: int) -> None:
     posted = (await gql(POST, n=number))["postBillRun"]
     t3 = time.perf_counter()
     async with sm() as s:
-        inv = (await s.execute(text(
-            "SELECT count(DISTINCT i.id), count(ii.id), sum(ii.amount) FROM invoice i JOIN invoice_item ii "
-            "ON ii.invoice_id = i.id WHERE i.tenant_id = :t"), {"t": tenant_id})).one()  # fmt: skip
-        ledger = (await s.execute(text("SELECT sum(d_invoice_balance) FROM metrics_change WHERE tenant_id = :t"),
-                                  {"t": tenant_id})).scalar_one()  # fmt: skip
+        inv = (
+            await s.execute(
+                text(
+                    "SELECT count(DISTINCT i.id), count(ii.id), sum(ii.amount) FROM invoice i JOIN invoice_item ii "
+                    "ON ii.invoice_id = i.id WHERE i.tenant_id = :t"
+                ),
+                {"t": tenant_id},
+            )
+        ).one()
+        ledger = (
+            await s.execute(
+                text("SELECT sum(d_invoice_balance) FROM metrics_change WHERE tenant_id = :t"),
+                {"t": tenant_id},
+            )
+        ).scalar_one()
     await pool.aclose()
     await engine.dispose()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"subscriptions           {n:>10,}   (owners {owners:,}, cpus {os.cpu_count()})")
     print(f"build data              {t_build:>10.2f} s")
-    print(f"createBillRun->COMPLETED {t2 - t1:>9.2f} s   status {state['status']}, "
-          f"invoices {state['invoicesGenerated']}, errors {len(state['errors'])}")
+    print(
+        f"createBillRun->COMPLETED {t2 - t1:>9.2f} s   status {state['status']}, "
+        f"invoices {state['invoicesGenerated']}, errors {len(state['errors'])}"
+    )
     print(f"postBillRun             {t3 - t2:>10.2f} s   status {posted['billRun']['status']}")
     print(f"total create->posted    {t3 - t1:>10.2f} s")
     print(f"invoices / items / sum  {inv[0]} / {inv[1]:,} / {inv[2]}   ledger {ledger}")

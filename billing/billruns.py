@@ -67,7 +67,9 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
         if len(data.account_numbers) > MAX_ACCOUNT_NUMBERS:
             from billing.errors import LimitExceeded
 
-            raise LimitExceeded(f"At most {MAX_ACCOUNT_NUMBERS} account numbers", ["accountNumbers"])
+            raise LimitExceeded(
+                f"At most {MAX_ACCOUNT_NUMBERS} account numbers", ["accountNumbers"]
+            )
         ids = []
         for n, number in enumerate(data.account_numbers):
             try:
@@ -89,13 +91,20 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
         await session.execute(
             insert(BR)
             .values(
-                tenant_id=tenant_id, bill_run_number=number, target_date=data.target_date,
-                invoice_date=invoice_date, selection=selection, auto_post=data.auto_post,
-                status="PENDING", accounts_total=0, accounts_processed=0, invoices_generated=0,
+                tenant_id=tenant_id,
+                bill_run_number=number,
+                target_date=data.target_date,
+                invoice_date=invoice_date,
+                selection=selection,
+                auto_post=data.auto_post,
+                status="PENDING",
+                accounts_total=0,
+                accounts_processed=0,
+                invoices_generated=0,
             )
             .returning(BR.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     where = ["a.tenant_id = :t"]
     params: dict[str, Any] = {"t": tenant_id, "r": run_id}
     binds = []
@@ -113,13 +122,13 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
         f"""
         INSERT INTO bill_run_account (bill_run_id, account_id, tenant_id, status, invoices)
         SELECT :r, a.id, a.tenant_id, 'PENDING', 0 FROM account a
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
           AND EXISTS (SELECT 1 FROM subscription s WHERE s.invoice_owner_account_id = a.id)
         """
     )
     if binds:
         stmt = stmt.bindparams(*binds)
-    total = (await session.execute(stmt, params)).rowcount
+    total = int((await session.execute(stmt, params)).rowcount)  # type: ignore[attr-defined]
     await session.execute(update(BR).where(BR.c.id == run_id).values(accounts_total=total))
     return await get_bill_run_by_id(session, run_id)
 
@@ -162,9 +171,10 @@ async def progress(session: AsyncSession, run_id: int) -> Progress:
         )
     ).all()
     return Progress(
-        int(done), int(invoices),
+        int(done),
+        int(invoices),
         [{"account_number": n, "code": c or "ERROR", "message": m or ""} for n, c, m in errors],
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- the worker's side
@@ -198,7 +208,8 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
     claimed = (
         await session.execute(
             text(
-                "SELECT x.tenant_id FROM bill_run_account x JOIN bill_run r ON r.id = x.bill_run_id "
+                "SELECT x.tenant_id FROM bill_run_account x "
+                "JOIN bill_run r ON r.id = x.bill_run_id "
                 "WHERE x.bill_run_id = :r AND x.account_id = :a AND x.status = 'PENDING' "
                 "AND r.status = 'PROCESSING' FOR UPDATE OF x"
             ),
@@ -208,7 +219,9 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
     if claimed is None:
         return None
     run = await get_bill_run_by_id(session, run_id)
-    spec = InvoiceSpec(claimed, run["target_date"], run["invoice_date"], "BILL_RUN", bill_run_id=run_id)
+    spec = InvoiceSpec(
+        claimed, run["target_date"], run["invoice_date"], "BILL_RUN", bill_run_id=run_id
+    )
     result = await bill_subscriptions(session, spec, invoice_owner_id=account_id)
     await session.execute(
         update(BRA)
@@ -223,7 +236,9 @@ async def mark_account_error(
 ) -> None:
     await session.execute(
         update(BRA)
-        .where(BRA.c.bill_run_id == run_id, BRA.c.account_id == account_id, BRA.c.status == "PENDING")
+        .where(
+            BRA.c.bill_run_id == run_id, BRA.c.account_id == account_id, BRA.c.status == "PENDING"
+        )
         .values(status="ERROR", error_code=code, error_message=message[:1000])
     )
 
@@ -262,12 +277,16 @@ async def begin_post(session: AsyncSession, tenant_id: int, number: str) -> RowM
     """COMPLETED -> POSTED (a POSTED run may be posted again to finish an interrupted post)."""
     run = await _lock_run(session, tenant_id, number)
     if run["status"] not in ("COMPLETED", "POSTED"):
-        raise InvalidState(f"Bill run {number} is {run['status']}; only a COMPLETED run can be posted")
+        raise InvalidState(
+            f"Bill run {number} is {run['status']}; only a COMPLETED run can be posted"
+        )
     await session.execute(update(BR).where(BR.c.id == run["id"]).values(status="POSTED"))
     return await get_bill_run_by_id(session, run["id"])
 
 
-async def post_chunk(session: AsyncSession, tenant_id: int, run_id: int, limit: int = POST_CHUNK) -> int:
+async def post_chunk(
+    session: AsyncSession, tenant_id: int, run_id: int, limit: int = POST_CHUNK
+) -> int:
     """Post up to ``limit`` of the run's drafts; 0 when none is left."""
     ids = await _draft_ids(session, run_id, limit)
     return await post_invoices(session, tenant_id, ids)
@@ -313,7 +332,10 @@ async def _lock_run(session: AsyncSession, tenant_id: int, number: str) -> RowMa
 
 async def _draft_ids(session: AsyncSession, run_id: int, limit: int) -> list[int]:
     res = await session.execute(
-        text("SELECT id FROM invoice WHERE bill_run_id = :r AND status = 'DRAFT' ORDER BY id LIMIT :n"),
+        text(
+            "SELECT id FROM invoice WHERE bill_run_id = :r AND status = 'DRAFT' "
+            "ORDER BY id LIMIT :n"
+        ),
         {"r": run_id, "n": limit},
     )
     return [r[0] for r in res]
@@ -326,7 +348,8 @@ async def runs_to_resume(session: AsyncSession) -> list[tuple[int, int]]:
         text(
             "SELECT tenant_id, id FROM bill_run r WHERE status IN ('PENDING', 'PROCESSING') "
             "OR (status = 'COMPLETED' AND auto_post) OR (status = 'POSTED' AND EXISTS ("
-            "SELECT 1 FROM invoice i WHERE i.bill_run_id = r.id AND i.status = 'DRAFT')) ORDER BY id"
+            "SELECT 1 FROM invoice i WHERE i.bill_run_id = r.id AND i.status = 'DRAFT')) "
+            "ORDER BY id"
         )
     )
     return [(r[0], r[1]) for r in res]

@@ -15,8 +15,9 @@ Conventions (domain.md section 8):
 
 The pure part (:func:`rate_charge`) knows nothing about the database; the DB part streams a
 set of subscriptions through it in keyset batches, inserts items with COPY and moves
-``charged_through_date`` in bulk, so one account with 100,000 subscriptions is one
-transaction that never holds all its charges in memory.
+``charged_through_date`` in bulk (the due charges are read ``FOR UPDATE``, so a bill run and
+an order's runBilling on the same subscription never bill a period twice), so one account
+with 100,000 subscriptions is one transaction that never holds all its charges in memory.
 """
 
 from __future__ import annotations
@@ -126,9 +127,15 @@ def rate_charge(
         if spec.charged_through is not None or spec.start > target_date:
             return []
         return [
-            RatedItem(spec.start, spec.start, spec.quantity, unit, quantize(full, currency),
-                      spec.start + ONE_DAY)
-        ]  # fmt: skip
+            RatedItem(
+                spec.start,
+                spec.start,
+                spec.quantity,
+                unit,
+                quantize(full, currency),
+                spec.start + ONE_DAY,
+            )
+        ]
     if spec.charge_type != "RECURRING":
         return []  # usage is rated from usage records, which this service does not take
     months = PERIOD_MONTHS[spec.billing_period]
@@ -158,7 +165,9 @@ def rate_charge(
         else:
             amount = quantize(full * days / period_days, currency)
         # A wholly suspended period bills nothing (amount 0, no item) but is passed over.
-        out.append(RatedItem(s0, s1 - ONE_DAY, spec.quantity, unit, amount if days > 0 else ZERO, s1))
+        out.append(
+            RatedItem(s0, s1 - ONE_DAY, spec.quantity, unit, amount if days > 0 else ZERO, s1)
+        )
         frm = s1
     return out
 
@@ -182,6 +191,7 @@ _CHARGES = text(
            OR (c.charge_type = 'RECURRING' AND c.charged_through_date <= :t
                AND (c.effective_end_date IS NULL OR c.charged_through_date < c.effective_end_date)))
     ORDER BY c.subscription_id, c.id
+    FOR UPDATE OF c
     """
 ).bindparams(bindparam("sids", type_=ARRAY(BigInteger)), bindparam("t", type_=Date))
 
@@ -198,10 +208,18 @@ _MOVE_CTD = text(
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("ctds", type_=ARRAY(Date)))
 
 _ITEM_COLUMNS = (
-    "tenant_id", "invoice_id", "charge_name", "subscription_id", "subscription_charge_id",
-    "service_start_date", "service_end_date", "quantity", "unit_price", "amount",
+    "tenant_id",
+    "invoice_id",
+    "charge_name",
+    "subscription_id",
+    "subscription_charge_id",
+    "service_start_date",
+    "service_end_date",
+    "quantity",
+    "unit_price",
+    "amount",
     "previous_charged_through_date",
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -250,13 +268,16 @@ async def _subscription_batches(
     invoice_owner_id: int | None,
     subscription_ids: list[int] | None,
 ) -> Any:
-    """Keyset batches of (id, invoice_owner_account_id, currency, invoice_separately, cancelled_date)."""
+    """Keyset batches of subscriptions:
+    (id, invoice_owner_account_id, currency, invoice_separately, cancelled_date)."""
     last = 0
+    params: dict[str, Any]
     while True:
         if subscription_ids is not None:
             cond, params = "id = ANY(:ids)", {"ids": subscription_ids}
             stmt = text(
-                f"SELECT id, invoice_owner_account_id, currency, invoice_separately, cancelled_date "
+                "SELECT id, invoice_owner_account_id, currency, invoice_separately, "
+                "cancelled_date "
                 f"FROM subscription WHERE tenant_id = :t AND {cond} AND id > :last "
                 f"ORDER BY id LIMIT :n"
             ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
@@ -268,7 +289,9 @@ async def _subscription_batches(
                 "AND id > :last ORDER BY id LIMIT :n"
             )
         rows = (
-            await session.execute(stmt, {"t": tenant_id, "last": last, "n": SUBSCRIPTION_BATCH, **params})
+            await session.execute(
+                stmt, {"t": tenant_id, "last": last, "n": SUBSCRIPTION_BATCH, **params}
+            )
         ).all()
         if not rows:
             return
@@ -297,10 +320,11 @@ async def bill_subscriptions(
         owners = {r[1] for r in subs} - set(bcd_of)
         if owners:
             res = await session.execute(
-                text("SELECT id, bill_cycle_day, payment_term FROM account WHERE id = ANY(:a)")
-                .bindparams(bindparam("a", type_=ARRAY(BigInteger))),
+                text(
+                    "SELECT id, bill_cycle_day, payment_term FROM account WHERE id = ANY(:a)"
+                ).bindparams(bindparam("a", type_=ARRAY(BigInteger))),
                 {"a": list(owners)},
-            )  # fmt: skip
+            )
             bcd_of.update({r[0]: (r[1], r[2]) for r in res})
         sub_of = {r[0]: r for r in subs}
         sids = list(sub_of)
@@ -319,28 +343,49 @@ async def bill_subscriptions(
                 end = cancelled
             items = rate_charge(
                 ChargeSpec(
-                    charge_type=c.charge_type, charge_model=c.charge_model, price=c.price,
-                    quantity=c.quantity, billing_period=c.billing_period,
-                    billing_timing=c.billing_timing, start=c.effective_start_date, end=end,
-                    charge_start=c.charge_start, charged_through=c.charged_through_date,
+                    charge_type=c.charge_type,
+                    charge_model=c.charge_model,
+                    price=c.price,
+                    quantity=c.quantity,
+                    billing_period=c.billing_period,
+                    billing_timing=c.billing_timing,
+                    start=c.effective_start_date,
+                    end=end,
+                    charge_start=c.charge_start,
+                    charged_through=c.charged_through_date,
                 ),
-                bcd_of[owner][0], spec.target_date, currency, susp.get(c.subscription_id, ()),
-            )  # fmt: skip
+                bcd_of[owner][0],
+                spec.target_date,
+                currency,
+                susp.get(c.subscription_id, ()),
+            )
             if not items:
                 continue
             key = (owner, currency, c.subscription_id if separately else None)
             inv = opened.get(key)
             if inv is None:
-                inv = opened[key] = await _open_invoice(session, spec, owner, currency, key[2], bcd_of[owner][1])
+                inv = opened[key] = await _open_invoice(
+                    session, spec, owner, currency, key[2], bcd_of[owner][1]
+                )
                 result.invoice_ids.append(inv.invoice_id)
             prev = c.charged_through_date
             for it in items:
                 if it.amount != ZERO:
-                    rows.append((
-                        tenant_id, inv.invoice_id, c.name, c.subscription_id, c.id,
-                        it.service_start, it.service_end, it.quantity, it.unit_price, it.amount,
-                        prev,
-                    ))  # fmt: skip
+                    rows.append(
+                        (
+                            tenant_id,
+                            inv.invoice_id,
+                            c.name,
+                            c.subscription_id,
+                            c.id,
+                            it.service_start,
+                            it.service_end,
+                            it.quantity,
+                            it.unit_price,
+                            it.amount,
+                            prev,
+                        )
+                    )
                     inv.amount += it.amount
                     inv.items += 1
                 prev = it.charged_through
@@ -373,16 +418,24 @@ async def _open_invoice(
         await session.execute(
             insert(I)
             .values(
-                tenant_id=spec.tenant_id, invoice_number=number, account_id=account_id,
-                currency=currency, invoice_date=spec.invoice_date,
+                tenant_id=spec.tenant_id,
+                invoice_number=number,
+                account_id=account_id,
+                currency=currency,
+                invoice_date=spec.invoice_date,
                 due_date=due_date_for(spec.invoice_date, payment_term),
-                target_date=spec.target_date, status="DRAFT", amount=ZERO, balance=ZERO,
-                source=spec.source, bill_run_id=spec.bill_run_id, order_id=spec.order_id,
+                target_date=spec.target_date,
+                status="DRAFT",
+                amount=ZERO,
+                balance=ZERO,
+                source=spec.source,
+                bill_run_id=spec.bill_run_id,
+                order_id=spec.order_id,
                 subscription_id=subscription_id,
             )
             .returning(I.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     return _Open(invoice_id, account_id)
 
 
@@ -393,12 +446,18 @@ async def post_invoices(session: AsyncSession, tenant_id: int, invoice_ids: list
         return 0
     ids_param = bindparam("ids", type_=ARRAY(BigInteger))
     accounts = (
-        await session.execute(
-            text("SELECT DISTINCT account_id FROM invoice WHERE id = ANY(:ids) AND status = 'DRAFT'")
-            .bindparams(ids_param),
-            {"ids": invoice_ids},
+        (
+            await session.execute(
+                text(
+                    "SELECT DISTINCT account_id FROM invoice "
+                    "WHERE id = ANY(:ids) AND status = 'DRAFT'"
+                ).bindparams(ids_param),
+                {"ids": invoice_ids},
+            )
         )
-    ).scalars().all()  # fmt: skip
+        .scalars()
+        .all()
+    )
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(*accounts)
     posted = (

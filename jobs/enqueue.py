@@ -25,9 +25,12 @@ def batch_job_id(tenant_id: int, run_id: int, generation: str, first_account_id:
 async def enqueue_bill_run(redis: Any, tenant_id: int, run_id: int, generation: str = "0") -> None:
     """Start (or re-drive) a bill run. Call only after the run's transaction committed."""
     await redis.enqueue_job(
-        "bill_run_drive", tenant_id, run_id, generation,
+        "bill_run_drive",
+        tenant_id,
+        run_id,
+        generation,
         _job_id=drive_job_id(tenant_id, run_id, generation),
-    )  # fmt: skip
+    )
 
 
 async def enqueue_bill_run_batches(
@@ -38,8 +41,11 @@ async def enqueue_bill_run_batches(
     for i in range(0, len(account_ids), BATCH_SIZE):
         chunk = account_ids[i : i + BATCH_SIZE]
         await redis.enqueue_job(
-            "bill_run_batch", tenant_id, run_id, chunk,
+            "bill_run_batch",
+            tenant_id,
+            run_id,
+            chunk,
             _job_id=batch_job_id(tenant_id, run_id, generation, chunk[0]),
-        )  # fmt: skip
+        )
         n += 1
     return n

@@ -46,7 +46,9 @@ FUNCTIONS: list[Any] = [refresh_tenant_metrics]
 # --------------------------------------------------------------------------- bill runs
 
 
-async def bill_run_drive(ctx: dict[str, Any], tenant_id: int, run_id: int, generation: str = "0") -> dict[str, Any]:
+async def bill_run_drive(
+    ctx: dict[str, Any], tenant_id: int, run_id: int, generation: str = "0"
+) -> dict[str, Any]:
     """Move a run on: PENDING -> PROCESSING and hand its pending accounts to batch jobs;
     complete it when none is pending; auto-post a completed autoPost run."""
     from billing import billruns
@@ -54,15 +56,20 @@ async def bill_run_drive(ctx: dict[str, Any], tenant_id: int, run_id: int, gener
 
     async with ctx["sessionmaker"].begin() as s:
         run = await billruns.start_bill_run(s, run_id)
-        pending = await billruns.pending_accounts(s, run_id) if run["status"] == "PROCESSING" else []
+        processing = run["status"] == "PROCESSING"
+        pending = await billruns.pending_accounts(s, run_id) if processing else []
     if pending:
-        batches = await enqueue.enqueue_bill_run_batches(ctx["redis"], tenant_id, run_id, generation, pending)
+        batches = await enqueue.enqueue_bill_run_batches(
+            ctx["redis"], tenant_id, run_id, generation, pending
+        )
         return {"status": run["status"], "pending": len(pending), "batches": batches}
     await _finish_bill_run(ctx, tenant_id, run_id)
     return {"status": run["status"], "pending": 0, "batches": 0}
 
 
-async def bill_run_batch(ctx: dict[str, Any], tenant_id: int, run_id: int, account_ids: list[int]) -> dict[str, int]:
+async def bill_run_batch(
+    ctx: dict[str, Any], tenant_id: int, run_id: int, account_ids: list[int]
+) -> dict[str, int]:
     """Bill a batch of a run's accounts, each in its own transaction (invoices + DONE
     together); DONE accounts and accounts another worker holds are skipped."""
     from billing import billruns
@@ -74,9 +81,10 @@ async def bill_run_batch(ctx: dict[str, Any], tenant_id: int, run_id: int, accou
         try:
             async with sm.begin() as s:
                 made = await billruns.bill_account(s, run_id, account_id)
-        except Exception as exc:  # noqa: BLE001 - recorded on the account, the run goes on
+        except Exception as exc:
             code = exc.code if isinstance(exc, BillingError) else "INTERNAL"
-            message = exc.message if isinstance(exc, BillingError) else "Internal error while billing"
+            internal = "Internal error while billing"
+            message = exc.message if isinstance(exc, BillingError) else internal
             log.exception("bill run %s: account %s failed", run_id, account_id)
             async with sm.begin() as s:
                 await billruns.mark_account_error(s, run_id, account_id, str(code), message)
@@ -117,8 +125,8 @@ async def resume_bill_runs(ctx: dict[str, Any]) -> int:
 
     A killed worker's jobs keep their ids (and stay "in progress") until arq's timeout, so
     the restarted worker enqueues fresh drive jobs; they bill only PENDING accounts, and
-    accounts are claimed with FOR UPDATE (rechecked after the wait), so a run that another live worker is
-    driving is not billed twice either."""
+    accounts are claimed with FOR UPDATE (rechecked after the wait), so a run that another
+    live worker is driving is not billed twice either."""
     import time
 
     from billing import billruns

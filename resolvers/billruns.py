@@ -41,11 +41,13 @@ async def bill_run_out(s: AsyncSession, row: Any) -> BillRun:
         accounts_total=row["accounts_total"],
         accounts_processed=p.accounts_processed,
         invoices_generated=p.invoices_generated,
-        errors=[BillRunError(account_number=e["account_number"], code=e["code"], message=e["message"])
-                for e in p.errors],
+        errors=[
+            BillRunError(account_number=e["account_number"], code=e["code"], message=e["message"])
+            for e in p.errors
+        ],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
-    )  # fmt: skip
+    )
 
 
 async def _chunks(ctx: Any, work: Any) -> list[Any]:
@@ -79,16 +81,23 @@ class BillRunQueries:
 
 @strawberry.type
 class BillRunMutations:
-    @strawberry.mutation(description="Create a bill run; the worker bills its accounts in the background.")
-    async def create_bill_run(self, info: strawberry.Info, input: CreateBillRunInput) -> BillRunPayload:
+    @strawberry.mutation(
+        description="Create a bill run; the worker bills its accounts in the background."
+    )
+    async def create_bill_run(
+        self, info: strawberry.Info, input: CreateBillRunInput
+    ) -> BillRunPayload:
         ctx = info.context
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
         data = br.BillRunData(
-            target_date=input.target_date, invoice_date=input.invoice_date,
-            account_numbers=input.account_numbers, batch=input.batch,
-            bill_cycle_day=input.bill_cycle_day, auto_post=input.auto_post,
-        )  # fmt: skip
+            target_date=input.target_date,
+            invoice_date=input.invoice_date,
+            account_numbers=input.account_numbers,
+            batch=input.batch,
+            bill_cycle_day=input.bill_cycle_day,
+            auto_post=input.auto_post,
+        )
 
         async def work(s: AsyncSession) -> BillRun:
             return await bill_run_out(s, await br.create_bill_run(s, ctx.tenant_id, data))
@@ -97,29 +106,57 @@ class BillRunMutations:
             return await bill_run_out(s, await br.get_bill_run_by_id(s, stored["id"]))
 
         out, errors = await idempotent(
-            ctx, input.idempotency_key, "createBillRun", payload, work, lambda r: {"id": r.db_id}, replay
+            ctx,
+            input.idempotency_key,
+            "createBillRun",
+            payload,
+            work,
+            _remember,
+            replay,
         )
         if out is not None and ctx.services.redis is not None:
             await enqueue.enqueue_bill_run(ctx.services.redis, ctx.tenant_id, out.db_id)
         return BillRunPayload(bill_run=out, errors=errors)
 
-    @strawberry.mutation(description="Post the drafts of a completed bill run (repeat to finish an interrupted post).")
-    async def post_bill_run(self, info: strawberry.Info, input: BillRunNumberInput) -> BillRunPayload:
+    @strawberry.mutation(
+        description="Post the drafts of a completed bill run "
+        "(repeat to finish an interrupted post)."
+    )
+    async def post_bill_run(
+        self, info: strawberry.Info, input: BillRunNumberInput
+    ) -> BillRunPayload:
         ctx = info.context
-        run, errors = await in_transaction(ctx, lambda s: br.begin_post(s, ctx.tenant_id, input.bill_run_number))
+        run, errors = await in_transaction(
+            ctx, lambda s: br.begin_post(s, ctx.tenant_id, input.bill_run_number)
+        )
         if run is None:
             return BillRunPayload(errors=errors)
         errors = await _chunks(ctx, lambda s: br.post_chunk(s, ctx.tenant_id, run["id"]))
-        return BillRunPayload(bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors)
+        return BillRunPayload(
+            bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors
+        )
 
-    @strawberry.mutation(description="Cancel the drafts of a bill run and roll chargedThroughDate back.")
-    async def cancel_bill_run(self, info: strawberry.Info, input: BillRunNumberInput) -> BillRunPayload:
+    @strawberry.mutation(
+        description="Cancel the drafts of a bill run and roll chargedThroughDate back."
+    )
+    async def cancel_bill_run(
+        self, info: strawberry.Info, input: BillRunNumberInput
+    ) -> BillRunPayload:
         ctx = info.context
-        run, errors = await in_transaction(ctx, lambda s: br.begin_cancel(s, ctx.tenant_id, input.bill_run_number))
+        run, errors = await in_transaction(
+            ctx, lambda s: br.begin_cancel(s, ctx.tenant_id, input.bill_run_number)
+        )
         if run is None:
             return BillRunPayload(errors=errors)
         errors = await _chunks(ctx, lambda s: br.cancel_chunk(s, ctx.tenant_id, run["id"]))
-        return BillRunPayload(bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors)
+        return BillRunPayload(
+            bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors
+        )
+
+
+def _remember(run: BillRun | None) -> dict[str, Any]:
+    assert run is not None
+    return {"id": run.db_id}
 
 
 async def _fresh(s: AsyncSession, run_id: int) -> BillRun:

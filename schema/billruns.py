@@ -45,14 +45,25 @@ class BillRun:
     completed_at: datetime | None = strawberry.field(description="When the last account was done.")
 
 
-@strawberry.input(description="Which accounts to bill and as of when; the criteria combine (all accounts when none is given).")
+@strawberry.input(
+    description="Which accounts to bill and as of when; the criteria combine "
+    "(all accounts when none is given)."
+)
 class CreateBillRunInput:
     target_date: date = strawberry.field(description="Bill what is due by this date.")
-    invoice_date: date | None = strawberry.field(default=None, description="Invoice date (default targetDate).")
-    account_numbers: list[str] | None = strawberry.field(default=None, description="Only these accounts.")
+    invoice_date: date | None = strawberry.field(
+        default=None, description="Invoice date (default targetDate)."
+    )
+    account_numbers: list[str] | None = strawberry.field(
+        default=None, description="Only these accounts."
+    )
     batch: str | None = strawberry.field(default=None, description="Only accounts of this batch.")
-    bill_cycle_day: int | None = strawberry.field(default=None, description="Only accounts with this bill cycle day.")
-    auto_post: bool = strawberry.field(default=False, description="Post the invoices when the run completes.")
+    bill_cycle_day: int | None = strawberry.field(
+        default=None, description="Only accounts with this bill cycle day."
+    )
+    auto_post: bool = strawberry.field(
+        default=False, description="Post the invoices when the run completes."
+    )
     idempotency_key: str | None = strawberry.field(default=None, description="Repeat-safe key.")
 
 
@@ -64,4 +75,6 @@ class BillRunNumberInput:
 @strawberry.type(description="Result of a bill run mutation.")
 class BillRunPayload:
     bill_run: BillRun | None = strawberry.field(default=None, description="The run.")
-    errors: list[UserError] = strawberry.field(default_factory=list, description="Why nothing was done.")
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why nothing was done."
+    )

@@ -28,22 +28,35 @@ PERIOD_MONTHS = {"MONTH": 1, "QUARTER": 3, "SEMI_ANNUAL": 6, "ANNUAL": 12}
 
 
 async def account(
-    s: AsyncSession, tenant_id: int, *, bcd: int = 1, partner: bool = False,
-    currency: str = "USD", batch: str = "Batch1", number: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    s: AsyncSession,
+    tenant_id: int,
+    *,
+    bcd: int = 1,
+    partner: bool = False,
+    currency: str = "USD",
+    batch: str = "Batch1",
+    number: str | None = None,
+) -> dict[str, Any]:
     n = number or f"RA{next(_seq):07d}"
     aid = (
         await s.execute(
             insert(Account.__table__)
             .values(
-                tenant_id=tenant_id, account_number=n, name=n, currency=currency,
-                bill_cycle_day=bcd, payment_term="NET_30", batch=batch, partner_account=partner,
-                bill_to={"firstName": "A", "lastName": "B"}, sold_to={"firstName": "A", "lastName": "B"},
+                tenant_id=tenant_id,
+                account_number=n,
+                name=n,
+                currency=currency,
+                bill_cycle_day=bcd,
+                payment_term="NET_30",
+                batch=batch,
+                partner_account=partner,
+                bill_to={"firstName": "A", "lastName": "B"},
+                sold_to={"firstName": "A", "lastName": "B"},
                 status="ACTIVE",
             )
             .returning(Account.__table__.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     await s.execute(insert(AccountMetrics.__table__).values(account_id=aid, tenant_id=tenant_id))
     return {"id": aid, "account_number": n}
 
@@ -68,11 +81,18 @@ async def plan(s: AsyncSession, tenant_id: int) -> tuple[int, int]:
     cid = (
         await s.execute(
             insert(ProductRatePlanCharge.__table__)
-            .values(tenant_id=tenant_id, rate_plan_id=rpid, charge_number=f"PRPC{k}", name="Seat",
-                    charge_type="RECURRING", charge_model="PER_UNIT", list_price=Decimal(10))
+            .values(
+                tenant_id=tenant_id,
+                rate_plan_id=rpid,
+                charge_number=f"PRPC{k}",
+                name="Seat",
+                charge_type="RECURRING",
+                charge_model="PER_UNIT",
+                list_price=Decimal(10),
+            )
             .returning(ProductRatePlanCharge.__table__.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     return rpid, cid
 
 
@@ -97,30 +117,46 @@ async def subscription(
         await s.execute(
             insert(Subscription.__table__)
             .values(
-                tenant_id=tenant_id, subscription_number=f"S{tenant_id}-{k}", owner_account_id=owner_id,
-                invoice_owner_account_id=invoice_owner_id or owner_id, currency=currency,
-                status="CANCELLED" if cancelled else "ACTIVE", contract_effective_date=start,
-                term_start_date=start, cancelled_date=cancelled, invoice_separately=separately,
-                auto_renew=False, term_type="TERMED", version=1, mrr=0,
+                tenant_id=tenant_id,
+                subscription_number=f"S{tenant_id}-{k}",
+                owner_account_id=owner_id,
+                invoice_owner_account_id=invoice_owner_id or owner_id,
+                currency=currency,
+                status="CANCELLED" if cancelled else "ACTIVE",
+                contract_effective_date=start,
+                term_start_date=start,
+                cancelled_date=cancelled,
+                invoice_separately=separately,
+                auto_renew=False,
+                term_type="TERMED",
+                version=1,
+                mrr=0,
             )
             .returning(Subscription.__table__.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     srp = (
         await s.execute(
             insert(SubscriptionRatePlan.__table__)
-            .values(tenant_id=tenant_id, subscription_id=sid, product_rate_plan_id=rpid, name="Basic",
-                    effective_start_date=start)
+            .values(
+                tenant_id=tenant_id,
+                subscription_id=sid,
+                product_rate_plan_id=rpid,
+                name="Basic",
+                effective_start_date=start,
+            )
             .returning(SubscriptionRatePlan.__table__.c.id)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     ids = []
     for n, c in enumerate(charges):
         ids.append(
             (
                 await s.execute(
                     insert(SubscriptionCharge.__table__)
-                    .values(**charge_row(tenant_id, sid, srp, prpcid, c, start, f"C{tenant_id}-{k}-{n}"))
+                    .values(
+                        **charge_row(tenant_id, sid, srp, prpcid, c, start, f"C{tenant_id}-{k}-{n}")
+                    )
                     .returning(SubscriptionCharge.__table__.c.id)
                 )
             ).scalar_one()
@@ -136,17 +172,31 @@ def charge_row(
     model = c.get("charge_model", "FLAT_FEE")
     period = c.get("billing_period", "MONTH")
     ctype = c.get("charge_type", "RECURRING")
-    mrr = (price * qty if model == "PER_UNIT" else price) / PERIOD_MONTHS[period] if ctype == "RECURRING" else 0
+    mrr = (
+        (price * qty if model == "PER_UNIT" else price) / PERIOD_MONTHS[period]
+        if ctype == "RECURRING"
+        else 0
+    )
     return {
-        "tenant_id": tenant_id, "subscription_id": sid, "subscription_rate_plan_id": srp,
-        "product_rate_plan_charge_id": prpcid, "charge_number": c.get("charge_number", number),
-        "segment": c.get("segment", 1), "is_last_segment": c.get("is_last_segment", True),
-        "name": c.get("name", "Seat"), "charge_type": ctype, "charge_model": model,
-        "price": price, "quantity": qty, "billing_period": period,
+        "tenant_id": tenant_id,
+        "subscription_id": sid,
+        "subscription_rate_plan_id": srp,
+        "product_rate_plan_charge_id": prpcid,
+        "charge_number": c.get("charge_number", number),
+        "segment": c.get("segment", 1),
+        "is_last_segment": c.get("is_last_segment", True),
+        "name": c.get("name", "Seat"),
+        "charge_type": ctype,
+        "charge_model": model,
+        "price": price,
+        "quantity": qty,
+        "billing_period": period,
         "billing_timing": c.get("billing_timing", "IN_ADVANCE"),
-        "effective_start_date": c.get("start", start), "effective_end_date": c.get("end"),
-        "charged_through_date": c.get("charged_through"), "mrr": Decimal(mrr).quantize(Decimal("0.000001")),
-    }  # fmt: skip
+        "effective_start_date": c.get("start", start),
+        "effective_end_date": c.get("end"),
+        "charged_through_date": c.get("charged_through"),
+        "mrr": Decimal(mrr).quantize(Decimal("0.000001")),
+    }
 
 
 async def suspend(s: AsyncSession, tenant_id: int, sid: int, start: date, end: date | None) -> None:
@@ -160,8 +210,9 @@ async def suspend(s: AsyncSession, tenant_id: int, sid: int, start: date, end: d
 async def items_of(s: AsyncSession, invoice_id: int) -> list[tuple[Any, ...]]:
     res = await s.execute(
         text(
-            "SELECT charge_name, service_start_date, service_end_date, quantity, unit_price, amount "
-            "FROM invoice_item WHERE invoice_id = :i ORDER BY subscription_charge_id, service_start_date"
+            "SELECT charge_name, service_start_date, service_end_date, quantity, unit_price, "
+            "amount FROM invoice_item WHERE invoice_id = :i "
+            "ORDER BY subscription_charge_id, service_start_date"
         ),
         {"i": invoice_id},
     )

@@ -27,19 +27,31 @@ STUCK = 5  # the worker blocks on the 6th account, after 5 are DONE
 
 
 def start_worker(database_url: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "arq", "jobs.worker.WorkerSettings"], cwd=ROOT, env=env, stdout=out, stderr=out
+        [sys.executable, "-m", "arq", "jobs.worker.WorkerSettings"],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=out,
     )
 
 
-async def wait_for(check: Any, what: str, proc: subprocess.Popen[bytes], log: Path, limit: float = 60) -> None:
+async def wait_for(
+    check: Any, what: str, proc: subprocess.Popen[bytes], log: Path, limit: float = 60
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while not await check():
         if proc.poll() is not None or loop.time() > deadline:
-            raise AssertionError(f"never got {what}; worker log:\n{log.read_text()[-4000:]}")
+            tail = log.read_text()[-4000:]  # noqa: ASYNC240 - only on failure
+            raise AssertionError(f"never got {what}; worker log:\n{tail}")
         await asyncio.sleep(0.05)
 
 
@@ -52,9 +64,16 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
         plan = await rf.plan(s, t)
         for a in accounts:
             for _ in range(SUBS):
-                await rf.subscription(s, t, a["id"], start=date(2026, 3, 1), plan_ids=plan,
-                                      charges=[{"name": "Seat", "price": "10", "charge_model": "PER_UNIT",
-                                                "quantity": "2"}])  # fmt: skip
+                await rf.subscription(
+                    s,
+                    t,
+                    a["id"],
+                    start=date(2026, 3, 1),
+                    plan_ids=plan,
+                    charges=[
+                        {"name": "Seat", "price": "10", "charge_model": "PER_UNIT", "quantity": "2"}
+                    ],
+                )
         run = await billruns.create_bill_run(
             s, t, billruns.BillRunData(target_date=date(2026, 3, 1), batch=f"kill{t}")
         )
@@ -68,25 +87,46 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
     blocker = await engine.connect()
     tx = await blocker.begin()
     await blocker.execute(
-        text("SELECT c.id FROM subscription_charge c JOIN subscription s ON s.id = c.subscription_id "
-             "WHERE s.invoice_owner_account_id = :a FOR UPDATE OF c"), {"a": stuck},
-    )  # fmt: skip
+        text(
+            "SELECT c.id FROM subscription_charge c JOIN subscription s "
+            "ON s.id = c.subscription_id "
+            "WHERE s.invoice_owner_account_id = :a FOR UPDATE OF c"
+        ),
+        {"a": stuck},
+    )
 
     async def count(status: str) -> int:
         async with sessionmaker() as s:
-            return int((await s.execute(
-                text("SELECT count(*) FROM bill_run_account WHERE bill_run_id = :r AND status = :st"),
-                {"r": run["id"], "st": status})).scalar_one())  # fmt: skip
+            return int(
+                (
+                    await s.execute(
+                        text(
+                            "SELECT count(*) FROM bill_run_account WHERE bill_run_id = "
+                            ":r AND status = :st"
+                        ),
+                        {"r": run["id"], "st": status},
+                    )
+                ).scalar_one()
+            )
 
     async def items() -> int:
         async with sessionmaker() as s:
-            return int((await s.execute(text("SELECT count(*) FROM invoice_item ii JOIN invoice i ON "
-                                             "i.id = ii.invoice_id WHERE i.bill_run_id = :r"),
-                                        {"r": run["id"]})).scalar_one())  # fmt: skip
+            return int(
+                (
+                    await s.execute(
+                        text(
+                            "SELECT count(*) FROM invoice_item ii JOIN invoice i ON "
+                            "i.id = ii.invoice_id WHERE i.bill_run_id = :r"
+                        ),
+                        {"r": run["id"]},
+                    )
+                ).scalar_one()
+            )
 
     log = Path(tempfile.mkdtemp(prefix="billrun-kill-")) / "worker.log"
     worker = start_worker(database_url, redis_url, log)
     try:
+
         async def five_done() -> bool:
             return await count("DONE") == STUCK
 
@@ -107,6 +147,7 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
 
     worker = start_worker(database_url, redis_url, log)
     try:
+
         async def completed() -> bool:
             async with sessionmaker() as s:
                 return (await billruns.get_bill_run_by_id(s, run["id"]))["status"] == "COMPLETED"
@@ -123,17 +164,36 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
 
     assert await count("DONE") == ACCOUNTS
     async with sessionmaker() as s:
-        per_account = (await s.execute(
-            text("SELECT i.account_id, count(DISTINCT i.id), count(ii.id), sum(ii.amount) FROM invoice i "
-                 "JOIN invoice_item ii ON ii.invoice_id = i.id WHERE i.bill_run_id = :r GROUP BY i.account_id"),
-            {"r": run["id"]})).all()  # fmt: skip
-        per_charge = (await s.execute(
-            text("SELECT count(*) FROM invoice_item ii JOIN invoice i ON i.id = ii.invoice_id "
-                 "WHERE i.bill_run_id = :r GROUP BY ii.subscription_charge_id HAVING count(*) <> 1"),
-            {"r": run["id"]})).all()  # fmt: skip
-        empty = (await s.execute(
-            text("SELECT count(*) FROM invoice i WHERE i.tenant_id = :t AND NOT EXISTS "
-                 "(SELECT 1 FROM invoice_item ii WHERE ii.invoice_id = i.id)"), {"t": t})).scalar_one()  # fmt: skip
+        per_account = (
+            await s.execute(
+                text(
+                    "SELECT i.account_id, count(DISTINCT i.id), count(ii.id), "
+                    "sum(ii.amount) FROM invoice i "
+                    "JOIN invoice_item ii ON ii.invoice_id = i.id WHERE "
+                    "i.bill_run_id = :r GROUP BY i.account_id"
+                ),
+                {"r": run["id"]},
+            )
+        ).all()
+        per_charge = (
+            await s.execute(
+                text(
+                    "SELECT count(*) FROM invoice_item ii JOIN invoice i ON i.id = ii.invoice_id "
+                    "WHERE i.bill_run_id = :r GROUP BY ii.subscription_charge_id "
+                    "HAVING count(*) <> 1"
+                ),
+                {"r": run["id"]},
+            )
+        ).all()
+        empty = (
+            await s.execute(
+                text(
+                    "SELECT count(*) FROM invoice i WHERE i.tenant_id = :t AND NOT EXISTS "
+                    "(SELECT 1 FROM invoice_item ii WHERE ii.invoice_id = i.id)"
+                ),
+                {"t": t},
+            )
+        ).scalar_one()
     assert sorted(r[0] for r in per_account) == sorted(a["id"] for a in accounts)
     assert {tuple(r[1:]) for r in per_account} == {(1, SUBS, 20 * SUBS)}
     assert per_charge == [] and empty == 0

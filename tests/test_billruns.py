@@ -323,3 +323,46 @@ async def test_post_before_completion_is_invalid_state(
             "billRun": None,
             "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE", "field": None}],
         }
+
+
+async def test_failed_account_is_reported_and_the_run_goes_on(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    t = tenant.id
+    async with sessionmaker.begin() as s:
+        good = await rf.account(s, t, batch="B")
+        bad = await rf.account(s, t, batch="B")
+        await rf.subscription(s, t, good["id"], start=MAR1, charges=[{"price": "10"}])
+        sub = await rf.subscription(s, t, bad["id"], start=MAR1, charges=[{"price": "10"}])
+        # A period the rating does not know: the account fails, nothing of it is written.
+        await s.execute(
+            text(
+                "UPDATE subscription_charge SET billing_period = 'FORTNIGHT' "
+                "WHERE subscription_id = :s"
+            ),
+            {"s": sub["id"]},
+        )
+    run = (await gql(CREATE, input={"targetDate": "2026-03-01", "batch": "B"}))["createBillRun"]
+    await drain(database_url, redis_url)
+    number = run["billRun"]["billRunNumber"]
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 2,
+        "accountsProcessed": 2,
+        "invoicesGenerated": 1,
+        "errors": [
+            {
+                "accountNumber": bad["account_number"],
+                "code": "INTERNAL",
+                "message": "Internal error while billing",
+            }
+        ],
+    }
+    assert len(await invoices_of(sessionmaker, good["id"])) == 1
+    assert await invoices_of(sessionmaker, bad["id"]) == []
+    # A run whose every account fails ends in ERROR.
+    only_bad = {"targetDate": "2026-03-01", "accountNumbers": [bad["account_number"]]}
+    run = (await gql(CREATE, input=only_bad))["createBillRun"]
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=run["billRun"]["billRunNumber"]))["billRun"]["status"] == "ERROR"

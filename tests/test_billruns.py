@@ -366,3 +366,42 @@ async def test_failed_account_is_reported_and_the_run_goes_on(
     run = (await gql(CREATE, input=only_bad))["createBillRun"]
     await drain(database_url, redis_url)
     assert (await gql(RUN, n=run["billRun"]["billRunNumber"]))["billRun"]["status"] == "ERROR"
+
+
+async def test_idempotent_create_and_a_run_with_nothing_to_bill(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    async with sessionmaker.begin() as s:
+        lonely = await rf.account(s, tenant.id)  # invoice owner of nothing
+    given = {"targetDate": "2026-03-01", "accountNumbers": [lonely["account_number"]]}
+    first = await gql(CREATE, input={**given, "idempotencyKey": "k1"})
+    again = await gql(CREATE, input={**given, "idempotencyKey": "k1"})
+    assert first == again and first["createBillRun"]["billRun"]["accountsTotal"] == 0
+    reused = await gql(CREATE, input={**given, "autoPost": True, "idempotencyKey": "k1"})
+    assert reused["createBillRun"] == {
+        "billRun": None,
+        "errors": [
+            {
+                "__typename": "IdempotencyKeyReusedError",
+                "code": "IDEMPOTENCY_KEY_REUSED",
+                "field": None,
+            }
+        ],
+    }
+    async with sessionmaker() as s:
+        runs = (
+            await s.execute(
+                text("SELECT count(*) FROM bill_run WHERE tenant_id = :t"), {"t": tenant.id}
+            )
+        ).scalar_one()
+    assert runs == 1
+    await drain(database_url, redis_url)
+    number = first["createBillRun"]["billRun"]["billRunNumber"]
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 0,
+        "accountsProcessed": 0,
+        "invoicesGenerated": 0,
+        "errors": [],
+    }

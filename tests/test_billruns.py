@@ -384,7 +384,7 @@ async def test_idempotent_create_and_a_run_with_nothing_to_bill(
             {
                 "__typename": "IdempotencyKeyReusedError",
                 "code": "IDEMPOTENCY_KEY_REUSED",
-                "field": None,
+                "field": ["idempotencyKey"],
             }
         ],
     }

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
+from billing.invoices import due_date_for
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, quantize
 from db.models import Invoice, InvoiceItem
@@ -411,8 +412,6 @@ async def _open_invoice(
     subscription_id: int | None,
     payment_term: str,
 ) -> _Open:
-    from billing.invoices import due_date_for
-
     number = await numbering.next_number(session, spec.tenant_id, "invoice")
     invoice_id = (
         await session.execute(

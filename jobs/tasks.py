@@ -93,3 +93,105 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
 
 
 FUNCTIONS.append(create_order)
+
+
+# --------------------------------------------------------------------------- bill runs
+
+
+async def bill_run_drive(
+    ctx: dict[str, Any], tenant_id: int, run_id: int, generation: str = "0"
+) -> dict[str, Any]:
+    """Move a run on: PENDING -> PROCESSING and hand its pending accounts to batch jobs;
+    complete it when none is pending; auto-post a completed autoPost run."""
+    from billing import billruns
+    from jobs import enqueue
+
+    async with ctx["sessionmaker"].begin() as s:
+        run = await billruns.start_bill_run(s, run_id)
+        processing = run["status"] == "PROCESSING"
+        pending = await billruns.pending_accounts(s, run_id) if processing else []
+    if pending:
+        batches = await enqueue.enqueue_bill_run_batches(
+            ctx["redis"], tenant_id, run_id, generation, pending
+        )
+        return {"status": run["status"], "pending": len(pending), "batches": batches}
+    await _finish_bill_run(ctx, tenant_id, run_id)
+    return {"status": run["status"], "pending": 0, "batches": 0}
+
+
+async def bill_run_batch(
+    ctx: dict[str, Any], tenant_id: int, run_id: int, account_ids: list[int]
+) -> dict[str, int]:
+    """Bill a batch of a run's accounts, each in its own transaction (invoices + DONE
+    together); DONE accounts and accounts another worker holds are skipped."""
+    from billing import billruns
+    from billing.errors import BillingError
+
+    done = skipped = failed = 0
+    sm = ctx["sessionmaker"]
+    for account_id in account_ids:
+        try:
+            async with sm.begin() as s:
+                made = await billruns.bill_account(s, run_id, account_id)
+        except Exception as exc:
+            code = exc.code if isinstance(exc, BillingError) else "INTERNAL"
+            internal = "Internal error while billing"
+            message = exc.message if isinstance(exc, BillingError) else internal
+            log.exception("bill run %s: account %s failed", run_id, account_id)
+            async with sm.begin() as s:
+                await billruns.mark_account_error(s, run_id, account_id, str(code), message)
+            failed += 1
+            continue
+        if made is None:
+            skipped += 1
+        else:
+            done += 1
+    await _finish_bill_run(ctx, tenant_id, run_id)
+    return {"done": done, "skipped": skipped, "failed": failed}
+
+
+async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> None:
+    from billing import billruns
+
+    async with ctx["sessionmaker"].begin() as s:
+        await billruns.finish_if_done(s, run_id)
+        run = await billruns.get_bill_run_by_id(s, run_id)
+    if run["auto_post"] and run["status"] in ("COMPLETED", "POSTED"):
+        await post_bill_run(ctx["sessionmaker"], tenant_id, run["bill_run_number"])
+
+
+async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str) -> None:
+    """COMPLETED -> POSTED, then post the drafts in short transactions."""
+    from billing import billruns
+
+    async with sessionmaker.begin() as s:
+        run = await billruns.begin_post(s, tenant_id, number)
+    while True:
+        async with sessionmaker.begin() as s:
+            if not await billruns.post_chunk(s, tenant_id, run["id"]):
+                return
+
+
+async def resume_bill_runs(ctx: dict[str, Any]) -> int:
+    """Worker start-up: re-drive every unfinished run under a generation of this start.
+
+    A killed worker's jobs keep their ids (and stay "in progress") until arq's timeout, so
+    the restarted worker enqueues fresh drive jobs; they bill only PENDING accounts, and
+    accounts are claimed with FOR UPDATE (rechecked after the wait), so a run that another
+    live worker is driving is not billed twice either."""
+    import time
+
+    from billing import billruns
+    from jobs import enqueue
+
+    async with ctx["sessionmaker"]() as s:
+        runs = await billruns.runs_to_resume(s)
+    generation = f"r{time.time_ns()}"
+    for tenant_id, run_id in runs:
+        await enqueue.enqueue_bill_run(ctx["redis"], tenant_id, run_id, generation)
+    if runs:
+        log.info("re-driving %s unfinished bill runs", len(runs))
+    return len(runs)
+
+
+FUNCTIONS.extend([bill_run_drive, bill_run_batch])

@@ -34,6 +34,9 @@ def worker_kwargs(database_url: str) -> dict[str, Any]:
         engine = create_engine(database_url, pool_size=10, max_overflow=10)
         ctx["engine"] = engine
         ctx["sessionmaker"] = create_sessionmaker(engine)
+        from jobs import tasks
+
+        await tasks.resume_bill_runs(ctx)  # unfinished bill runs of a killed worker
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         engine = ctx.get("engine")

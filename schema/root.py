@@ -23,6 +23,11 @@ MUTATIONS: tuple[type, ...] = (
     AccountMutations, DocumentMutations, MemoMutations, CatalogMutations, OrderMutations,
 )  # fmt: skip
 
+from resolvers.billruns import BillRunMutations, BillRunQueries  # noqa: E402
+
+QUERIES += (BillRunQueries,)
+MUTATIONS += (BillRunMutations,)
+
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)
 

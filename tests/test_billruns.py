@@ -1,0 +1,407 @@
+"""Bill runs through GraphQL and the real arq worker: consolidation, idempotent reruns,
+post with deferred partner metrics, cancel with chargedThroughDate rollback."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from billing import metrics
+from tests import rating_fixtures as rf
+from tests.billrun_worker import arq_pool, drain
+from tests.helpers import Gql
+
+CREATE = """
+mutation($input: CreateBillRunInput!) { createBillRun(input: $input) {
+  billRun { billRunNumber status targetDate invoiceDate autoPost accountsTotal accountsProcessed
+            invoicesGenerated errors { accountNumber code message } }
+  errors { __typename code field } } }"""
+
+RUN = """
+query($n: String!) { billRun(billRunNumber: $n) { billRunNumber status accountsTotal
+  accountsProcessed
+  invoicesGenerated errors { accountNumber code message } } }"""
+
+POST = """
+mutation($n: String!) { postBillRun(input: { billRunNumber: $n }) {
+  billRun { status invoicesGenerated } errors { __typename code field } } }"""
+
+CANCEL = """
+mutation($n: String!) { cancelBillRun(input: { billRunNumber: $n }) {
+  billRun { status } errors { __typename code field } } }"""
+
+D = Decimal
+MAR1 = date(2026, 3, 1)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> Any:
+    pool = await arq_pool(redis_url)
+    await pool.flushdb()  # this suite's own Redis database: no jobs of earlier runs
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+def gql(sessionmaker: Any, tenant: Any, redis: Any) -> Gql:
+    return Gql(sessionmaker, tenant.id, redis=redis)
+
+
+async def reseller_world(sessionmaker: Any, t: int) -> dict[str, Any]:
+    """A partner reseller invoice owner of 3 owners' USD subscriptions (one invoiced
+    separately) and of one EUR subscription; plus an unrelated ordinary account."""
+    async with sessionmaker.begin() as s:
+        reseller = await rf.account(s, t, bcd=1, partner=True, batch="Resellers")
+        owners = [await rf.account(s, t, bcd=1, partner=True) for _ in range(3)]
+        other = await rf.account(s, t, bcd=1)
+        subs = []
+        for o in owners:
+            subs.append(
+                await rf.subscription(
+                    s,
+                    t,
+                    o["id"],
+                    reseller["id"],
+                    start=date(2026, 2, 1),
+                    charges=[{"name": "Seat", "price": "10"}],
+                )
+            )
+        subs.append(
+            await rf.subscription(
+                s,
+                t,
+                owners[0]["id"],
+                reseller["id"],
+                start=date(2026, 2, 15),
+                separately=True,
+                charges=[{"name": "Own", "price": "28"}],
+            )
+        )
+        subs.append(
+            await rf.subscription(
+                s,
+                t,
+                owners[1]["id"],
+                reseller["id"],
+                start=date(2026, 3, 1),
+                currency="EUR",
+                charges=[{"name": "Euro", "price": "5"}],
+            )
+        )
+        await rf.subscription(
+            s, t, other["id"], start=date(2026, 3, 1), charges=[{"name": "Other", "price": "7"}]
+        )
+    return {"reseller": reseller, "owners": owners, "other": other, "subs": subs}
+
+
+async def invoices_of(sessionmaker: Any, account_id: int) -> list[tuple[Any, ...]]:
+    async with sessionmaker() as s:
+        res = await s.execute(
+            text(
+                "SELECT i.currency, i.status, i.amount, i.source, "
+                "i.subscription_id IS NOT NULL, count(ii.id) "
+                "FROM invoice i LEFT JOIN invoice_item ii ON ii.invoice_id = "
+                "i.id WHERE i.account_id = :a "
+                "GROUP BY i.id ORDER BY i.id"
+            ),
+            {"a": account_id},
+        )
+        return [tuple(r) for r in res]
+
+
+async def test_consolidated_run_rerun_post_and_partner_metrics(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    w = await reseller_world(sessionmaker, tenant.id)
+    reseller = w["reseller"]
+    data = await gql(
+        CREATE, input={"targetDate": "2026-03-01", "accountNumbers": [reseller["account_number"]]}
+    )
+    number = data["createBillRun"]["billRun"]["billRunNumber"]
+    assert data["createBillRun"] == {
+        "billRun": {
+            "billRunNumber": number,
+            "status": "PENDING",
+            "targetDate": "2026-03-01",
+            "invoiceDate": "2026-03-01",
+            "autoPost": False,
+            "accountsTotal": 1,
+            "accountsProcessed": 0,
+            "invoicesGenerated": 0,
+            "errors": [],
+        },
+        "errors": [],
+    }
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 1,
+        "accountsProcessed": 1,
+        "invoicesGenerated": 3,
+        "errors": [],
+    }
+    # One consolidated USD invoice (3 owners x Feb + Mar), one for the separate subscription
+    # (Feb 15-28 = 14/28 of 28, then March), one EUR invoice.
+    assert await invoices_of(sessionmaker, reseller["id"]) == [
+        ("USD", "DRAFT", D("60.00"), "BILL_RUN", False, 6),
+        ("USD", "DRAFT", D("42.00"), "BILL_RUN", True, 2),
+        ("EUR", "DRAFT", D("5.00"), "BILL_RUN", False, 1),
+    ]
+    assert await invoices_of(sessionmaker, w["other"]["id"]) == []  # not selected
+
+    # A second run over the same dates bills nothing.
+    again = (await gql(CREATE, input={"targetDate": "2026-03-01", "batch": "Resellers"}))[
+        "createBillRun"
+    ]
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=again["billRun"]["billRunNumber"]))["billRun"][
+        "invoicesGenerated"
+    ] == 0
+    assert len(await invoices_of(sessionmaker, reseller["id"])) == 3
+
+    # Posting reaches the partner reseller's metrics through the ledger (deferred).
+    assert (await gql(POST, n=number))["postBillRun"] == {
+        "billRun": {"status": "POSTED", "invoicesGenerated": 3},
+        "errors": [],
+    }
+    assert [r[1] for r in await invoices_of(sessionmaker, reseller["id"])] == ["POSTED"] * 3
+    async with sessionmaker() as s:
+        stored = (
+            await s.execute(
+                text("SELECT total_invoice_balance FROM account_metrics WHERE account_id = :a"),
+                {"a": reseller["id"]},
+            )
+        ).scalar_one()
+        ledger = (
+            await s.execute(
+                text("SELECT sum(d_invoice_balance) FROM metrics_change WHERE account_id = :a"),
+                {"a": reseller["id"]},
+            )
+        ).scalar_one()
+    assert stored == 0 and ledger == D("107.00")
+    async with sessionmaker.begin() as s:
+        await metrics.refresh_account(s, tenant.id, reseller["id"])
+    async with sessionmaker() as s:
+        truth = await metrics.recompute(s, reseller["id"])
+        stored = (
+            await s.execute(
+                text(
+                    "SELECT total_invoice_balance, last_invoice_date FROM account_metrics "
+                    "WHERE account_id = :a"
+                ),
+                {"a": reseller["id"]},
+            )
+        ).one()
+    assert (
+        tuple(stored)
+        == (truth.total_invoice_balance, truth.last_invoice_date)
+        == (D("107.00"), MAR1)
+    )
+    # A posted run cannot be cancelled, nor posted twice into anything new.
+    assert (await gql(CANCEL, n=number))["cancelBillRun"] == {
+        "billRun": None,
+        "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE", "field": None}],
+    }
+
+
+async def test_cancel_rolls_charged_through_back_and_auto_post(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    w = await reseller_world(sessionmaker, tenant.id)
+    reseller = w["reseller"]
+    first = (await gql(CREATE, input={"targetDate": "2026-03-01", "batch": "Resellers"}))[
+        "createBillRun"
+    ]
+    await drain(database_url, redis_url)
+    number = first["billRun"]["billRunNumber"]
+    assert (await gql(CANCEL, n=number))["cancelBillRun"] == {
+        "billRun": {"status": "CANCELED"},
+        "errors": [],
+    }
+    assert [r[1] for r in await invoices_of(sessionmaker, reseller["id"])] == ["CANCELED"] * 3
+    async with sessionmaker() as s:
+        ctds = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT charged_through_date FROM subscription_charge c JOIN "
+                        "subscription s "
+                        "ON s.id = c.subscription_id WHERE s.invoice_owner_account_id = :a"
+                    ),
+                    {"a": reseller["id"]},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert ctds == [None] * 5
+    # Billed again from scratch, auto-posted at completion.
+    second = (
+        await gql(
+            CREATE,
+            input={
+                "targetDate": "2026-03-01",
+                "invoiceDate": "2026-03-02",
+                "billCycleDay": 1,
+                "autoPost": True,
+            },
+        )
+    )["createBillRun"]
+    assert second["billRun"]["accountsTotal"] == 2  # the reseller and the ordinary account
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=second["billRun"]["billRunNumber"]))["billRun"]["status"] == "POSTED"
+    assert [r[:3] for r in await invoices_of(sessionmaker, reseller["id"])][3:] == [
+        ("USD", "POSTED", D("60.00")),
+        ("USD", "POSTED", D("42.00")),
+        ("EUR", "POSTED", D("5.00")),
+    ]
+    # The ordinary account's metrics move at once.
+    async with sessionmaker() as s:
+        other = (
+            await s.execute(
+                text(
+                    "SELECT total_invoice_balance, last_invoice_date FROM account_metrics "
+                    "WHERE account_id = :a"
+                ),
+                {"a": w["other"]["id"]},
+            )
+        ).one()
+    assert tuple(other) == (D("7.00"), date(2026, 3, 2))
+
+
+async def test_bad_input_writes_nothing(gql: Gql, sessionmaker: Any, tenant: Any) -> None:
+    await reseller_world(sessionmaker, tenant.id)
+    cases = [
+        (
+            {"targetDate": "2026-03-01", "accountNumbers": ["NOPE"]},
+            {"__typename": "NotFoundError", "code": "NOT_FOUND", "field": ["accountNumbers", "0"]},
+        ),
+        (
+            {"targetDate": "2026-03-01", "billCycleDay": 32},
+            {"__typename": "ValidationError", "code": "VALIDATION", "field": ["billCycleDay"]},
+        ),
+        (
+            {"targetDate": "2026-03-01", "accountNumbers": []},
+            {"__typename": "ValidationError", "code": "VALIDATION", "field": ["accountNumbers"]},
+        ),
+    ]
+    for given, error in cases:
+        assert (await gql(CREATE, input=given))["createBillRun"] == {
+            "billRun": None,
+            "errors": [error],
+        }
+    for q, key in ((POST, "postBillRun"), (CANCEL, "cancelBillRun")):
+        assert (await gql(q, n="BR404"))[key] == {
+            "billRun": None,
+            "errors": [
+                {"__typename": "NotFoundError", "code": "NOT_FOUND", "field": ["billRunNumber"]}
+            ],
+        }
+    async with sessionmaker() as s:
+        n = (
+            await s.execute(
+                text("SELECT count(*) FROM bill_run WHERE tenant_id = :t"), {"t": tenant.id}
+            )
+        ).scalar_one()
+    assert n == 0
+    assert (await gql(RUN, n="BR404"))["billRun"] is None
+
+
+async def test_post_before_completion_is_invalid_state(
+    gql: Gql, sessionmaker: Any, tenant: Any
+) -> None:
+    await reseller_world(sessionmaker, tenant.id)
+    run = (await gql(CREATE, input={"targetDate": "2026-03-01"}))["createBillRun"]["billRun"]
+    assert run["status"] == "PENDING" and run["accountsTotal"] == 2
+    for q, key in ((POST, "postBillRun"), (CANCEL, "cancelBillRun")):
+        assert (await gql(q, n=run["billRunNumber"]))[key] == {
+            "billRun": None,
+            "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE", "field": None}],
+        }
+
+
+async def test_failed_account_is_reported_and_the_run_goes_on(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    t = tenant.id
+    async with sessionmaker.begin() as s:
+        good = await rf.account(s, t, batch="B")
+        bad = await rf.account(s, t, batch="B")
+        await rf.subscription(s, t, good["id"], start=MAR1, charges=[{"price": "10"}])
+        sub = await rf.subscription(s, t, bad["id"], start=MAR1, charges=[{"price": "10"}])
+        # A period the rating does not know: the account fails, nothing of it is written.
+        await s.execute(
+            text(
+                "UPDATE subscription_charge SET billing_period = 'FORTNIGHT' "
+                "WHERE subscription_id = :s"
+            ),
+            {"s": sub["id"]},
+        )
+    run = (await gql(CREATE, input={"targetDate": "2026-03-01", "batch": "B"}))["createBillRun"]
+    await drain(database_url, redis_url)
+    number = run["billRun"]["billRunNumber"]
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 2,
+        "accountsProcessed": 2,
+        "invoicesGenerated": 1,
+        "errors": [
+            {
+                "accountNumber": bad["account_number"],
+                "code": "INTERNAL",
+                "message": "Internal error while billing",
+            }
+        ],
+    }
+    assert len(await invoices_of(sessionmaker, good["id"])) == 1
+    assert await invoices_of(sessionmaker, bad["id"]) == []
+    # A run whose every account fails ends in ERROR.
+    only_bad = {"targetDate": "2026-03-01", "accountNumbers": [bad["account_number"]]}
+    run = (await gql(CREATE, input=only_bad))["createBillRun"]
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=run["billRun"]["billRunNumber"]))["billRun"]["status"] == "ERROR"
+
+
+async def test_idempotent_create_and_a_run_with_nothing_to_bill(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str, redis_url: str
+) -> None:
+    async with sessionmaker.begin() as s:
+        lonely = await rf.account(s, tenant.id)  # invoice owner of nothing
+    given = {"targetDate": "2026-03-01", "accountNumbers": [lonely["account_number"]]}
+    first = await gql(CREATE, input={**given, "idempotencyKey": "k1"})
+    again = await gql(CREATE, input={**given, "idempotencyKey": "k1"})
+    assert first == again and first["createBillRun"]["billRun"]["accountsTotal"] == 0
+    reused = await gql(CREATE, input={**given, "autoPost": True, "idempotencyKey": "k1"})
+    assert reused["createBillRun"] == {
+        "billRun": None,
+        "errors": [
+            {
+                "__typename": "IdempotencyKeyReusedError",
+                "code": "IDEMPOTENCY_KEY_REUSED",
+                "field": ["idempotencyKey"],
+            }
+        ],
+    }
+    async with sessionmaker() as s:
+        runs = (
+            await s.execute(
+                text("SELECT count(*) FROM bill_run WHERE tenant_id = :t"), {"t": tenant.id}
+            )
+        ).scalar_one()
+    assert runs == 1
+    await drain(database_url, redis_url)
+    number = first["createBillRun"]["billRun"]["billRunNumber"]
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 0,
+        "accountsProcessed": 0,
+        "invoicesGenerated": 0,
+        "errors": [],
+    }

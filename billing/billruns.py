@@ -134,11 +134,13 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
 
 
 async def find_bill_run(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
+    """The bill run with that number in the tenant, or None."""
     stmt = select(BR).where(BR.c.tenant_id == tenant_id, BR.c.bill_run_number == number)
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
 async def get_bill_run(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
+    """The bill run with that number, or NOT_FOUND."""
     row = await find_bill_run(session, tenant_id, number)
     if row is None:
         raise NotFound(f"Bill run {number} not found", ["billRunNumber"])
@@ -146,6 +148,7 @@ async def get_bill_run(session: AsyncSession, tenant_id: int, number: str) -> Ro
 
 
 async def get_bill_run_by_id(session: AsyncSession, run_id: int) -> RowMapping:
+    """The bill run with that id (the caller already checked the tenant)."""
     return (await session.execute(select(BR).where(BR.c.id == run_id))).mappings().one()
 
 
@@ -189,6 +192,7 @@ async def start_bill_run(session: AsyncSession, run_id: int) -> RowMapping:
 
 
 async def pending_accounts(session: AsyncSession, run_id: int) -> list[int]:
+    """Ids of the run's accounts not yet billed (the resumable unit of work)."""
     res = await session.execute(
         text(
             "SELECT account_id FROM bill_run_account WHERE bill_run_id = :r AND status = 'PENDING' "
@@ -234,6 +238,7 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
 async def mark_account_error(
     session: AsyncSession, run_id: int, account_id: int, code: str, message: str
 ) -> None:
+    """Record why one account of a run failed; the run goes on with the others."""
     await session.execute(
         update(BRA)
         .where(

@@ -229,6 +229,7 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
 async def find_memo(
     session: AsyncSession, tenant_id: int, kind: str, number: str, *, for_update: bool = False
 ) -> RowMapping | None:
+    """The credit or debit memo with that number in the tenant, or None."""
     t = TABLE[kind]
     stmt = select(t).where(t.c.tenant_id == tenant_id, t.c.memo_number == number)
     if for_update:
@@ -247,6 +248,7 @@ async def get_memo(
 
 
 async def get_memo_by_id(session: AsyncSession, kind: str, memo_id: int) -> RowMapping:
+    """The memo with that id (the caller already checked the tenant)."""
     t = TABLE[kind]
     return (await session.execute(select(t).where(t.c.id == memo_id))).mappings().one()
 

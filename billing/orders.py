@@ -87,6 +87,7 @@ def jsonable(value: Any) -> Any:
 
 
 def input_hash(data: Any) -> str:
+    """A stable hash of an order input, for idempotency keys."""
     return hashlib.sha256(json.dumps(jsonable(data), sort_keys=True).encode()).hexdigest()
 
 

@@ -133,10 +133,12 @@ async def refund_credit_memo(
 
 
 async def get_refund_by_id(session: AsyncSession, refund_id: int) -> RowMapping:
+    """The refund with that id (the caller already checked the tenant)."""
     return (await session.execute(select(R).where(R.c.id == refund_id))).mappings().one()
 
 
 async def find_refund(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
+    """The refund with that number in the tenant, or None."""
     res = await session.execute(
         select(R).where(R.c.tenant_id == tenant_id, R.c.refund_number == number)
     )
@@ -144,6 +146,7 @@ async def find_refund(session: AsyncSession, tenant_id: int, number: str) -> Row
 
 
 async def get_refund(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
+    """The refund with that number, or NOT_FOUND."""
     row = await find_refund(session, tenant_id, number)
     if row is None:
         raise NotFound(f"Refund {number} not found", ["refundNumber"])

@@ -55,6 +55,7 @@ def contribution(sub: dict[str, Any] | RowMapping | None) -> tuple[int | None, D
 
 
 def subscription_select() -> Any:
+    """Subscriptions with their owners' account numbers."""
     owner = text("(SELECT account_number FROM account WHERE id = subscription.owner_account_id) AS owner_account_number")
     inv = text("(SELECT account_number FROM account WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number")
     return select(S, owner, inv)

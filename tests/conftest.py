@@ -101,3 +101,18 @@ async def tenant(sessionmaker: Sessionmaker) -> TenantHandle:
     async with sessionmaker.begin() as s:
         tid, key = await create_tenant(s, f"test-{secrets.token_hex(4)}")
     return TenantHandle(tid, key)
+
+
+@pytest.fixture(autouse=True)
+async def _empty_job_queue(redis_url: str) -> None:
+    """Each test starts with an empty job queue: a worker killed by an earlier test leaves
+    its jobs "in progress" for arq's timeout, and a burst worker would wait on them."""
+    from arq import create_pool
+
+    from jobs.redis import redis_settings_from_url
+
+    pool = await create_pool(redis_settings_from_url(redis_url))
+    try:
+        await pool.flushdb()
+    finally:
+        await pool.aclose()

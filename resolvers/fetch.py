@@ -137,6 +137,16 @@ class Fetcher:
 
         return await self._session(go)
 
+    async def order_invoice_numbers(self, order_id: int) -> list[str]:
+        async def go(s: AsyncSession) -> list[str]:
+            res = await s.execute(
+                text("SELECT invoice_number FROM invoice WHERE order_id = :o ORDER BY id"),
+                {"o": order_id},
+            )
+            return [str(n) for n in res.scalars()]
+
+        return await self._session(go)
+
     async def account_orders(self, account_id: int, first: int | None, after: str | None) -> Connection[Any]:
         from billing import orders as ords
         from resolvers import convert_orders as co

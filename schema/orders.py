@@ -145,6 +145,12 @@ class Order:
     subscription_numbers: list[str] = strawberry.field(description="The subscriptions it touched, in order.")
     created_at: datetime = strawberry.field(description="When it was placed.")
 
+    @strawberry.field(
+        description="Numbers of the invoices processingOptions.runBilling generated, in order."
+    )
+    async def invoice_numbers(self, info: strawberry.Info) -> list[str]:
+        return await info.context.fetch.order_invoice_numbers(self.db_id)  # type: ignore[no-any-return]
+
 
 @strawberry.type(description="An asynchronous operation (createOrderAsync).")
 class Job:

@@ -106,11 +106,6 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
         err("NotFoundError", "NOT_FOUND", ["subscriptions", "1", "orderActions", "1", "chargeNumber"]),
     ),
     (
-        "runBilling before billing exists",
-        order("R", [{"orderActions": [create_action("E1")]}], processingOptions={"runBilling": True}),
-        err("ValidationError", "VALIDATION", ["processingOptions", "runBilling"]),
-    ),
-    (
         "bad override quantity",
         order("R", [{"orderActions": [create_action("E1", seats="-1")]}]),
         err("ValidationError", "VALIDATION", [*A0, "ratePlans", "0", "chargeOverrides", "0", "quantity"]),
@@ -122,11 +117,6 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
 async def test_bad_order_writes_nothing(
     world: Gql, sessionmaker: Any, tenant: Any, name: str, payload: dict[str, Any], errors: list[dict[str, Any]]
 ) -> None:
-    if name == "runBilling before billing exists":
-        import importlib.util
-
-        if importlib.util.find_spec("billing.rating") is not None:
-            pytest.skip("billing.rating exists: runBilling is wired")
     before = await counts(sessionmaker, tenant.id)
     data = await world(CREATE_ORDER, input=payload)
     assert data["createOrder"] == {"order": None, "subscriptions": [], "errors": errors}

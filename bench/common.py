@@ -91,7 +91,9 @@ async def add_accounts(
 async def account_ids(sm: Any, tenant_id: int, numbers: list[str]) -> list[int]:
     async with sm() as s:
         res = await s.execute(
-            text("SELECT id FROM account WHERE tenant_id = :t AND account_number = ANY(:n) ORDER BY account_number"),
+            text(
+                "SELECT id FROM account WHERE tenant_id = :t AND account_number = ANY(:n) ORDER BY account_number"
+            ),
             {"t": tenant_id, "n": numbers},
         )
         return [int(x) for x in res.scalars()]
@@ -131,16 +133,35 @@ class Procs:
         return env
 
     def start(self) -> None:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.procs["api"] = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "server.app:app_from_env", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-access-log", "--workers", str(self.workers)],
-            cwd=ROOT, env=self.env(), stdout=out, stderr=out,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "server.app:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=out,
+            stderr=out,
         )
         self.procs["worker"] = subprocess.Popen(
             [sys.executable, "-m", "arq", "jobs.worker.WorkerSettings"],
-            cwd=ROOT, env=self.env(), stdout=out, stderr=out,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=out,
+            stderr=out,
         )
         import httpx
 
@@ -196,7 +217,8 @@ def processes(db_url: str, workers: int = 1) -> Iterator[Procs]:
 
 
 def postgres_cpu() -> float:
-    """CPU seconds of all local postgres processes (0 when they are not visible)."""
+    """CPU seconds of the live local postgres processes. Backends that exit in between take
+    their CPU with them, so differences of this are approximate; see machine_cpu()."""
     total = 0.0
     for p in psutil.process_iter(["name"]):
         try:
@@ -206,6 +228,12 @@ def postgres_cpu() -> float:
         except psutil.Error:
             pass
     return total
+
+
+def machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine (all cores, everything but idle and iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def median_spread(values: list[float]) -> tuple[float, float, float]:

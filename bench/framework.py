@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Scenario 2, framework cost: the same POSTED createStandaloneInvoice work behind a bare
 Starlette JSON endpoint (bench/bare_app.py) and behind /graphql, each served by uvicorn in
 its own process, spread over ordinary accounts. Ratio = GraphQL / bare throughput."""
@@ -17,16 +16,22 @@ import httpx
 from bench.common import ROOT, Procs, add_accounts, new_tenant, processes
 from bench.hot import INVOICE
 
-BODY = {"invoiceDate": "2026-03-01", "status": "POSTED",
-        "items": [{"chargeName": "Seat", "quantity": "2", "unitPrice": "12.50"}]}
+BODY = {
+    "invoiceDate": "2026-03-01",
+    "status": "POSTED",
+    "items": [{"chargeName": "Seat", "quantity": "2", "unitPrice": "12.50"}],
+}
 
 
-async def drive(base: str, key: str, path: str, accounts: list[str], clients: int, seconds: float) -> dict[str, Any]:
+async def drive(
+    base: str, key: str, path: str, accounts: list[str], clients: int, seconds: float
+) -> dict[str, Any]:
     ok, errors, lat = 0, Counter[str](), []
     n = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                                 limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=60
+    ) as client:
         stop = time.perf_counter() + seconds
 
         async def one() -> None:
@@ -35,7 +40,10 @@ async def drive(base: str, key: str, path: str, accounts: list[str], clients: in
                 n += 1
                 acct = accounts[n % len(accounts)]
                 if path == "/graphql":
-                    payload = {"query": INVOICE, "variables": {"i": {"accountNumber": acct, **BODY}}}
+                    payload = {
+                        "query": INVOICE,
+                        "variables": {"i": {"accountNumber": acct, **BODY}},
+                    }
                 else:
                     payload = {"accountNumber": acct, **BODY}
                 t0 = time.perf_counter()
@@ -43,7 +51,9 @@ async def drive(base: str, key: str, path: str, accounts: list[str], clients: in
                 lat.append(time.perf_counter() - t0)
                 body = r.json()
                 if path == "/graphql":
-                    body = (body.get("data") or {}).get("createStandaloneInvoice") or {"errors": [{"code": "GRAPHQL"}]}
+                    body = (body.get("data") or {}).get("createStandaloneInvoice") or {
+                        "errors": [{"code": "GRAPHQL"}]
+                    }
                 if r.status_code == 200 and not body.get("errors"):
                     ok += 1
                 else:
@@ -53,18 +63,36 @@ async def drive(base: str, key: str, path: str, accounts: list[str], clients: in
         await asyncio.gather(*(one() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
     lat.sort()
-    return {"ok": ok, "throughput": round(ok / elapsed, 1),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else 0,
-            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else 0,
-            "errors": dict(errors)}
+    return {
+        "ok": ok,
+        "throughput": round(ok / elapsed, 1),
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else 0,
+        "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else 0,
+        "errors": dict(errors),
+    }
 
 
 class BareProcs(Procs):
     def start(self) -> None:
         self.procs["bare"] = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.bare_app:bare_app_from_env", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_app:bare_app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -98,6 +126,8 @@ async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
         procs.mark()
         out["graphql"] = await drive(procs.base, key, "/graphql", accounts, clients, seconds)
         out["graphql"]["cpu_s"] = procs.cpu_since_mark()
-    out["ratio_graphql_to_bare"] = round(out["graphql"]["throughput"] / max(out["bare"]["throughput"], 1e-9), 3)
+    out["ratio_graphql_to_bare"] = round(
+        out["graphql"]["throughput"] / max(out["bare"]["throughput"], 1e-9), 3
+    )
     await engine.dispose()
     return out

@@ -16,7 +16,9 @@ from sqlalchemy import text
 from bench.common import account_ids, add_accounts, new_tenant
 
 
-async def add_posted_invoices(sm: Any, tenant_id: int, account_ids_: list[int], per_account: int, tag: str) -> None:
+async def add_posted_invoices(
+    sm: Any, tenant_id: int, account_ids_: list[int], per_account: int, tag: str
+) -> None:
     """``per_account`` POSTED invoices of 25.00 on each account, with one ledger row each."""
     async with sm.begin() as s:
         await s.execute(
@@ -69,7 +71,11 @@ async def run(url: str, quick: bool = False) -> dict[str, Any]:
     small = 10 if quick else 100
     engine = create_engine(url)
     sm = create_sessionmaker(engine)
-    out: dict[str, Any] = {"changed_accounts": many, "invoices_on_one_account": docs, "subset": small}
+    out: dict[str, Any] = {
+        "changed_accounts": many,
+        "invoices_on_one_account": docs,
+        "subset": small,
+    }
 
     # 1. many changed partner accounts, one tenant refresh
     t, _ = await new_tenant(sm, "refresh-many")
@@ -78,8 +84,10 @@ async def run(url: str, quick: bool = False) -> dict[str, Any]:
     await add_posted_invoices(sm, t, ids, 2, "I")
     secs, rep = await timed_refresh(engine, t)
     out["tenant_refresh"] = {
-        "seconds": round(secs, 3), "accounts_refreshed": rep.accounts_refreshed,
-        "changes_folded": rep.changes_folded, "skipped": rep.accounts_skipped,
+        "seconds": round(secs, 3),
+        "accounts_refreshed": rep.accounts_refreshed,
+        "changes_folded": rep.changes_folded,
+        "skipped": rep.accounts_skipped,
         "exact_sample": await exact(sm, ids[:: max(1, many // 50)]),
     }
     # 2. the subset among many vs the subset alone: cost follows the changed accounts
@@ -96,7 +104,8 @@ async def run(url: str, quick: bool = False) -> dict[str, Any]:
         f"{small}_changed_among_{many}_s": round(secs_among, 4),
         f"{small}_changed_among_{small}_s": round(secs_alone, 4),
         "refreshed": [rep_among.accounts_refreshed, rep_alone.accounts_refreshed],
-        "exact": await exact(sm, ids[:small:max(1, small // 10)]) and await exact(sm, ids2[:: max(1, small // 10)]),
+        "exact": await exact(sm, ids[: small : max(1, small // 10)])
+        and await exact(sm, ids2[:: max(1, small // 10)]),
     }
 
     # 3. one partner account with many posted invoices
@@ -119,9 +128,12 @@ async def run(url: str, quick: bool = False) -> dict[str, Any]:
     oracle = time.perf_counter() - t0
     out["big_account"] = {
         "build_s": round(build, 2),
-        "refresh_folding_all_s": round(first, 3), "folded_all": folded_all,
-        "refresh_after_10_new_s": round(later, 4), "folded_new": folded_new,
-        "recompute_oracle_s": round(oracle, 3), "exact": ok,
+        "refresh_folding_all_s": round(first, 3),
+        "folded_all": folded_all,
+        "refresh_after_10_new_s": round(later, 4),
+        "folded_new": folded_new,
+        "recompute_oracle_s": round(oracle, 3),
+        "exact": ok,
     }
     await engine.dispose()
     return out

@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """The partnerbill benchmark suite, one command:
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/11 \
@@ -18,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_database  # noqa: E402
+from bench.common import fresh_database
 
 SCENARIOS = ("raw", "refresh", "framework", "hot")
 
@@ -29,8 +28,12 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
             from bench import hot
 
             clients = [8] if args.quick else args.clients
-            return await hot.run(url, clients, 3.0 if args.quick else args.seconds,
-                                 spread=100 if args.quick else 1000)
+            return await hot.run(
+                url,
+                clients,
+                3.0 if args.quick else args.seconds,
+                spread=100 if args.quick else 1000,
+            )
         if scenario == "raw":
             from bench import raw
 
@@ -47,7 +50,7 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"unknown scenario {scenario}")
 
 
-async def main() -> None:
+async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     ap = argparse.ArgumentParser(description="partnerbill benchmarks")
     ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, "all"])
     ap.add_argument("--quick", action="store_true", help="a ~1-minute smoke at tiny sizes")
@@ -66,9 +69,10 @@ async def main() -> None:
             out.setdefault(name, []).append(res)
             if name != "hot":
                 print(json.dumps(res, indent=1, default=str), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    return out, args.json
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    results, path = asyncio.run(main())
+    if path:
+        Path(path).write_text(json.dumps(results, indent=1, default=str))

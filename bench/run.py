@@ -1,0 +1,78 @@
+"""The partnerbill benchmark suite, one command:
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/11 \
+        python bench/run.py --scenario all [--quick] [--repeat 3] [--json out.json]
+
+Each run creates a fresh database on the server of DATABASE_URL (dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import fresh_database
+
+SCENARIOS = ("raw", "refresh", "framework", "hot")
+
+
+async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    async with fresh_database(keep=args.keep) as url:
+        if scenario == "hot":
+            from bench import hot
+
+            clients = [8] if args.quick else args.clients
+            return await hot.run(
+                url,
+                clients,
+                3.0 if args.quick else args.seconds,
+                spread=100 if args.quick else 1000,
+            )
+        if scenario == "raw":
+            from bench import raw
+
+            return await raw.run(url, 2.0 if args.quick else args.seconds)
+        if scenario == "refresh":
+            from bench import refresh
+
+            return await refresh.run(url, quick=args.quick)
+        if scenario == "framework":
+            from bench import framework
+
+            clients = 8 if args.quick else 32
+            return await framework.run(url, clients, 3.0 if args.quick else args.seconds)
+        raise SystemExit(f"unknown scenario {scenario}")
+
+
+async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    ap = argparse.ArgumentParser(description="partnerbill benchmarks")
+    ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, "all"])
+    ap.add_argument("--quick", action="store_true", help="a ~1-minute smoke at tiny sizes")
+    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32, 128])
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each load window")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--keep", action="store_true", help="keep the bench databases")
+    args = ap.parse_args()
+    names = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        for i in range(args.repeat):
+            print(f"== {name} (run {i + 1}/{args.repeat})", flush=True)
+            res = await one(name, args)
+            out.setdefault(name, []).append(res)
+            if name != "hot":
+                print(json.dumps(res, indent=1, default=str), flush=True)
+    return out, args.json
+
+
+if __name__ == "__main__":
+    results, path = asyncio.run(main())
+    if path:
+        Path(path).write_text(json.dumps(results, indent=1, default=str))

@@ -1,0 +1,99 @@
+# ruff: noqa: E501
+"""Median and spread (min..max) of the runs in a bench/run.py --json file, as Markdown.
+
+python bench/summarize.py results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import median_spread
+
+
+def fmt(values: list[float], digits: int = 1) -> str:
+    med, lo, hi = median_spread(values)
+    return f"{med:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})"
+
+
+def hot(runs: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| N | target | throughput/s | p50 ms | p99 ms | LOCK_COMPETITION | other errors | CPU s api / worker / loadgen / postgres+rest |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sizes = [r["clients"] for r in runs[0]["runs"]]
+    for i, n in enumerate(sizes):
+        for label in ("partner", "ordinary", "spread"):
+            rs = [run["runs"][i][label] for run in runs]
+            cpu = rs[len(rs) // 2]["cpu_s"]
+            out.append(
+                f"| {n} | {label} | {fmt([r['throughput'] for r in rs])} | {fmt([r['p50_ms'] for r in rs])} | "
+                f"{fmt([r['p99_ms'] for r in rs])} | {sum(r['lock_competition'] for r in rs)} | "
+                f"{sum(sum(r['other_errors'].values()) for r in rs)} | "
+                f"{cpu.get('api')} / {cpu.get('worker')} / {cpu.get('loadgen')} / {cpu.get('postgres_and_rest', cpu.get('postgres'))} |"
+            )
+        out.append(
+            f"| {n} | **ratio (a)/(c)** | {fmt([run['runs'][i]['hot_ratio'] for run in runs], 3)} | | | | | |"
+        )
+    out.append("")
+    out.append(
+        "Partner metrics equal recompute after refresh, per run: "
+        + ", ".join(str(r["partner_check"]["exact"]) for r in runs)
+    )
+    return out
+
+
+def main() -> None:
+    data = json.loads(Path(sys.argv[1]).read_text())
+    lines: list[str] = []
+    if "hot" in data:
+        lines += ["### Hot account", *hot(data["hot"]), ""]
+    if "framework" in data:
+        rs = data["framework"]
+        lines += [
+            "### Framework cost",
+            f"bare Starlette {fmt([r['bare']['throughput'] for r in rs])}/s, GraphQL "
+            f"{fmt([r['graphql']['throughput'] for r in rs])}/s, ratio {fmt([r['ratio_graphql_to_bare'] for r in rs], 3)}",
+            "",
+        ]
+    if "refresh" in data:
+        rs = data["refresh"]
+        k = rs[0]
+        sub = list(k["subset_refresh"].keys())[:2]
+        lines += [
+            "### Refresh scale",
+            f"- {k['changed_accounts']} changed partner accounts, refresh_tenant: {fmt([r['tenant_refresh']['seconds'] for r in rs], 3)} s",
+            f"- {sub[0]}: {fmt([r['subset_refresh'][sub[0]] for r in rs], 4)}; {sub[1]}: {fmt([r['subset_refresh'][sub[1]] for r in rs], 4)}",
+            f"- one account, {k['invoices_on_one_account']} posted invoices: refresh folding all pending rows {fmt([r['big_account']['refresh_folding_all_s'] for r in rs], 3)} s; "
+            f"after 10 new {fmt([r['big_account']['refresh_after_10_new_s'] for r in rs], 4)} s; recompute oracle {fmt([r['big_account']['recompute_oracle_s'] for r in rs], 3)} s",
+            "- exact: "
+            + ", ".join(
+                str(
+                    r["tenant_refresh"]["exact_sample"]
+                    and r["subset_refresh"]["exact"]
+                    and r["big_account"]["exact"]
+                )
+                for r in rs
+            ),
+            "",
+        ]
+    if "raw" in data:
+        rs = data["raw"]
+        lines += ["### Raw ceilings"]
+        for i, row in enumerate(rs[0]["single_row"]):
+            lines.append(
+                f"- single-row INSERT, {row['clients']} connections: {fmt([r['single_row'][i]['tps'] for r in rs], 0)} tx/s"
+            )
+        lines.append(
+            f"- multi-row INSERT (1,000 rows/statement): {fmt([r['multi_row']['rows_per_s'] for r in rs], 0)} rows/s"
+        )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from billing import invoices as inv
 from billing import payments as pay
 from billing.metrics import _metrics_of
 from resolvers import convert, memo_convert
+from resolvers.documents import account_number_of
 from schema.accounts import Account, AccountMetrics
 from schema.common import Connection
 from schema.documents import Application, InvoiceItem
@@ -108,7 +109,7 @@ class Fetcher:
         self, account_id: int, status: str | None, first: int | None, after: str | None
     ) -> Connection[Any]:
         async def go(s: AsyncSession) -> Connection[Any]:
-            number = await _account_number(s, account_id)
+            number = await account_number_of(s, account_id)
             page = await inv.invoices_of_account(s, account_id, status, first, after)
             return convert.connection(page, lambda r: convert.invoice(r, number))
 
@@ -118,7 +119,7 @@ class Fetcher:
         self, account_id: int, status: str | None, first: int | None, after: str | None
     ) -> Connection[Any]:
         async def go(s: AsyncSession) -> Connection[Any]:
-            number = await _account_number(s, account_id)
+            number = await account_number_of(s, account_id)
             page = await pay.payments_of_account(s, account_id, status, first, after)
             return convert.connection(page, lambda r: convert.payment(r, number))
 
@@ -175,7 +176,7 @@ class Fetcher:
         from billing import memos
 
         async def go(s: AsyncSession) -> Connection[Any]:
-            number = await _account_number(s, account_id)
+            number = await account_number_of(s, account_id)
             page = await memos.memos_of_account(s, kind, account_id, status, first, after)
             invoices = await _invoice_numbers(s, [r["invoice_id"] for r in page.rows])
             return convert.connection(
@@ -208,7 +209,7 @@ async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list
         grouped = await memos.memos_of_invoices(s, kind, list(ids))
         invoices = await _invoice_numbers(s, list(ids))
         accounts = {r["account_id"] for rows in grouped.values() for r in rows}
-        numbers = {a: await _account_number(s, a) for a in accounts}
+        numbers = {a: await account_number_of(s, a) for a in accounts}
         return [
             [memo_convert.MEMO[kind](r, numbers[r["account_id"]], invoices.get(i)) for r in grouped[i]]
             for i in ids
@@ -231,11 +232,6 @@ async def _invoice_numbers(s: AsyncSession, ids: list[int | None]) -> dict[int, 
         return {}
     res = await s.execute(text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted})
     return {r[0]: r[1] for r in res}
-
-
-async def _account_number(s: AsyncSession, account_id: int) -> str:
-    res = await s.execute(text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id})
-    return str(res.scalar_one())
 
 
 async def _document_numbers(s: AsyncSession, rows: list[Any]) -> dict[tuple[str, int], str]:

@@ -309,6 +309,11 @@ async def refresh_account(session: AsyncSession, tenant_id: int, account_id: int
             text("SELECT pg_advisory_xact_lock(:ns, :k)"),
             {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
         )
+        # The claim the tenant refresher takes (pb_refresh_accounts): the metrics row.
+        await session.execute(
+            text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"),
+            {"a": account_id},
+        )
         return await fold_changes(session, tenant_id, account_id)
 
 
@@ -338,50 +343,54 @@ async def changed_accounts(conn: AsyncSession | object, tenant_id: int) -> list[
 class RefreshReport:
     tenant_id: int
     accounts_refreshed: int = 0
-    accounts_skipped: int = 0  # someone else held the lock: left for the next run
+    accounts_skipped: int = 0  # held by someone else (left for the next run) or already folded
     changes_folded: int = 0
     refreshed_ids: list[int] = field(default_factory=list)
 
 
+REFRESH_BATCH = 500
+
+
 async def refresh_tenant(
-    engine: AsyncEngine, tenant_id: int, *, parallelism: int = 4
+    engine: AsyncEngine, tenant_id: int, *, parallelism: int = 2, batch: int = REFRESH_BATCH
 ) -> RefreshReport:
     """Refresh every changed partner account of a tenant.
 
-    One autocommit statement per account (``pb_refresh_account``) is one short
-    transaction under ``pg_try_advisory_xact_lock``; an account whose lock is held
-    is skipped and stays in the ledger. Cost grows with the changed accounts."""
+    The changed accounts are found with a loose index scan over the ledger, then folded
+    ``batch`` accounts per autocommit statement (``pb_refresh_accounts``): one short
+    transaction that claims the accounts' metrics rows with FOR UPDATE SKIP LOCKED and
+    folds their ledger rows set-based. An account another refresher holds is skipped and
+    stays in the ledger for the next run. Cost grows with the changed accounts only."""
     report = RefreshReport(tenant_id)
     async with engine.connect() as conn:
         ids = await changed_accounts(conn, tenant_id)
     if not ids:
         return report
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for a in ids:
-        queue.put_nowait(a)
+    queue: asyncio.Queue[list[int]] = asyncio.Queue()
+    for i in range(0, len(ids), batch):
+        queue.put_nowait(ids[i : i + batch])
 
     async def drain() -> None:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             while True:
                 try:
-                    account_id = queue.get_nowait()
+                    chunk = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                n = (
+                rows = (
                     await conn.execute(
-                        text("SELECT pb_refresh_account(:t, :a)"),
-                        {"t": tenant_id, "a": account_id},
+                        text("SELECT r_account, r_folded FROM pb_refresh_accounts(:t, :ids)"),
+                        {"t": tenant_id, "ids": chunk},
                     )
-                ).scalar_one()
-                if n is None or n < 0:
-                    report.accounts_skipped += 1
-                else:
-                    report.accounts_refreshed += 1
-                    report.changes_folded += int(n)
-                    report.refreshed_ids.append(account_id)
+                ).all()
+                report.accounts_refreshed += len(rows)
+                report.accounts_skipped += len(chunk) - len(rows)
+                for account_id, folded in rows:
+                    report.changes_folded += int(folded)
+                    report.refreshed_ids.append(int(account_id))
 
-    await asyncio.gather(*(drain() for _ in range(min(parallelism, len(ids)))))
+    await asyncio.gather(*(drain() for _ in range(min(parallelism, queue.qsize()))))
     return report
 
 

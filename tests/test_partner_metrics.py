@@ -211,6 +211,38 @@ async def test_two_refreshers_never_write_one_account_at_once(sessionmaker: Any,
     assert m.values() == (await oracle(sessionmaker, a["id"])).values()
 
 
+async def test_tenant_refresh_batches_skip_a_held_account_and_fold_it_next_time(
+    sessionmaker: Any, engine: Any, tenant: Any
+) -> None:
+    """Batches of 2 over 5 changed accounts; one account's metrics row is held by another
+    transaction: the refresh folds the other 4, leaves that one, and the next run folds it."""
+    accounts = [await make_account(sessionmaker, tenant.id, f"B{i}", partner=True) for i in range(5)]
+    for i, a in enumerate(accounts):
+        async with sessionmaker.begin() as s:
+            await inv.create_standalone_invoice(s, tenant.id, posted_invoice(f"B{i}", f"{i + 1}.00"))
+            await inv.create_standalone_invoice(s, tenant.id, posted_invoice(f"B{i}", "10.00", 2))
+    held = accounts[2]["id"]
+    holder = sessionmaker()
+    await holder.begin()
+    await holder.execute(text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"), {"a": held})
+    report = await met.refresh_tenant(engine, tenant.id, batch=2)
+    assert report.accounts_refreshed == 4
+    assert report.accounts_skipped == 1
+    assert report.changes_folded == 8
+    assert held not in report.refreshed_ids
+    assert (await stored(sessionmaker, held)).total_invoice_balance == 0
+    await holder.rollback()
+    await holder.close()
+    report = await met.refresh_tenant(engine, tenant.id, batch=2)
+    assert report.refreshed_ids == [held]
+    assert report.changes_folded == 2
+    for i, a in enumerate(accounts):
+        m = await stored(sessionmaker, a["id"])
+        assert m.total_invoice_balance == D(i + 11)
+        assert m.last_invoice_date == date(2026, 11, 2)
+        assert m.values() == (await oracle(sessionmaker, a["id"])).values()
+
+
 async def test_turning_partner_off_brings_metrics_current(sessionmaker: Any, tenant: Any) -> None:
     a = await make_account(sessionmaker, tenant.id, "FLIP", partner=True)
     async with sessionmaker.begin() as s:

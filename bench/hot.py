@@ -1,4 +1,5 @@
-"""Scenario 1, the hot account: N concurrent clients write invoices and payments to
+"""Scenario 1, the hot account: N concurrent clients send createOrder (a new subscription,
+the account its owner and invoice owner), createStandaloneInvoice and createPayment to
 (a) one partner account, (b) one ordinary account, (c) 1,000 ordinary accounts, through
 uvicorn + the arq worker as separate processes. After the load the partner account is
 refreshed and its stored metrics are compared with billing.metrics.recompute."""
@@ -19,9 +20,67 @@ INVOICE = """mutation($i: CreateStandaloneInvoiceInput!) { createStandaloneInvoi
   invoice { invoiceNumber } errors { __typename code } } }"""
 PAYMENT = """mutation($i: CreatePaymentInput!) { createPayment(input: $i) {
   payment { paymentNumber } errors { __typename code } } }"""
+ORDER = """mutation($i: CreateOrderInput!) { createOrder(input: $i) {
+  order { orderNumber } errors { __typename code } } }"""
+PRODUCT = """mutation($i: CreateProductInput!) { createProduct(input: $i) {
+  product { productNumber } errors { __typename code } } }"""
+KINDS = 3  # createOrder, createStandaloneInvoice, createPayment, in turn
+
+
+async def make_catalog(base: str, key: str) -> None:
+    """The one rate plan the orders subscribe to: a FLAT_FEE of 20.00 a month."""
+    product = {
+        "name": "Bench seat",
+        "productNumber": "PC-BENCH",
+        "ratePlans": [
+            {
+                "name": "Monthly",
+                "productRatePlanNumber": "PRP-BENCH",
+                "charges": [
+                    {
+                        "name": "Seat",
+                        "productRatePlanChargeNumber": "PRPC-BENCH",
+                        "chargeType": "RECURRING",
+                        "chargeModel": "FLAT_FEE",
+                        "listPrice": "20",
+                    }
+                ],
+            }
+        ],
+    }
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as c:
+        r = await c.post("/graphql", json={"query": PRODUCT, "variables": {"i": product}})
+        errs = r.json()["data"]["createProduct"]["errors"]
+        if errs:
+            raise RuntimeError(f"createProduct: {errs}")
 
 
 def request(kind: int, account: str) -> tuple[str, dict[str, Any], str]:
+    if kind == 2:
+        # a new subscription, the account both subscription owner and invoice owner
+        return (
+            ORDER,
+            {
+                "i": {
+                    "existingAccountNumber": account,
+                    "orderDate": "2026-03-01",
+                    "subscriptions": [
+                        {
+                            "orderActions": [
+                                {
+                                    "createSubscription": {
+                                        "subscriptionOwnerAccountNumber": account,
+                                        "invoiceOwnerAccountNumber": account,
+                                        "ratePlans": [{"productRatePlanNumber": "PRP-BENCH"}],
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                }
+            },
+            "createOrder",
+        )
     if kind == 0:
         return (
             INVOICE,
@@ -48,6 +107,7 @@ async def load(
     """``clients`` tasks, each sending one mutation at a time for ``seconds``."""
     lat: list[float] = []
     errors: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
     ok = 0
     counter = itertools.count()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -60,7 +120,7 @@ async def load(
             nonlocal ok
             while time.perf_counter() < stop:
                 n = next(counter)
-                q, v, field = request(n % 2, accounts[n % len(accounts)])
+                q, v, field = request(n % KINDS, accounts[(n // KINDS) % len(accounts)])
                 t0 = time.perf_counter()
                 try:
                     r = await client.post("/graphql", json={"query": q, "variables": v})
@@ -78,6 +138,7 @@ async def load(
                         errors[e["code"]] += 1
                 else:
                     ok += 1
+                    by_kind[field] += 1
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(clients)))
@@ -93,6 +154,7 @@ async def load(
         "throughput": round(ok / elapsed, 1),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
+        "ok_by_mutation": dict(by_kind),
         "lock_competition": errors.pop("LOCK_COMPETITION", 0),
         "other_errors": dict(errors),
     }
@@ -130,6 +192,7 @@ async def run(
     (partner_id,) = await account_ids(sm, tenant_id, partner)
     results: dict[str, Any] = {"seconds_per_run": seconds, "spread_accounts": spread, "runs": []}
     with processes(url) as procs:
+        await make_catalog(procs.base, key)
         # warm-up: imports, connection pools, plans
         await load(procs.base, key, many, 4, 1.0)
         for n in clients_list:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fresh_database
 
-SCENARIOS = ("raw", "refresh", "framework", "hot")
+SCENARIOS = ("raw", "refresh", "framework", "hot", "freshness")
 
 
 async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -47,6 +47,18 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
             clients = 8 if args.quick else 32
             return await framework.run(url, clients, 3.0 if args.quick else args.seconds)
+        if scenario == "freshness":
+            from bench import freshness
+
+            if args.quick:
+                return await freshness.run(url, seconds=8, interval=2, accounts=20, clients=4)
+            return await freshness.run(
+                url,
+                seconds=args.freshness_seconds,
+                interval=args.interval,
+                accounts=args.freshness_accounts,
+                clients=args.freshness_clients,
+            )
         raise SystemExit(f"unknown scenario {scenario}")
 
 
@@ -57,6 +69,10 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     ap.add_argument("--clients", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each load window")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--freshness-seconds", type=float, default=120.0, help="freshness: load length")
+    ap.add_argument("--interval", type=int, default=10, help="freshness: metricsRefreshInterval (s)")
+    ap.add_argument("--freshness-accounts", type=int, default=100, help="freshness: partner accounts")
+    ap.add_argument("--freshness-clients", type=int, default=16, help="freshness: concurrent clients")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases")
     args = ap.parse_args()

@@ -82,6 +82,21 @@ def main() -> None:
             ),
             "",
         ]
+    if "freshness" in data:
+        rs = data["freshness"]
+        k = rs[0]
+        lines += [
+            "### Freshness",
+            f"- {k['partner_accounts']} partner accounts, {k['clients']} clients, {k['seconds']} s, metricsRefreshInterval {k['interval_s']} s",
+            f"- writes/s {fmt([r['writes_per_s'] for r in rs])}; staleness p50 {fmt([r['staleness_s']['p50'] for r in rs], 2)} s, "
+            f"p99 {fmt([r['staleness_s']['p99'] for r in rs], 2)} s, max {fmt([r['staleness_s']['max'] for r in rs], 2)} s",
+            f"- LOCK_COMPETITION {sum(r['lock_competition'] for r in rs)}, other errors {sum(sum(r['other_errors'].values()) for r in rs)}, "
+            f"writes not covered {sum(r['writes_not_covered_by_a_refresh'] for r in rs)}",
+            f"- refresh ticks per run {[r['refresh_ticks'] for r in rs]}; ms per changed account {fmt([r['refresh']['ms_per_changed_account'] for r in rs], 3)}; "
+            f"longest tick {fmt([r['refresh']['ms_per_tick_max'] for r in rs], 1)} ms",
+            "- exact after the last refresh: " + ", ".join(str(r["metrics_exact_after_last_refresh"]) for r in rs),
+            "",
+        ]
     if "raw" in data:
         rs = data["raw"]
         lines += ["### Raw ceilings"]

@@ -15,7 +15,13 @@ from billing.dbutil import db_errors
 from billing.errors import Duplicate, NotFound, ValidationFailed
 from billing.money import check_currency
 from billing.pages import Page, paginate
-from db.locks import NS_ACCOUNT_METRICS, NS_ACCOUNT_MODE, key_of
+from db.locks import (
+    NS_ACCOUNT_METRICS,
+    NS_ACCOUNT_MODE,
+    bound_lock_waits,
+    key_of,
+    unbound_lock_waits,
+)
 from db.models import Account, AccountMetrics
 
 A = Account.__table__
@@ -212,13 +218,7 @@ async def update_account(
     )
     if flip:
         async with db_errors():
-            await session.execute(
-                text(
-                    "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
-                    "FROM tenant WHERE id = :t"
-                ),
-                {"t": tenant_id},
-            )
+            await bound_lock_waits(session, tenant_id)
             # Exclusive mode lock: waits for in-flight writers that read the old flag.
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(:ns, :k)"),
@@ -228,6 +228,7 @@ async def update_account(
                 text("SELECT pg_advisory_xact_lock(:ns, :k)"),
                 {"ns": NS_ACCOUNT_METRICS, "k": key_of(account["id"])},
             )
+            await unbound_lock_waits(session)
         await fold_changes(session, tenant_id, account["id"])
         values["partner_account"] = changes.partner_account
     if values:

@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from billing.dbutil import db_errors
 from billing.errors import NotFound
-from db.locks import NS_ACCOUNT_METRICS, NS_ACCOUNT_MODE, key_of
+from db.locks import (
+    NS_ACCOUNT_METRICS,
+    NS_ACCOUNT_MODE,
+    bound_lock_waits,
+    key_of,
+    unbound_lock_waits,
+)
 from db.models import MetricsChange
 
 ZERO = Decimal(0)
@@ -99,7 +105,6 @@ class MetricsWriter:
     tenant_id: int
     partner: dict[int, bool] = field(default_factory=dict)
     deltas: dict[int, Delta] = field(default_factory=dict)
-    _lock_wait_set: bool = False
 
     async def lock(self, *account_ids: int) -> None:
         """Take what each account needs before the operation writes anything.
@@ -113,15 +118,7 @@ class MetricsWriter:
         if not todo:
             return
         async with db_errors():
-            if not self._lock_wait_set:
-                await self.session.execute(
-                    text(
-                        "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
-                        "FROM tenant WHERE id = :t"
-                    ),
-                    {"t": self.tenant_id},
-                )
-                self._lock_wait_set = True
+            await bound_lock_waits(self.session, self.tenant_id)
             for account_id in todo:
                 await self.session.execute(
                     text("SELECT pg_advisory_xact_lock_shared(:ns, :k)"),
@@ -141,6 +138,7 @@ class MetricsWriter:
                         {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
                     )
                 self.partner[account_id] = bool(is_partner)
+            await unbound_lock_waits(self.session)
 
     def add(
         self,
@@ -295,16 +293,8 @@ async def fold_changes(session: AsyncSession, tenant_id: int, account_id: int) -
 async def refresh_account(session: AsyncSession, tenant_id: int, account_id: int) -> int | None:
     """Refresh one account now: take its metrics lock (waiting at most the tenant's lock wait),
     fold its changes and stamp lastMetricsUpdate. Returns the rows folded."""
-    writer = MetricsWriter(session, tenant_id)
     async with db_errors():
-        await session.execute(
-            text(
-                "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
-                "FROM tenant WHERE id = :t"
-            ),
-            {"t": tenant_id},
-        )
-        writer._lock_wait_set = True
+        await bound_lock_waits(session, tenant_id)
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:ns, :k)"),
             {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
@@ -314,6 +304,7 @@ async def refresh_account(session: AsyncSession, tenant_id: int, account_id: int
             text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"),
             {"a": account_id},
         )
+        await unbound_lock_waits(session)
         return await fold_changes(session, tenant_id, account_id)
 
 
@@ -396,12 +387,14 @@ async def refresh_tenant(
 
 async def claim_due_tenants(engine: AsyncEngine) -> list[int]:
     """Tenants whose refresh interval has passed, claimed atomically (two workers never
-    claim the same tenant for the same tick)."""
+    claim the same tenant for the same tick). The claim is stamped to the whole second, so
+    with the worker's one-second tick a tenant is refreshed every ``interval`` seconds,
+    not every ``interval`` + 1 when a tick runs a few milliseconds late."""
     async with engine.begin() as conn:
         res = await conn.execute(
             text(
                 """
-                UPDATE tenant SET metrics_refreshed_at = now()
+                UPDATE tenant SET metrics_refreshed_at = date_trunc('second', now())
                 WHERE metrics_refreshed_at + make_interval(secs => metrics_refresh_interval)
                       <= now()
                 RETURNING id

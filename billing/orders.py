@@ -46,6 +46,7 @@ from billing.subscriptions import (
     contribution,
     refresh_subscription_mrr,
 )
+from db.locks import bound_lock_waits, unbound_lock_waits
 from db.models import Job, Order, OrderAction, SubscriptionSuspension
 
 SO = Order.__table__
@@ -263,10 +264,7 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         order_number = await numbering.next_number(session, tenant_id, "order")
 
     async with db_errors():
-        await session.execute(
-            text("SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) FROM tenant WHERE id = :t"),
-            {"t": tenant_id},
-        )
+        await bound_lock_waits(session, tenant_id)
         # Existing subscriptions: row locks first, in id order.
         wanted = [g.subscription_number for g in groups if g.actions[0].kind != "create_subscription"]
         if wanted:
@@ -280,6 +278,7 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
                     if g.subscription_number not in subs:
                         raise NotFound(f"Subscription {g.subscription_number} not found", [*g.path, "subscriptionNumber"])
                     g.sub = subs[g.subscription_number]
+        await unbound_lock_waits(session)
 
     # Every account whose contractedMrr may move, resolved before anything is written.
     to_lock: set[int] = set()

@@ -21,6 +21,26 @@ def key_of(ident: int) -> int:
     return ((ident + 2**31) % 2**32) - 2**31
 
 
+async def bound_lock_waits(session: AsyncSession, tenant_id: int) -> None:
+    """From here on, a lock wait of this transaction ends after the tenant's lock wait
+    (SQLSTATE 55P03, which the domain reports as LOCK_COMPETITION)."""
+    await session.execute(
+        text(
+            "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
+            "FROM tenant WHERE id = :t"
+        ),
+        {"t": tenant_id},
+    )
+
+
+async def unbound_lock_waits(session: AsyncSession) -> None:
+    """Back to the server's lock_timeout for the rest of the transaction. The tenant's lock
+    wait bounds taking the contended locks (account, subscription rows), not the short
+    incidental waits of the writes after them (a relation extension, an index page): with
+    a tight lock wait those would fail a partner account's write for no reason."""
+    await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+
+
 async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
     """Bound every lock wait of the current transaction."""
     await session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))

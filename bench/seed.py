@@ -113,7 +113,7 @@ def order_input(customer: str, count: int) -> dict[str, Any]:
 
 def plan_orders(customers: list[str], subscriptions: int, per_order: int) -> list[tuple[str, int]]:
     """(customer, subscriptions) per order: round robin over the customers, the last order smaller."""
-    out = []
+    out: list[tuple[str, int]] = []
     left = subscriptions
     for k in itertools.count():
         if left <= 0:
@@ -141,10 +141,11 @@ class Api:
         body = r.json()
         if r.status_code != 200 or body.get("errors"):
             raise GraphQLFailure(f"HTTP {r.status_code}: {str(body)[:300]}")
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     async def mutate(self, query: str, field: str, **variables: Any) -> dict[str, Any]:
-        data = (await self.one(query, **variables))[field]
+        data: dict[str, Any] = (await self.one(query, **variables))[field]
         if data["errors"]:
             raise GraphQLFailure(f"{field}: {data['errors']}")
         return data
@@ -185,8 +186,8 @@ async def send_batches(
                 if res.get("errors"):
                     errors["GRAPHQL"] += 1
                 elif res["data"][field]["errors"]:
-                    for e in res["data"][field]["errors"]:
-                        errors[e["code"]] += 1
+                    for err in res["data"][field]["errors"]:
+                        errors[err["code"]] += 1
                 else:
                     ok += 1
 
@@ -223,8 +224,8 @@ async def create_orders(
                 continue
             errs = body["data"]["createOrder"]["errors"]
             if errs:
-                for e in errs:
-                    errors[e["code"]] += 1
+                for err in errs:
+                    errors[err["code"]] += 1
             else:
                 ok_orders += 1
                 ok_subs += count

@@ -108,8 +108,15 @@ def free_port() -> int:
 class Procs:
     """The production processes: uvicorn (the API) and the arq worker, as separate processes."""
 
-    def __init__(self, db_url: str, workers: int = 1, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        workers: int = 1,
+        log: Path | None = None,
+        redis: str | None = None,
+    ) -> None:
         self.db_url = db_url
+        self.redis = redis or redis_url()
         self.port = free_port()
         self.workers = workers
         self.log = log
@@ -124,7 +131,7 @@ class Procs:
         env = dict(os.environ)
         env.update(
             DATABASE_URL=self.db_url,
-            REDIS_URL=redis_url(),
+            REDIS_URL=self.redis,
             PARTNERBILL_ALLOW_ANONYMOUS="0",
             PARTNERBILL_RUN_WORKER="0",
             PARTNERBILL_LOG_LEVEL="warning",
@@ -196,6 +203,22 @@ class Procs:
     def cpu_since_mark(self) -> dict[str, float]:
         return {n: round(self._cpu(n) - self.cpu0.get(n, 0.0), 2) for n in self.procs}
 
+    def peak_rss_mb(self) -> dict[str, float | None]:
+        """Peak resident memory (VmHWM, Linux) of each process and its children, in MiB."""
+        out: dict[str, float | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                p = psutil.Process(proc.pid)
+                total = 0
+                for q in [p, *p.children(recursive=True)]:
+                    for line in Path(f"/proc/{q.pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            total += int(line.split()[1])
+                out[name] = round(total / 1024, 1) if total else None
+            except (psutil.Error, OSError, ValueError):
+                out[name] = None
+        return out
+
     def stop(self) -> None:
         for p in self.procs.values():
             p.terminate()
@@ -207,8 +230,11 @@ class Procs:
 
 
 @contextmanager
-def processes(db_url: str, workers: int = 1) -> Iterator[Procs]:
-    p = Procs(db_url, workers)
+def processes(
+    db_url: str, workers: int = 1, *, redis: str | None = None, log: Path | None = None
+) -> Iterator[Procs]:
+    """The API and the worker on ``db_url``; Redis is ``redis`` (default: REDIS_URL)."""
+    p = Procs(db_url, workers, log=log, redis=redis)
     p.start()
     try:
         yield p

@@ -2,6 +2,8 @@
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/11 \
         python bench/run.py --scenario all [--quick] [--repeat 3] [--json out.json]
+    python bench/run.py --scenario seed [--customers 1000] [--subscriptions 100000] \
+        [--per-order 50] [--order-clients 16]
 
 Each run creates a fresh database on the server of DATABASE_URL (dropped afterwards).
 """
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fresh_database
 
-SCENARIOS = ("raw", "refresh", "framework", "hot", "freshness")
+SCENARIOS = ("raw", "refresh", "framework", "hot", "freshness", "seed")
 
 
 async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -59,6 +61,17 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
                 accounts=args.freshness_accounts,
                 clients=args.freshness_clients,
             )
+        if scenario == "seed":
+            from bench import seed
+
+            return await seed.run(
+                url,
+                quick=args.quick,
+                customers=args.customers,
+                subscriptions=args.subscriptions,
+                per_order=args.per_order,
+                clients=args.order_clients,
+            )
         raise SystemExit(f"unknown scenario {scenario}")
 
 
@@ -73,6 +86,15 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     ap.add_argument("--interval", type=int, default=10, help="freshness: metricsRefreshInterval (s)")
     ap.add_argument("--freshness-accounts", type=int, default=100, help="freshness: partner accounts")
     ap.add_argument("--freshness-clients", type=int, default=16, help="freshness: concurrent clients")
+    seed = ap.add_argument_group(
+        "seed scenario", "default 1,000 customers and 100,000 subscriptions; --quick 20 and 1,000"
+    )
+    seed.add_argument("--customers", type=int, help="end-customer accounts")
+    seed.add_argument("--subscriptions", type=int, help="subscriptions created by the orders")
+    seed.add_argument("--per-order", type=int, default=50, help="subscriptions per createOrder")
+    seed.add_argument(
+        "--order-clients", type=int, default=16, help="concurrent createOrder clients"
+    )
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases")
     args = ap.parse_args()

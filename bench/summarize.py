@@ -48,11 +48,66 @@ def hot(runs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+SEED_STAGES = ("accounts", "catalog", "orders", "bill_run", "refresh", "check")
+
+
+def seed(runs: list[dict[str, Any]]) -> list[str]:
+    size = runs[0]["sizes"]
+    mid = runs[len(runs) // 2]
+    orders = [r["stages"]["orders"] for r in runs]
+    out = [
+        f"1 reseller, {size['customers']:,} end customers, {size['subscriptions']:,} subscriptions "
+        f"in {size['orders']:,} orders of {size['per_order']} ({size['order_clients']} clients), "
+        "one month-end bill run (autoPost), then the refresh.",
+        "",
+        "| stage | seconds | CPU s api / worker / loadgen / postgres+rest (middle run) |",
+        "|---|---|---|",
+    ]
+    for name in SEED_STAGES:
+        cpu = mid["stages"][name]["cpu_s"]
+        out.append(
+            f"| {name} | {fmt([r['stages'][name]['seconds'] for r in runs], 2)} | "
+            f"{cpu.get('api')} / {cpu.get('worker')} / {cpu.get('loadgen')} / {cpu.get('postgres_and_rest')} |"
+        )
+    out.append(f"| **total** | {fmt([r['total_seconds'] for r in runs], 2)} | |")
+    out += [
+        "",
+        f"- orders: {fmt([o['subscriptions_per_s'] for o in orders])} subscriptions/s, "
+        f"{fmt([o['orders_per_s'] for o in orders], 2)} orders/s; createOrder p50 "
+        f"{fmt([o['p50_ms'] for o in orders])} ms, p99 {fmt([o['p99_ms'] for o in orders])} ms; "
+        f"LOCK_COMPETITION {sum(o['lock_competition'] for o in orders)}, other errors "
+        f"{sum(sum(o['errors'].values()) - o['lock_competition'] for o in orders)} (all runs)",
+        f"- bill run to POSTED with its invoices posted: {fmt([r['stages']['bill_run']['seconds'] for r in runs], 2)} s; "
+        f"invoices {', '.join(str(r['stages']['bill_run']['invoices']) for r in runs)}; "
+        f"total {', '.join(r['stages']['bill_run']['invoice_total'] for r in runs)}",
+        f"- refresh wait after the post (interval 1 s): {fmt([r['stages']['refresh']['waited_s'] for r in runs], 2)} s",
+        "- peak RSS MiB api / worker: "
+        + ", ".join(
+            f"{r['peak_rss_mb'].get('api')} / {r['peak_rss_mb'].get('worker')}" for r in runs
+        ),
+        "- stored metrics equal recompute for every account, per run: "
+        + ", ".join(
+            f"{r['stages']['check']['exact']} ({r['stages']['check']['mismatches']} mismatches)"
+            for r in runs
+        ),
+        "- reseller totalInvoiceBalance = invoice total, sum contractedMrr = N x price, per run: "
+        + ", ".join(
+            f"{r['stages']['check']['reseller_balance_equals_invoices']}/"
+            f"{r['stages']['check']['contracted_mrr_equals_expected']}"
+            for r in runs
+        ),
+        "- all checks passed, per run: " + ", ".join(str(r["ok"]) for r in runs),
+    ]
+    return out
+
+
 def main() -> None:
     data = json.loads(Path(sys.argv[1]).read_text())
     lines: list[str] = []
     if "hot" in data:
         lines += ["### Hot account", *hot(data["hot"]), ""]
+    if "seed" in data:
+        lines += ["### Seed scenario 1, whole", *seed(data["seed"]), ""]
     if "framework" in data:
         rs = data["framework"]
         lines += [

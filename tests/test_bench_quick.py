@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import raw, refresh
+from bench import raw, refresh, seed
 
 
 async def test_refresh_scale_quick_is_exact(database_url: str) -> None:
@@ -27,3 +27,31 @@ async def test_raw_ceilings_write_every_row(database_url: str) -> None:
     assert all(r["transactions"] > 0 for r in out["single_row"])
     assert out["multi_row"]["rows"] % 1000 == 0 and out["multi_row"]["rows"] > 0
     assert out["all_rows_present"]
+
+
+async def test_seed_scenario_quick_is_exact(database_url: str, redis_url: str) -> None:
+    """The whole seed scenario at quick size, with a real uvicorn and a real arq worker
+    (separate processes) on the suite's PostgreSQL and Redis (a unix socket when embedded)."""
+    out = await seed.run(database_url, quick=True, redis=redis_url, progress=False)
+    st = out["stages"]
+    sizes = out["sizes"]
+    assert sizes == {**sizes, "customers": 20, "subscriptions": 1000, "orders": 20}
+    assert st["accounts"]["created"] == st["accounts"]["updated"] == 21
+    assert st["accounts"]["errors"] == {}
+    orders = st["orders"]
+    assert orders["ok_orders"] == 20 and orders["ok_subscriptions"] == 1000
+    assert orders["lock_competition"] == 0 and orders["errors"] == {}
+    run = st["bill_run"]
+    assert run["status"] == "POSTED" and run["run_errors"] == []
+    assert run["invoices"] == 1
+    assert run["invoice_total"] == "25000.0000"
+    assert st["refresh"]["fresh"]
+    check = st["check"]
+    assert check["accounts_checked"] == 21
+    assert check["exact"] and check["mismatches"] == 0
+    assert check["subscriptions_in_db"] == 1000
+    assert check["reseller_balance_equals_invoices"]
+    assert check["invoice_total_equals_expected"]
+    assert check["customers_counted"] == 20 and check["customers_not_partner"] == 0
+    assert check["contracted_mrr_equals_expected"]
+    assert out["ok"]

@@ -104,7 +104,7 @@ class BareProcs(Procs):
         self.mark()
 
 
-async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
+async def run(url: str, clients: int, seconds: float, *, redis: str | None = None) -> dict[str, Any]:
     from db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(url)
@@ -121,7 +121,7 @@ async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
         out["bare"]["cpu_s"] = bare.cpu_since_mark()
     finally:
         bare.stop()
-    with processes(url) as procs:
+    with processes(url, redis=redis) as procs:
         await drive(procs.base, key, "/graphql", accounts, 4, 1.0)
         procs.mark()
         out["graphql"] = await drive(procs.base, key, "/graphql", accounts, clients, seconds)

@@ -6,7 +6,7 @@ its account that is not earlier than the write's response (a refresh whose trans
 started after the write committed folds it). Measured from the send, this is an upper
 bound. The load generator polls the stamps of all the tenant's partner accounts every
 0.2 s (a stamp lasts a whole interval, so none is missed). The refresh's own cost comes
-from the cron tick results arq keeps in Redis."""
+from the cron tick results arq keeps in Redis (per tenant)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.common import add_accounts, machine_cpu, new_tenant, processes, redis_url
+from bench.common import add_accounts, machine_cpu, new_tenant, processes
 from bench.hot import KINDS, make_catalog, request
 
 SETTINGS = """mutation($i: UpdateTenantSettingsInput!) { updateTenantSettings(input: $i) {
@@ -57,14 +57,14 @@ async def poll_stamps(
             pass
 
 
-async def cron_results(since: float) -> list[dict[str, Any]]:
-    """The refresh ticks (with at least one tenant refreshed) since ``since``, from arq's
-    kept results."""
+async def cron_results(since: float, url: str, tenant_id: int) -> list[dict[str, Any]]:
+    """The tenant's refreshes (ticks that refreshed at least one of its accounts) since
+    ``since``, from the cron tick results arq keeps."""
     from arq.jobs import deserialize_result
     from redis.asyncio import Redis
 
     out = []
-    redis = Redis.from_url(redis_url())
+    redis = Redis.from_url(url)
     try:
         async for k in redis.scan_iter(match="arq:result:cron:refresh_due_tenants:*", count=1000):
             raw = await redis.get(k)
@@ -73,8 +73,9 @@ async def cron_results(since: float) -> list[dict[str, Any]]:
             r = deserialize_result(raw)
             if r.start_time.timestamp() < since or not r.success:
                 continue
-            if r.result.get("tenants", 0) and (r.result.get("accounts", 0) or r.result.get("skipped", 0)):
-                out.append({"at": r.start_time.timestamp(), **r.result})
+            mine = r.result.get("by_tenant", {}).get(tenant_id)
+            if mine and (mine["accounts"] or mine["skipped"]):
+                out.append({"at": r.start_time.timestamp(), **mine})
     finally:
         await redis.aclose()
     return sorted(out, key=lambda x: x["at"])
@@ -92,6 +93,7 @@ async def run(
     interval: int = 10,
     accounts: int = 100,
     clients: int = 16,
+    redis: str | None = None,
 ) -> dict[str, Any]:
     from billing.metrics import recompute, stored_metrics
     from db.engine import create_engine, create_sessionmaker
@@ -109,7 +111,7 @@ async def run(
         "partner_accounts": accounts,
         "clients": clients,
     }
-    with processes(url) as procs:
+    with processes(url, redis=redis) as procs:
         await make_catalog(procs.base, key)
         await set_interval(procs.base, key, interval)
         stop_poll = asyncio.Event()
@@ -160,7 +162,7 @@ async def run(
         await asyncio.sleep(0.3)
         stop_poll.set()
         await poller
-        ticks = await cron_results(t_start)
+        ticks = await cron_results(t_start, procs.redis, tenant_id)
     staleness: list[float] = []
     uncovered = 0
     for account, sent, answered in writes:

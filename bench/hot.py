@@ -179,7 +179,12 @@ async def check_partner(sm: Any, tenant_id: int, account_id: int) -> dict[str, A
 
 
 async def run(
-    url: str, clients_list: list[int], seconds: float, spread: int = 1000
+    url: str,
+    clients_list: list[int],
+    seconds: float,
+    spread: int = 1000,
+    *,
+    redis: str | None = None,
 ) -> dict[str, Any]:
     from db.engine import create_engine, create_sessionmaker
 
@@ -191,7 +196,7 @@ async def run(
     many = await add_accounts(sm, tenant_id, "M", spread, partner=False)
     (partner_id,) = await account_ids(sm, tenant_id, partner)
     results: dict[str, Any] = {"seconds_per_run": seconds, "spread_accounts": spread, "runs": []}
-    with processes(url) as procs:
+    with processes(url, redis=redis) as procs:
         await make_catalog(procs.base, key)
         # warm-up: imports, connection pools, plans
         await load(procs.base, key, many, 4, 1.0)

@@ -11,29 +11,35 @@ from billing import metrics
 log = logging.getLogger("partnerbill.jobs")
 
 
-async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, float]:
+async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
     """Cron tick: refresh the partner accounts of every tenant whose interval has passed.
 
     Claiming a tenant is one UPDATE ... RETURNING, so two workers never take the same
     tenant in the same interval; each account is still claimed by locking its metrics
-    row (FOR UPDATE SKIP LOCKED). The result (kept by arq) says what the tick did and
-    how long the refreshes took."""
+    row (FOR UPDATE SKIP LOCKED). The result (kept by arq) says what the tick did for
+    each tenant and how long each refresh took."""
     engine = ctx["engine"]
-    done: dict[str, float] = {"tenants": 0, "accounts": 0, "skipped": 0, "changes": 0, "seconds": 0.0}
+    by_tenant: dict[int, dict[str, float]] = {}
     for tenant_id in await metrics.claim_due_tenants(engine):
         t0 = time.perf_counter()
         report = await metrics.refresh_tenant(engine, tenant_id)
-        done["seconds"] += time.perf_counter() - t0
-        done["tenants"] += 1
-        done["accounts"] += report.accounts_refreshed
-        done["skipped"] += report.accounts_skipped
-        done["changes"] += report.changes_folded
+        by_tenant[tenant_id] = {
+            "accounts": report.accounts_refreshed,
+            "skipped": report.accounts_skipped,
+            "changes": report.changes_folded,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
         if report.accounts_refreshed or report.accounts_skipped:
             log.info(
                 "tenant %s: refreshed %s accounts (%s changes), skipped %s",
                 tenant_id, report.accounts_refreshed, report.changes_folded, report.accounts_skipped,
             )  # fmt: skip
-    done["seconds"] = round(done["seconds"], 4)
+    done: dict[str, Any] = {
+        k: sum(t[k] for t in by_tenant.values()) for k in ("accounts", "skipped", "changes")
+    }
+    done["tenants"] = len(by_tenant)
+    done["seconds"] = round(sum(t["seconds"] for t in by_tenant.values()), 4)
+    done["by_tenant"] = by_tenant
     return done
 
 

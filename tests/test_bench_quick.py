@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import raw, refresh, seed
+from bench import framework, freshness, hot, raw, refresh, seed
 
 
 async def test_refresh_scale_quick_is_exact(database_url: str) -> None:
@@ -55,3 +55,39 @@ async def test_seed_scenario_quick_is_exact(database_url: str, redis_url: str) -
     assert check["customers_counted"] == 20 and check["customers_not_partner"] == 0
     assert check["contracted_mrr_equals_expected"]
     assert out["ok"]
+
+
+async def test_hot_account_quick_partner_takes_every_write(database_url: str, redis_url: str) -> None:
+    """The hot-account load (orders, invoices, payments) through real uvicorn and arq
+    processes: the partner account takes every write and is exact after its refresh."""
+    out = await hot.run(database_url, [4], 2.0, spread=20, redis=redis_url)
+    (row,) = out["runs"]
+    partner = row["partner"]
+    assert partner["lock_competition"] == 0 and partner["other_errors"] == {}
+    assert set(partner["ok_by_mutation"]) == {"createOrder", "createStandaloneInvoice", "createPayment"}
+    for label in ("ordinary", "spread"):
+        assert row[label]["ok"] > 0 and row[label]["other_errors"] == {}
+    assert row["hot_ratio"] > 0
+    check = out["partner_check"]
+    assert check["folded"] == partner["ok"]  # one ledger row per write on the partner account
+    assert check["exact"]
+
+
+async def test_framework_quick_serves_both_paths(database_url: str, redis_url: str) -> None:
+    out = await framework.run(database_url, 4, 1.0, redis=redis_url)
+    for path in ("bare", "graphql"):
+        assert out[path]["ok"] > 0 and out[path]["errors"] == {}
+    assert out["ratio_graphql_to_bare"] > 0
+
+
+async def test_freshness_quick_every_write_reaches_the_metrics(database_url: str, redis_url: str) -> None:
+    """Sustained partner writes with a 1 s interval: the worker's periodic refresh covers
+    every write, its ticks report their cost, and the metrics end exact."""
+    out = await freshness.run(database_url, seconds=3, interval=1, accounts=5, clients=2, redis=redis_url)
+    assert out["writes_ok"] > 0
+    assert out["lock_competition"] == 0 and out["other_errors"] == {}
+    assert out["writes_not_covered_by_a_refresh"] == 0
+    assert 0 < out["staleness_s"]["p99"] <= out["staleness_s"]["max"] < 10
+    assert out["refresh_ticks"] >= 1
+    assert out["refresh"]["changes_folded"] == out["writes_ok"]
+    assert out["metrics_exact_after_last_refresh"]

@@ -70,6 +70,7 @@ async def test_cron_tick_refreshes_due_tenants(database_url: str, sessionmaker: 
     done = await refresh_due_tenants({"engine": engine})
     assert done["accounts"] >= 1
     assert done["changes"] >= 1
+    assert done["by_tenant"][tenant.id] == {**done["by_tenant"][tenant.id], "accounts": 1, "changes": 1}
     assert done["seconds"] > 0
     m = await stored(sessionmaker, a["id"])
     assert m.total_invoice_balance == Decimal("8")

@@ -36,7 +36,7 @@ from billing.errors import (
     ValidationFailed,
 )
 from billing.metrics import MetricsWriter
-from billing.money import check_price, check_quantity
+from billing.money import MRR_PLACES, check_price, check_quantity
 from billing.pages import Page, paginate
 from billing.subscriptions import (
     SC,
@@ -209,6 +209,28 @@ class _Run:
         self.order_account = order_account
         self.accounts: dict[str, RowMapping] = {order_account["account_number"]: order_account}
         self.by_id: dict[int, RowMapping] = {order_account["id"]: order_account}
+        self.plans: dict[str, tuple[RowMapping, list[RowMapping]]] = {}
+        self.drawn: dict[str, list[str]] = {}  # numbers drawn for the whole order at once
+
+    async def rate_plan(self, number: str, path: list[str]) -> tuple[RowMapping, list[RowMapping]]:
+        """A catalog rate plan with its charges, read once per order."""
+        found = self.plans.get(number)
+        if found is None:
+            found = await get_rate_plan(self.session, self.tenant_id, number, path)
+            self.plans[number] = found
+        return found
+
+    async def draw(self, kind: str, count: int) -> None:
+        """Draw ``count`` numbers of ``kind`` in one round trip for later ``numbers`` calls."""
+        self.drawn[kind] = await numbering.next_numbers(self.session, self.tenant_id, kind, count)
+
+    async def numbers(self, kind: str, count: int) -> list[str]:
+        """``count`` numbers of ``kind``: from those drawn for the order, else drawn now."""
+        pool = self.drawn.get(kind, [])
+        if len(pool) < count:
+            return await numbering.next_numbers(self.session, self.tenant_id, kind, count)
+        taken, self.drawn[kind] = pool[:count], pool[count:]
+        return taken
 
     async def account(self, number: str, path: list[str]) -> RowMapping:
         row = self.accounts.get(number)
@@ -309,6 +331,19 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         )
     ).scalar_one()
 
+    # New subscriptions: their catalog plans read once, their numbers drawn in two round trips.
+    unnamed = charges = 0
+    for g in groups:
+        for a in g.actions:
+            if a.kind == "create_subscription":
+                unnamed += g.sub is None and g.subscription_number is None
+                for i, rp in enumerate(a.body.get("rate_plans") or []):
+                    if rp.get("product_rate_plan_number"):
+                        path = [*a.path, "ratePlans", str(i), "productRatePlanNumber"]
+                        charges += len((await run.rate_plan(rp["product_rate_plan_number"], path))[1])
+    await run.draw("subscription", unnamed)
+    await run.draw("charge", charges)
+
     sequence = 0
     action_rows: list[dict[str, Any]] = []
     touched: list[int] = []
@@ -333,7 +368,10 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
             )
             sequence += 1
         assert g.sub is not None
-        after_row = (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
+        if [a.kind for a in g.actions] == ["create_subscription"]:
+            after_row: Any = g.sub  # just written whole by _create_subscription
+        else:
+            after_row = (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
         after_owner, after = contribution(after_row)
         if before_owner is not None and before:
             writer.add(before_owner, contracted_mrr=-before)
@@ -401,7 +439,15 @@ async def _create_subscription(run: _Run, g: Group, a: Action) -> dict[str, Any]
         if found.first() is not None:
             raise Duplicate(f"Subscription number {number} is already used", [*path, "subscriptionNumber"])
     else:
-        number = await numbering.next_number(run.session, run.tenant_id, "subscription")
+        (number,) = await run.numbers("subscription", 1)
+    plans = [
+        await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
+        for i, rp in enumerate(b.get("rate_plans") or [])
+    ]
+    charge_numbers = await run.numbers("charge", sum(len(rows) for _, rows in plans))
+    mrr = sum(
+        (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"), Decimal(0)
+    ).quantize(MRR_PLACES)
     values = {
         "tenant_id": run.tenant_id,
         "subscription_number": number,
@@ -414,23 +460,33 @@ async def _create_subscription(run: _Run, g: Group, a: Action) -> dict[str, Any]
         "term_start_date": eff,
         "term_end_date": add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None,
         "invoice_separately": bool(b.get("invoice_separately")),
-        "mrr": Decimal(0),
+        "mrr": mrr,
         "version": 1,
     }
     async with db_errors():
         sub_id = (await run.session.execute(insert(S).values(**values).returning(S.c.id))).scalar_one()
     sub = {"id": sub_id, "cancelled_date": None, **values}
-    for i, rp in enumerate(b.get("rate_plans") or []):
-        await _add_rate_plan(run, sub, rp, eff, [*path, "ratePlans", str(i)])
-    sub["mrr"] = await refresh_subscription_mrr(run.session, sub_id)
+    numbers = iter(charge_numbers)
+    charges: list[dict[str, Any]] = []
+    for plan, rows in plans:
+        srp_id = await _insert_plan(run, sub_id, plan, eff)
+        for r in rows:
+            charges.append({**r, "subscription_id": sub_id, "subscription_rate_plan_id": srp_id,
+                            "charge_number": next(numbers)})
+    if charges:
+        await run.session.execute(insert(SC), charges)
     return sub
 
 
-async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff: date, path: list[str]) -> None:
+async def _plan_rows(
+    run: _Run, rp: dict[str, Any], eff: date, path: list[str], end: date | None = None
+) -> tuple[RowMapping, list[dict[str, Any]]]:
+    """Check one rate plan of an order action against the catalog and build its charge rows
+    (without subscription, rate plan and charge number)."""
     number = rp.get("product_rate_plan_number")
     if not number:
         raise ValidationFailed("productRatePlanNumber is required", [*path, "productRatePlanNumber"])
-    plan, charges = await get_rate_plan(run.session, run.tenant_id, number, [*path, "productRatePlanNumber"])
+    plan, charges = await run.rate_plan(number, [*path, "productRatePlanNumber"])
     overrides: dict[str, tuple[dict[str, Any], list[str]]] = {}
     known = {c["charge_number"] for c in charges}
     for i, o in enumerate(rp.get("charge_overrides") or []):
@@ -441,15 +497,8 @@ async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff
         if cn in overrides:
             raise ValidationFailed(f"Charge {cn} is overridden twice", [*opath, "productRatePlanChargeNumber"])
         overrides[cn] = (o, opath)
-    srp_id = (
-        await run.session.execute(
-            insert(SRP).values(tenant_id=run.tenant_id, subscription_id=sub["id"], product_rate_plan_id=plan["id"],
-                               name=plan["name"], effective_start_date=eff).returning(SRP.c.id)
-        )
-    ).scalar_one()
     rows = []
-    numbers = await numbering.next_numbers(run.session, run.tenant_id, "charge", len(charges))
-    for c, charge_number in zip(charges, numbers, strict=True):
+    for c in charges:
         o, opath = overrides.get(c["charge_number"], ({}, path))
         price = check_price(o["price"], [*opath, "price"]) if o.get("price") is not None else c["list_price"]
         qty = check_quantity(o["quantity"], [*opath, "quantity"]) if o.get("quantity") is not None else c["default_quantity"]
@@ -459,10 +508,7 @@ async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff
         rows.append(
             {
                 "tenant_id": run.tenant_id,
-                "subscription_id": sub["id"],
-                "subscription_rate_plan_id": srp_id,
                 "product_rate_plan_charge_id": c["id"],
-                "charge_number": charge_number,
                 "segment": 1,
                 "is_last_segment": True,
                 "name": c["name"],
@@ -473,13 +519,33 @@ async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff
                 "billing_period": period,
                 "billing_timing": c["billing_timing"],
                 "effective_start_date": eff,
-                "effective_end_date": sub.get("cancelled_date"),
+                "effective_end_date": end,
                 "charged_through_date": None,
                 "mrr": charge_mrr(c["charge_type"], c["charge_model"], price, qty, period),
             }
         )
+    return plan, rows
+
+
+async def _insert_plan(run: _Run, sub_id: int, plan: RowMapping, eff: date) -> int:
+    res = await run.session.execute(
+        insert(SRP).values(tenant_id=run.tenant_id, subscription_id=sub_id, product_rate_plan_id=plan["id"],
+                           name=plan["name"], effective_start_date=eff).returning(SRP.c.id)
+    )
+    return int(res.scalar_one())
+
+
+async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff: date, path: list[str]) -> None:
+    """Add a rate plan to an existing subscription (addProduct)."""
+    plan, rows = await _plan_rows(run, rp, eff, path, end=sub.get("cancelled_date"))
+    srp_id = await _insert_plan(run, sub["id"], plan, eff)
+    numbers = await run.numbers("charge", len(rows))
     if rows:
-        await run.session.execute(insert(SC), rows)
+        await run.session.execute(
+            insert(SC),
+            [{**r, "subscription_id": sub["id"], "subscription_rate_plan_id": srp_id, "charge_number": n}
+             for r, n in zip(rows, numbers, strict=True)],
+        )
 
 
 async def _apply(run: _Run, sub: dict[str, Any], a: Action) -> None:

@@ -487,3 +487,46 @@ def test_channels_carry_the_redis_database() -> None:
 
     assert events.metrics_channel(Client(), 5) == "partnerbill:db8:tenant5:metrics"
     assert events.bill_run_channel(Client(), 5, 7) == "partnerbill:db8:tenant5:billrun:7"
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({}, {"apiKey": "pb_not_a_key"}),
+        ({"Authorization": "Bearer pb_not_a_key"}, {}),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, {}),
+    ],
+)
+async def test_a_bad_key_is_refused_even_where_anonymous_access_is_allowed(
+    database_url: str, redis_url: str, headers: dict[str, str], params: dict[str, Any]
+) -> None:
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, run_worker=False, allow_anonymous=True
+    )
+    async with serve(settings) as addr:
+        url = f"ws://{addr}/graphql"
+        async with connect(url, subprotocols=["graphql-transport-ws"]) as conn:  # type: ignore[list-item]
+            # No key at all is the development tenant here.
+            await conn.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(await conn.recv())["type"] == "connection_ack"
+        async with connect(
+            url,
+            subprotocols=["graphql-transport-ws"],
+            additional_headers=headers,  # type: ignore[list-item]
+        ) as conn:
+            await conn.send(json.dumps({"type": "connection_init", "payload": params}))
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(WAIT):
+                    await conn.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_the_upgrade_requests_header_is_enough(base: str, tenant: Any) -> None:
+    async with connect(
+        f"ws://{base}/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {tenant.api_key}"},
+    ) as conn:
+        await conn.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await conn.recv())["type"] == "connection_ack"

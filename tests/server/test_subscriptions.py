@@ -530,3 +530,20 @@ async def test_the_upgrade_requests_header_is_enough(base: str, tenant: Any) -> 
     ) as conn:
         await conn.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(await conn.recv())["type"] == "connection_ack"
+
+
+async def test_the_hub_resubscribes_after_its_connection_drops(redis: Any) -> None:
+    hub = events.EventHub(redis)
+    channel = f"partnerbill:test:{secrets.token_hex(4)}"
+    try:
+        async with hub.listen(channel) as feed:
+            await hub._pubsub.connection.disconnect()  # as if Redis had dropped it
+            # Publish until one arrives: only a resubscribed hub hears any.
+            got: list[dict[str, Any]] = []
+            async with asyncio.timeout(WAIT):
+                while not got:
+                    await events.publish(redis, channel, {"n": 2})
+                    got = await feed.get(within=0.1) or []
+            assert got[0] == {"n": 2}
+    finally:
+        await hub.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -226,7 +227,7 @@ class AccountSubscriptions:
                             updated[account_id] = m.get("reason", met.SYNC)
                 if not updated:
                     continue
-                events = await read(ctx, lambda s, u=updated: metrics_events(s, ctx.tenant_id, u))
+                events = await read(ctx, partial(metrics_events, tenant_id=ctx.tenant_id, updated=updated))
                 for event in events:
                     ctx.loaders.clear()  # nested fields must not see an earlier event's cache
                     yield event

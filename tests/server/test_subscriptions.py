@@ -547,3 +547,24 @@ async def test_the_hub_resubscribes_after_its_connection_drops(redis: Any) -> No
             assert got[0] == {"n": 2}
     finally:
         await hub.close()
+
+
+async def unsubscribed(redis: Any, channel: str) -> None:
+    """Wait until nobody is subscribed to the channel in Redis."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            if not dict(await redis.pubsub_numsub(channel)).get(channel.encode(), 0):
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_leaving_frees_the_redis_subscription(base: str, redis: Any, tenant: Any) -> None:
+    channel = events.metrics_channel(redis, tenant.id)
+    async with ws(base, {"apiKey": tenant.api_key}) as client:
+        await client.subscribe(METRICS)
+        await subscribed(redis, channel)
+        await client.send({"id": "1", "type": "complete"})  # the client stops it
+        await unsubscribed(redis, channel)
+        await client.subscribe(METRICS, op="2")
+        await subscribed(redis, channel)
+    await unsubscribed(redis, channel)  # the client went away without a word

@@ -227,8 +227,8 @@ class AccountSubscriptions:
                             updated[account_id] = m.get("reason", met.SYNC)
                 if not updated:
                     continue
-                events = await read(ctx, partial(metrics_events, tenant_id=ctx.tenant_id, updated=updated))
+                load = partial(metrics_events, tenant_id=ctx.tenant_id, updated=updated)
+                events = await read(ctx, load)
                 for event in events:
                     ctx.loaders.clear()  # nested fields must not see an earlier event's cache
                     yield event
-

@@ -183,6 +183,33 @@ async def accounts_by_ids(session: AsyncSession, tenant_id: int, ids: list[int])
     return {r["id"]: r for r in res.mappings()}
 
 
+MAX_ACCOUNT_NUMBERS = 10_000
+
+
+async def account_ids_by_numbers(
+    session: AsyncSession, tenant_id: int, numbers: list[str], *, field: str = "accountNumbers"
+) -> list[int]:
+    """The ids of these account numbers in the tenant, in the given order; an empty list is
+    VALIDATION, more than MAX_ACCOUNT_NUMBERS is LIMIT_EXCEEDED, and the first number not
+    in the tenant is NOT_FOUND (with its index in ``field``)."""
+    from billing.errors import LimitExceeded
+
+    if not numbers:
+        raise ValidationFailed(f"{field} must not be empty", [field])
+    if len(numbers) > MAX_ACCOUNT_NUMBERS:
+        raise LimitExceeded(f"At most {MAX_ACCOUNT_NUMBERS} account numbers", [field])
+    res = await session.execute(
+        select(A.c.account_number, A.c.id).where(
+            A.c.tenant_id == tenant_id, A.c.account_number.in_(set(numbers))
+        )
+    )
+    found = {number: int(ident) for number, ident in res}
+    for n, number in enumerate(numbers):
+        if number not in found:
+            raise NotFound(f"Account {number} not found", [field, str(n)])
+    return [found[number] for number in numbers]
+
+
 async def update_account(
     session: AsyncSession, tenant_id: int, number: str, changes: AccountChanges
 ) -> RowMapping:

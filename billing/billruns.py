@@ -180,6 +180,18 @@ async def progress(session: AsyncSession, run_id: int) -> Progress:
     )
 
 
+async def is_settled(session: AsyncSession, run: RowMapping) -> bool:
+    """True once nothing moves the run on by itself: ERROR; COMPLETED without autoPost
+    (it waits for postBillRun or cancelBillRun); POSTED or CANCELED once none of its
+    invoices is left a draft (posting and cancelling walk the drafts after the status)."""
+    status = run["status"]
+    if status == "ERROR" or (status == "COMPLETED" and not run["auto_post"]):
+        return True
+    if status not in ("POSTED", "CANCELED"):
+        return False
+    return not await _draft_ids(session, run["id"], 1)
+
+
 # --------------------------------------------------------------------------- the worker's side
 
 

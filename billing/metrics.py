@@ -12,11 +12,16 @@ The refresh folds ``metrics_change`` into ``account_metrics`` one account per sh
 transaction under ``pg_try_advisory_xact_lock`` with DELETE ... RETURNING, so a
 change that commits while a refresh runs stays in the ledger for the next one.
 :func:`recompute` is the from-scratch definition every path must equal.
+
+Every change of stored metrics is noted on the session (:func:`note_metrics_updated`), so
+that whoever commits can announce it afterwards (:func:`take_metrics_updates`); this
+module never announces anything itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -37,6 +42,10 @@ from db.models import MetricsChange
 
 ZERO = Decimal(0)
 MC = MetricsChange.__table__
+
+SYNC = "SYNC"  # an ordinary account's metrics moved with the write itself
+REFRESH = "REFRESH"  # a refresh folded pending changes and stamped lastMetricsUpdate
+_UPDATED = "partnerbill.metrics_updated"
 
 DELTA_FIELDS = (
     "invoice_balance",
@@ -208,9 +217,30 @@ class MetricsWriter:
                         "dates": d.invoice_dates,
                     },
                 )
+                note_metrics_updated(self.session, self.tenant_id, [account_id], SYNC)
         if ledger:
             await self.session.execute(insert(MC), ledger)
         self.deltas.clear()
+
+
+def note_metrics_updated(
+    session: AsyncSession, tenant_id: int, account_ids: list[int], reason: str
+) -> None:
+    """Remember that this transaction changed these accounts' stored metrics, so the
+    committer can announce it once the transaction is committed (never before)."""
+    noted: dict[tuple[int, int], str] = session.info.setdefault(_UPDATED, {})
+    for account_id in account_ids:
+        noted[(tenant_id, int(account_id))] = reason
+
+
+def take_metrics_updates(session: AsyncSession) -> dict[tuple[int, str], list[int]]:
+    """The accounts noted on the session, as {(tenant, reason): account ids}, forgotten
+    once taken. Call it after the commit; a rolled-back session's notes are dropped with it."""
+    noted: dict[tuple[int, int], str] = session.info.pop(_UPDATED, None) or {}
+    out: dict[tuple[int, str], list[int]] = {}
+    for (tenant_id, account_id), reason in noted.items():
+        out.setdefault((tenant_id, reason), []).append(account_id)
+    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -228,6 +258,19 @@ async def stored_metrics(session: AsyncSession, account_id: int) -> Metrics:
         .one()
     )
     return _metrics_of(row)
+
+
+async def stored_metrics_by_account(
+    session: AsyncSession, tenant_id: int, account_ids: list[int]
+) -> dict[int, Metrics]:
+    """The stored metrics of the tenant's accounts among ``account_ids`` (others are left out)."""
+    if not account_ids:
+        return {}
+    res = await session.execute(
+        text("SELECT * FROM account_metrics WHERE account_id = ANY(:ids) AND tenant_id = :t"),
+        {"ids": list(account_ids), "t": tenant_id},
+    )
+    return {int(r["account_id"]): _metrics_of(r) for r in res.mappings()}
 
 
 def _metrics_of(row: object) -> Metrics:
@@ -287,6 +330,7 @@ async def fold_changes(session: AsyncSession, tenant_id: int, account_id: int) -
     res = await session.execute(
         text("SELECT pb_fold_account_metrics(:t, :a)"), {"t": tenant_id, "a": account_id}
     )
+    note_metrics_updated(session, tenant_id, [account_id], REFRESH)
     return int(res.scalar_one())
 
 
@@ -341,9 +385,16 @@ class RefreshReport:
 
 REFRESH_BATCH = 500
 
+OnRefreshed = Callable[[list[int]], Awaitable[None]]
+
 
 async def refresh_tenant(
-    engine: AsyncEngine, tenant_id: int, *, parallelism: int = 2, batch: int = REFRESH_BATCH
+    engine: AsyncEngine,
+    tenant_id: int,
+    *,
+    parallelism: int = 2,
+    batch: int = REFRESH_BATCH,
+    on_refreshed: OnRefreshed | None = None,
 ) -> RefreshReport:
     """Refresh every changed partner account of a tenant.
 
@@ -351,7 +402,9 @@ async def refresh_tenant(
     ``batch`` accounts per autocommit statement (``pb_refresh_accounts``): one short
     transaction that claims the accounts' metrics rows with FOR UPDATE SKIP LOCKED and
     folds their ledger rows set-based. An account another refresher holds is skipped and
-    stays in the ledger for the next run. Cost grows with the changed accounts only."""
+    stays in the ledger for the next run. Cost grows with the changed accounts only.
+
+    ``on_refreshed`` is awaited with the ids of each batch once its statement committed."""
     report = RefreshReport(tenant_id)
     async with engine.connect() as conn:
         ids = await changed_accounts(conn, tenant_id)
@@ -377,9 +430,13 @@ async def refresh_tenant(
                 ).all()
                 report.accounts_refreshed += len(rows)
                 report.accounts_skipped += len(chunk) - len(rows)
+                done = []
                 for account_id, folded in rows:
                     report.changes_folded += int(folded)
-                    report.refreshed_ids.append(int(account_id))
+                    done.append(int(account_id))
+                report.refreshed_ids.extend(done)
+                if done and on_refreshed is not None:
+                    await on_refreshed(done)
 
     await asyncio.gather(*(drain() for _ in range(min(parallelism, queue.qsize()))))
     return report

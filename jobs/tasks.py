@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from billing import metrics
+from jobs import events
 
 log = logging.getLogger("partnerbill.jobs")
 
@@ -22,7 +23,9 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
     by_tenant: dict[int, dict[str, float]] = {}
     for tenant_id in await metrics.claim_due_tenants(engine):
         t0 = time.perf_counter()
-        report = await metrics.refresh_tenant(engine, tenant_id)
+        report = await metrics.refresh_tenant(
+            engine, tenant_id, on_refreshed=_announce_refresh(ctx, tenant_id)
+        )
         by_tenant[tenant_id] = {
             "accounts": report.accounts_refreshed,
             "skipped": report.accounts_skipped,
@@ -45,12 +48,23 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
 
 async def refresh_tenant_metrics(ctx: dict[str, Any], tenant_id: int) -> dict[str, int]:
     """Refresh one tenant's changed partner accounts now."""
-    report = await metrics.refresh_tenant(ctx["engine"], tenant_id)
+    report = await metrics.refresh_tenant(
+        ctx["engine"], tenant_id, on_refreshed=_announce_refresh(ctx, tenant_id)
+    )
     return {
         "accounts": report.accounts_refreshed,
         "skipped": report.accounts_skipped,
         "changes": report.changes_folded,
     }
+
+
+def _announce_refresh(ctx: dict[str, Any], tenant_id: int) -> metrics.OnRefreshed:
+    """Publishes each committed refresh batch to the tenant's accountMetricsUpdated subscribers."""
+
+    async def announce(account_ids: list[int]) -> None:
+        await events.publish_metrics(ctx.get("redis"), tenant_id, account_ids, metrics.REFRESH)
+
+    return announce
 
 
 FUNCTIONS: list[Any] = [refresh_tenant_metrics]
@@ -91,6 +105,7 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            await events.publish_committed(ctx.get("redis"), s)
         return "COMPLETED"
     except BillingError as exc:
         if exc.retryable and ctx.get("job_try", 1) < 5:
@@ -110,6 +125,8 @@ FUNCTIONS.append(create_order)
 
 # --------------------------------------------------------------------------- bill runs
 
+PROGRESS_EVERY = 1.0  # seconds between billRunProgress announcements within one batch
+
 
 async def bill_run_drive(
     ctx: dict[str, Any], tenant_id: int, run_id: int, generation: str = "0"
@@ -123,6 +140,7 @@ async def bill_run_drive(
         run = await billruns.start_bill_run(s, run_id)
         processing = run["status"] == "PROCESSING"
         pending = await billruns.pending_accounts(s, run_id) if processing else []
+    await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
     if pending:
         batches = await enqueue.enqueue_bill_run_batches(
             ctx["redis"], tenant_id, run_id, generation, pending
@@ -142,7 +160,11 @@ async def bill_run_batch(
 
     done = skipped = failed = 0
     sm = ctx["sessionmaker"]
+    told = time.monotonic()
     for account_id in account_ids:
+        if time.monotonic() - told >= PROGRESS_EVERY:
+            await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
+            told = time.monotonic()
         try:
             async with sm.begin() as s:
                 made = await billruns.bill_account(s, run_id, account_id)
@@ -159,6 +181,7 @@ async def bill_run_batch(
             skipped += 1
         else:
             done += 1
+    await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
     await _finish_bill_run(ctx, tenant_id, run_id)
     return {"done": done, "skipped": skipped, "failed": failed}
 
@@ -167,22 +190,29 @@ async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> 
     from billing import billruns
 
     async with ctx["sessionmaker"].begin() as s:
-        await billruns.finish_if_done(s, run_id)
+        finished = await billruns.finish_if_done(s, run_id)
         run = await billruns.get_bill_run_by_id(s, run_id)
+    if finished is not None:
+        await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
     if run["auto_post"] and run["status"] in ("COMPLETED", "POSTED"):
-        await post_bill_run(ctx["sessionmaker"], tenant_id, run["bill_run_number"])
+        await post_bill_run(ctx["sessionmaker"], tenant_id, run["bill_run_number"], ctx.get("redis"))
 
 
-async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str) -> None:
-    """COMPLETED -> POSTED, then post the drafts in short transactions."""
+async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str, redis: Any = None) -> None:
+    """COMPLETED -> POSTED, then post the drafts in short transactions; each step is
+    announced after its commit (the run's move, the posted accounts' metrics)."""
     from billing import billruns
 
     async with sessionmaker.begin() as s:
         run = await billruns.begin_post(s, tenant_id, number)
+    await events.publish_bill_run(redis, tenant_id, run["id"])
     while True:
         async with sessionmaker.begin() as s:
-            if not await billruns.post_chunk(s, tenant_id, run["id"]):
-                return
+            posted = await billruns.post_chunk(s, tenant_id, run["id"])
+        await events.publish_committed(redis, s)
+        if not posted:
+            await events.publish_bill_run(redis, tenant_id, run["id"])
+            return
 
 
 async def resume_bill_runs(ctx: dict[str, Any]) -> int:

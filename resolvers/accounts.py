@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -10,13 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import accounts as acc
 from billing import metrics as met
 from billing import tenants
+from billing.errors import BillingError
 from resolvers import convert
-from resolvers.base import idempotent, in_transaction, read
+from resolvers.base import event_hub, idempotent, in_transaction, read
+from resolvers.errors import to_graphql_error
 from schema.accounts import (
     Account,
     AccountFilter,
+    AccountMetricsEvent,
     AccountPayload,
     CreateAccountInput,
+    MetricsUpdateReason,
     RefreshAccountMetricsInput,
     TenantSettings,
     TenantSettingsPayload,
@@ -24,6 +30,7 @@ from schema.accounts import (
     UpdateTenantSettingsInput,
 )
 from schema.common import Connection
+from schema.errors import ErrorCode, TopLevelUserError
 
 
 def _settings(s: tenants.TenantSettings) -> TenantSettings:
@@ -152,3 +159,76 @@ class AccountMutations:
             ),
         )
         return TenantSettingsPayload(tenant_settings=_settings(s) if s else None, errors=errors)
+
+
+async def metrics_events(
+    s: AsyncSession, tenant_id: int, updated: dict[int, str]
+) -> list[AccountMetricsEvent]:
+    """The events of updated accounts ({id: reason}), with their committed state now."""
+    ids = list(updated)
+    rows = await acc.accounts_by_ids(s, tenant_id, ids)
+    stored = await met.stored_metrics_by_account(s, tenant_id, ids)
+    return [
+        AccountMetricsEvent(
+            account_number=rows[i]["account_number"],
+            reason=MetricsUpdateReason(updated[i]),
+            metrics=convert.metrics(stored[i], rows[i]["currency"]),
+            account=convert.account(rows[i]),
+        )
+        for i in ids
+        if i in rows and i in stored  # the tenant's own accounts only
+    ]
+
+
+@strawberry.type
+class AccountSubscriptions:
+    @strawberry.subscription(
+        description="An event each time an account's stored metrics change: after a write "
+        "moves an ordinary account's metrics (SYNC) and after a refresh folds a partner "
+        "account's pending changes (REFRESH); a partner account's writes alone send nothing. "
+        "Every account of the tenant, or only `accountNumbers` (an unknown number is a "
+        "NOT_FOUND error, `extensions.field` naming it). Events are sent after the commit and "
+        "carry the committed values; delivery is at most once, to connected subscribers."
+    )
+    async def account_metrics_updated(
+        self, info: strawberry.Info, account_numbers: list[str] | None = None
+    ) -> AsyncGenerator[AccountMetricsEvent, None]:
+        ctx = info.context
+        hub = event_hub(ctx)
+        wanted: set[int] | None = None
+        if account_numbers is not None:
+            numbers = account_numbers
+            try:
+                ids = await read(
+                    ctx, lambda s: acc.account_ids_by_numbers(s, ctx.tenant_id, numbers)
+                )
+            except BillingError as exc:
+                raise to_graphql_error(exc, info) from None
+            wanted = set(ids)
+        async with hub.metrics_feed(ctx.tenant_id) as feed:
+            while True:
+                messages = await feed.get()
+                if messages is None:
+                    return  # the server is shutting down
+                if feed.lost:
+                    raise TopLevelUserError(
+                        ErrorCode.LIMIT_EXCEEDED,
+                        "Too many metric events were waiting for this subscription; "
+                        "subscribe again",
+                        None,
+                        True,
+                        info,
+                    )
+                updated: dict[int, str] = {}
+                for m in messages:
+                    for account_id in m.get("accounts", ()):
+                        if wanted is None or account_id in wanted:
+                            updated.pop(account_id, None)  # keep the latest reason, in order
+                            updated[account_id] = m.get("reason", met.SYNC)
+                if not updated:
+                    continue
+                load = partial(metrics_events, tenant_id=ctx.tenant_id, updated=updated)
+                events = await read(ctx, load)
+                for event in events:
+                    ctx.loaders.clear()  # nested fields must not see an earlier event's cache
+                    yield event

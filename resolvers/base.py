@@ -21,7 +21,8 @@ R = TypeVar("R")
 async def in_transaction(
     ctx: Context, work: Callable[[AsyncSession], Awaitable[R]]
 ) -> tuple[R | None, list[UserError]]:
-    """Run ``work`` in one transaction; on a domain error roll back and return it."""
+    """Run ``work`` in one transaction; on a domain error roll back and return it.
+    After the commit, the metric updates it made are announced to subscribers."""
     try:
         async with ctx.sessionmaker() as session:
             try:
@@ -32,9 +33,23 @@ async def in_transaction(
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            await announce(ctx, session)
         return result, []
     except BillingError as exc:
         return None, [to_user_error(exc)]
+
+
+def event_hub(ctx: Context) -> Any:
+    """The process's event hub (jobs.events.EventHub), which subscriptions listen on."""
+    if ctx.services.events is None:
+        raise RuntimeError("Subscriptions need Redis: no event hub was configured")
+    return ctx.services.events
+
+
+async def announce(ctx: Context, session: AsyncSession) -> None:
+    """Tell subscribers about the metric updates of a committed session (never raises)."""
+    if ctx.services.events is not None:
+        await ctx.services.events.publish_committed(session)
 
 
 async def idempotent(

@@ -3,6 +3,7 @@ is asked to drive it only after that commit (jobs.enqueue)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
@@ -14,9 +15,9 @@ from billing.dbutil import translate
 from billing.errors import BillingError
 from jobs import enqueue
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, in_transaction, read
+from resolvers.base import announce, event_hub, idempotent, in_transaction, read
 from resolvers.convert import gid
-from resolvers.errors import to_user_error
+from resolvers.errors import to_graphql_error, to_user_error
 from schema.billruns import (
     BillRun,
     BillRunError,
@@ -51,21 +52,30 @@ async def bill_run_out(s: AsyncSession, row: Any) -> BillRun:
 
 
 async def _chunks(ctx: Any, work: Any) -> list[Any]:
-    """Repeat a short transaction until it does nothing; a domain error stops and is returned."""
+    """Repeat a short transaction until it does nothing; a domain error stops and is returned.
+    Each committed chunk's metric updates are announced."""
     try:
         while True:
             async with ctx.sessionmaker() as s:
                 try:
                     async with s.begin():
-                        if not await work(s):
-                            return []
+                        done = await work(s)
                 except DBAPIError as exc:
                     mapped = translate(exc)
                     if mapped is exc:
                         raise
                     raise mapped from exc
+                await announce(ctx, s)
+                if not done:
+                    return []
     except BillingError as exc:
         return [to_user_error(exc)]
+
+
+async def _moved(ctx: Any, run_id: int) -> None:
+    """Tell billRunProgress subscribers that the run moved (after the commit)."""
+    if ctx.services.events is not None:
+        await ctx.services.events.publish_bill_run(ctx.tenant_id, run_id)
 
 
 @strawberry.type
@@ -131,7 +141,9 @@ class BillRunMutations:
         )
         if run is None:
             return BillRunPayload(errors=errors)
+        await _moved(ctx, run["id"])
         errors = await _chunks(ctx, lambda s: br.post_chunk(s, ctx.tenant_id, run["id"]))
+        await _moved(ctx, run["id"])
         return BillRunPayload(
             bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors
         )
@@ -148,10 +160,56 @@ class BillRunMutations:
         )
         if run is None:
             return BillRunPayload(errors=errors)
+        await _moved(ctx, run["id"])
         errors = await _chunks(ctx, lambda s: br.cancel_chunk(s, ctx.tenant_id, run["id"]))
+        await _moved(ctx, run["id"])
         return BillRunPayload(
             bill_run=await read(ctx, lambda s: _fresh(s, run["id"])), errors=errors
         )
+
+
+RECHECK_SECONDS = 30.0  # a subscriber re-reads its run this often even without news
+
+
+@strawberry.type
+class BillRunSubscriptions:
+    @strawberry.subscription(
+        description="The bill run now, then again each time its status or progress "
+        "(accountsProcessed, invoicesGenerated, errors) moves. Completes once the run is "
+        "settled: ERROR; COMPLETED without autoPost (it waits for postBillRun or "
+        "cancelBillRun: subscribe again to follow those); POSTED or CANCELED once none of its "
+        "invoices is left a draft. An unknown number is a NOT_FOUND error."
+    )
+    async def bill_run_progress(
+        self, info: strawberry.Info, bill_run_number: str
+    ) -> AsyncGenerator[BillRun, None]:
+        ctx = info.context
+        hub = event_hub(ctx)
+        try:
+            run = await read(ctx, lambda s: br.get_bill_run(s, ctx.tenant_id, bill_run_number))
+        except BillingError as exc:
+            raise to_graphql_error(exc, info) from None
+        run_id = run["id"]
+
+        async def now(s: AsyncSession) -> tuple[BillRun, bool]:
+            row = await br.get_bill_run_by_id(s, run_id)
+            return await bill_run_out(s, row), await br.is_settled(s, row)
+
+        # Subscribed before the first read: no move after that read goes unheard.
+        async with hub.bill_run_feed(ctx.tenant_id, run_id) as feed:
+            last: tuple[Any, ...] | None = None
+            while True:
+                out, settled = await read(ctx, now)
+                seen = (out.status, out.accounts_processed, out.invoices_generated,
+                        len(out.errors))  # fmt: skip
+                if seen != last:
+                    last = seen
+                    yield out
+                if settled:
+                    return
+                # A lost message (Redis hiccup) only delays the news until the recheck.
+                if await feed.get(within=RECHECK_SECONDS) is None:
+                    return  # the server is shutting down
 
 
 def _remember(run: BillRun | None) -> dict[str, Any]:

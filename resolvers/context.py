@@ -14,6 +14,7 @@ class Services:
 
     sessionmaker: Sessionmaker
     redis: Any = None  # arq.connections.ArqRedis, or None when no Redis is configured
+    events: Any = None  # jobs.events.EventHub: publishes after commits, feeds subscriptions
 
 
 @dataclass

@@ -14,7 +14,7 @@ from billing import subscriptions as subs
 from billing.dbutil import translate
 from billing.errors import BillingError, LimitExceeded, ValidationFailed
 from resolvers import convert_orders as co
-from resolvers.base import idempotent, in_transaction, read
+from resolvers.base import announce, idempotent, in_transaction, read
 from resolvers.errors import to_user_error
 from schema.common import ErrorPolicy
 from schema.orders import (
@@ -180,6 +180,7 @@ class OrderMutations:
                             results.append(BulkOrderResult(order=None, errors=[to_user_error(exc)]))
                     if failed and everything:
                         raise Rejected
+                await announce(ctx, s)
         except Rejected:
             results = [BulkOrderResult(order=None, errors=r.errors) for r in results]
         return BulkOrderPayload(count=sum(1 for r in results if r.order is not None), results=results)

@@ -188,6 +188,31 @@ class Account:
         return await info.context.fetch.account_orders(self.db_id, first, after)  # type: ignore[no-any-return]
 
 
+@strawberry.enum(description="Why an account's stored metrics changed.")
+class MetricsUpdateReason(Enum):
+    SYNC = strawberry.enum_value(
+        "SYNC", description="An ordinary account: a write moved the metrics in its own transaction."
+    )
+    REFRESH = strawberry.enum_value(
+        "REFRESH",
+        description="A refresh (periodic, refreshAccountMetrics, or switching partnerAccount "
+        "off) folded the pending changes and stamped lastMetricsUpdate.",
+    )
+
+
+@strawberry.type(
+    description="An account's stored metrics changed (accountMetricsUpdated). The values are "
+    "the committed ones, read when the event is sent: they may already include later changes."
+)
+class AccountMetricsEvent:
+    account_number: str = strawberry.field(description="The account whose metrics changed.")
+    reason: MetricsUpdateReason = strawberry.field(description="What changed them.")
+    metrics: AccountMetrics = strawberry.field(
+        description="The metrics as stored now, with their lastMetricsUpdate."
+    )
+    account: Account = strawberry.field(description="The account as it is now.")
+
+
 @strawberry.input(description="A new account.")
 class CreateAccountInput:
     name: str

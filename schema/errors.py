@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 
 
 @strawberry.enum(description="Why an operation wrote nothing.")
@@ -95,3 +97,25 @@ ERROR_TYPES: dict[ErrorCode, type[UserError]] = {
     ErrorCode.IDEMPOTENCY_KEY_REUSED: IdempotencyKeyReusedError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
 }
+
+
+class TopLevelUserError(GraphQLError):
+    """An expected failure where the field has no ``errors`` list to carry it (the
+    subscriptions, whose event types are fixed): a top-level GraphQL error whose
+    ``extensions`` hold the UserError fields (code, field, retryable). Never masked."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: list[str] | None,
+        retryable: bool,
+        info: Any = None,
+    ) -> None:
+        raw = getattr(info, "_raw_info", info)  # graphql-core's info under strawberry's
+        super().__init__(
+            message,
+            nodes=raw.field_nodes if raw is not None else None,
+            path=raw.path.as_list() if raw is not None else None,
+            extensions={"code": code.value, "field": field, "retryable": retryable},
+        )

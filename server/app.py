@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing.tenants import ensure_dev_tenant
 from db.engine import create_engine, create_sessionmaker
+from jobs.events import EventHub
 from jobs.redis import redis_settings_from_url
 from resolvers.context import Services
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
@@ -167,15 +168,17 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(database_url)
         redis = None
+        events: EventHub | None = None
         worker: InProcessWorker | None = None
         try:
             sessionmaker = create_sessionmaker(engine)
             redis = await create_pool(redis_settings_from_url(redis_url))
+            events = EventHub(redis)
             if settings.allow_anonymous:
                 async with sessionmaker.begin() as session:
                     runtime.dev_tenant_id, _ = await ensure_dev_tenant(session)
-            runtime.services = Services(sessionmaker=sessionmaker, redis=redis)
-            state.update(engine=engine, redis=redis)
+            runtime.services = Services(sessionmaker=sessionmaker, redis=redis, events=events)
+            state.update(engine=engine, redis=redis, events=events)
             if settings.run_worker:
                 worker = InProcessWorker(database_url, redis_url)
                 worker.start()
@@ -185,6 +188,8 @@ def create_app(
             runtime.services = None
             if worker is not None:
                 await worker.stop()
+            if events is not None:
+                await events.close()  # ends open subscriptions, frees the pub/sub connection
             if redis is not None:
                 # Close before the embedded Redis stops: it stays up while a client is connected.
                 await redis.aclose(close_connection_pool=True)

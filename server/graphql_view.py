@@ -193,21 +193,19 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
     ) -> Context:
         if isinstance(request, WebSocket):
             # The tenant is settled in on_ws_connect, once connection_init has arrived.
-            key = bearer_key(request.headers.get("authorization"))
-            tenant_id = 0
-            if key is not None:
-                tenant_id = await self.resolve_key(key) or 0
-            return self.make_context(tenant_id, request, response)
+            return self.make_context(0, request, response)
         key = bearer_key(request.headers.get("authorization"))
         return self.make_context(await self.tenant_for(key), request, response)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """The key comes from connection_init (``Authorization`` or ``apiKey``), else from
+        the upgrade request's Authorization header; a bad key is refused (4403) as over
+        HTTP, never taken for the development tenant."""
         try:
             key = key_from_connection_params(context.connection_params)
-            if key is not None:
-                context.tenant_id = await self.tenant_for(key)
-            elif not context.tenant_id:
-                context.tenant_id = await self.tenant_for(None)
+            if key is None and isinstance(context.request, WebSocket):
+                key = bearer_key(context.request.headers.get("authorization"))
+            context.tenant_id = await self.tenant_for(key)
         except HTTPException as e:
             log.info("websocket refused: %s", e.reason)
             raise ConnectionRejectionError() from e

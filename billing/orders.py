@@ -211,6 +211,8 @@ class _Run:
         self.by_id: dict[int, RowMapping] = {order_account["id"]: order_account}
         self.plans: dict[str, tuple[RowMapping, list[RowMapping]]] = {}
         self.drawn: dict[str, list[str]] = {}  # numbers drawn for the whole order at once
+        # per new-subscription action: its subscription number (None: given) and charge numbers
+        self.reserved: dict[int, tuple[str | None, list[str]]] = {}
 
     async def rate_plan(self, number: str, path: list[str]) -> tuple[RowMapping, list[RowMapping]]:
         """A catalog rate plan with its charges, read once per order."""
@@ -331,27 +333,41 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         )
     ).scalar_one()
 
-    # New subscriptions: their catalog plans read once, their numbers drawn in two round trips.
-    unnamed = charges = 0
+    # New subscriptions: their catalog plans read once, their numbers drawn in two round
+    # trips and handed out in the order's own order.
+    wanted_numbers: list[tuple[Action, bool, int]] = []
     for g in groups:
         for a in g.actions:
             if a.kind == "create_subscription":
-                unnamed += g.sub is None and g.subscription_number is None
+                charges = 0
                 for i, rp in enumerate(a.body.get("rate_plans") or []):
                     if rp.get("product_rate_plan_number"):
                         path = [*a.path, "ratePlans", str(i), "productRatePlanNumber"]
                         charges += len((await run.rate_plan(rp["product_rate_plan_number"], path))[1])
-    await run.draw("subscription", unnamed)
-    await run.draw("charge", charges)
+                wanted_numbers.append((a, g.subscription_number is None, charges))
+    await run.draw("subscription", sum(unnamed for _, unnamed, _ in wanted_numbers))
+    await run.draw("charge", sum(n for _, _, n in wanted_numbers))
+    for a, unnamed, n in wanted_numbers:
+        run.reserved[id(a)] = (
+            (await run.numbers("subscription", 1))[0] if unnamed else None,
+            await run.numbers("charge", n),
+        )
+
+    befores = [contribution(g.sub) for g in groups]
+    # Groups that only create a subscription are written together.
+    bulk = [(g, g.actions[0]) for g in groups if [a.kind for a in g.actions] == ["create_subscription"]]
+    for (g, _), sub in zip(bulk, await _create_subscriptions(run, bulk), strict=True):
+        g.sub = sub
+    created = {id(g) for g, _ in bulk}
 
     sequence = 0
     action_rows: list[dict[str, Any]] = []
     touched: list[int] = []
-    for g in groups:
-        before_owner, before = contribution(g.sub)
+    for g, (before_owner, before) in zip(groups, befores, strict=True):
         for a in g.actions:
             if a.kind == "create_subscription":
-                g.sub = await _create_subscription(run, g, a)
+                if id(g) not in created:
+                    g.sub = await _create_subscription(run, g, a)
             else:
                 assert g.sub is not None
                 await _apply(run, g.sub, a)
@@ -368,8 +384,8 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
             )
             sequence += 1
         assert g.sub is not None
-        if [a.kind for a in g.actions] == ["create_subscription"]:
-            after_row: Any = g.sub  # just written whole by _create_subscription
+        if id(g) in created:
+            after_row: Any = g.sub  # just written whole by _create_subscriptions
         else:
             after_row = (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
         after_owner, after = contribution(after_row)
@@ -417,65 +433,109 @@ def _terms(body: dict[str, Any], path: list[str], current: dict[str, Any] | None
 
 
 async def _create_subscription(run: _Run, g: Group, a: Action) -> dict[str, Any]:
-    b, path, eff = a.body, a.path, a.effective_date
-    owner_no = b.get("subscription_owner_account_number")
-    inv_no = b.get("invoice_owner_account_number")
-    owner = await run.account(owner_no, [*path, "subscriptionOwnerAccountNumber"]) if owner_no else run.order_account
-    inv = await run.account(inv_no, [*path, "invoiceOwnerAccountNumber"]) if inv_no else run.order_account
-    if owner["currency"] != inv["currency"]:
-        raise CurrencyMismatch(
-            f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
-            [*path, "invoiceOwnerAccountNumber"],
+    return (await _create_subscriptions(run, [(g, a)]))[0]
+
+
+async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) -> list[dict[str, Any]]:
+    """Create new subscriptions, every one checked before any is written, then written with
+    three multi-row INSERTs (subscriptions, rate plans, charges) on ids drawn up front.
+    Returns the subscription rows in the order given."""
+    if not items:
+        return []
+    subs: list[dict[str, Any]] = []
+    plans_of: list[list[tuple[RowMapping, list[dict[str, Any]]]]] = []
+    charge_numbers: list[str] = []
+    for g, a in items:
+        b, path, eff = a.body, a.path, a.effective_date
+        owner_no = b.get("subscription_owner_account_number")
+        inv_no = b.get("invoice_owner_account_number")
+        owner = await run.account(owner_no, [*path, "subscriptionOwnerAccountNumber"]) if owner_no else run.order_account
+        inv = await run.account(inv_no, [*path, "invoiceOwnerAccountNumber"]) if inv_no else run.order_account
+        if owner["currency"] != inv["currency"]:
+            raise CurrencyMismatch(
+                f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
+                [*path, "invoiceOwnerAccountNumber"],
+            )
+        terms = _terms(b.get("terms") or {}, [*path, "terms"])
+        number = g.subscription_number
+        if number is not None:
+            number = number.strip()
+            if not number or len(number) > 64:
+                raise ValidationFailed("subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"])
+            found = await run.session.execute(
+                select(S.c.id).where(S.c.tenant_id == run.tenant_id, S.c.subscription_number == number)
+            )
+            if found.first() is not None:
+                raise Duplicate(f"Subscription number {number} is already used", [*path, "subscriptionNumber"])
+        plans = [
+            await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
+            for i, rp in enumerate(b.get("rate_plans") or [])
+        ]
+        reserved_number, reserved_charges = run.reserved.pop(id(a), (None, []))
+        if number is None:
+            number = reserved_number or (await run.numbers("subscription", 1))[0]
+        count = sum(len(rows) for _, rows in plans)
+        charge_numbers.extend(
+            reserved_charges if len(reserved_charges) == count else await run.numbers("charge", count)
         )
-    terms = _terms(b.get("terms") or {}, [*path, "terms"])
-    number = g.subscription_number
-    if number is not None:
-        number = number.strip()
-        if not number or len(number) > 64:
-            raise ValidationFailed("subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"])
-        found = await run.session.execute(
-            select(S.c.id).where(S.c.tenant_id == run.tenant_id, S.c.subscription_number == number)
+        mrr = sum(
+            (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"), Decimal(0)
+        ).quantize(MRR_PLACES)
+        subs.append(
+            {
+                "tenant_id": run.tenant_id,
+                "subscription_number": number,
+                "owner_account_id": owner["id"],
+                "invoice_owner_account_id": inv["id"],
+                "currency": inv["currency"],
+                "status": "ACTIVE",
+                **terms,
+                "contract_effective_date": eff,
+                "term_start_date": eff,
+                "term_end_date": add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None,
+                "invoice_separately": bool(b.get("invoice_separately")),
+                "mrr": mrr,
+                "version": 1,
+            }
         )
-        if found.first() is not None:
-            raise Duplicate(f"Subscription number {number} is already used", [*path, "subscriptionNumber"])
-    else:
-        (number,) = await run.numbers("subscription", 1)
-    plans = [
-        await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
-        for i, rp in enumerate(b.get("rate_plans") or [])
-    ]
-    charge_numbers = await run.numbers("charge", sum(len(rows) for _, rows in plans))
-    mrr = sum(
-        (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"), Decimal(0)
-    ).quantize(MRR_PLACES)
-    values = {
-        "tenant_id": run.tenant_id,
-        "subscription_number": number,
-        "owner_account_id": owner["id"],
-        "invoice_owner_account_id": inv["id"],
-        "currency": inv["currency"],
-        "status": "ACTIVE",
-        **terms,
-        "contract_effective_date": eff,
-        "term_start_date": eff,
-        "term_end_date": add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None,
-        "invoice_separately": bool(b.get("invoice_separately")),
-        "mrr": mrr,
-        "version": 1,
-    }
-    async with db_errors():
-        sub_id = (await run.session.execute(insert(S).values(**values).returning(S.c.id))).scalar_one()
-    sub = {"id": sub_id, "cancelled_date": None, **values}
+        plans_of.append(plans)
+    sub_ids = await _draw_ids(run.session, "subscription", len(subs))
+    srp_ids = iter(await _draw_ids(run.session, "subscription_rate_plan", sum(len(p) for p in plans_of)))
     numbers = iter(charge_numbers)
-    charges: list[dict[str, Any]] = []
-    for plan, rows in plans:
-        srp_id = await _insert_plan(run, sub_id, plan, eff)
-        for r in rows:
-            charges.append({**r, "subscription_id": sub_id, "subscription_rate_plan_id": srp_id,
-                            "charge_number": next(numbers)})
-    if charges:
-        await run.session.execute(insert(SC), charges)
-    return sub
+    srp_rows: list[dict[str, Any]] = []
+    charge_rows: list[dict[str, Any]] = []
+    for sub, sub_id, plans in zip(subs, sub_ids, plans_of, strict=True):
+        sub["id"] = sub_id
+        for plan, rows in plans:
+            srp_id = next(srp_ids)
+            srp_rows.append(
+                {"id": srp_id, "tenant_id": run.tenant_id, "subscription_id": sub_id,
+                 "product_rate_plan_id": plan["id"], "name": plan["name"],
+                 "effective_start_date": sub["contract_effective_date"]}
+            )
+            charge_rows.extend(
+                {**r, "subscription_id": sub_id, "subscription_rate_plan_id": srp_id,
+                 "charge_number": next(numbers)}
+                for r in rows
+            )
+    async with db_errors():
+        await run.session.execute(insert(S), subs)
+    if srp_rows:
+        await run.session.execute(insert(SRP), srp_rows)
+    if charge_rows:
+        await run.session.execute(insert(SC), charge_rows)
+    return [{"cancelled_date": None, **sub} for sub in subs]
+
+
+async def _draw_ids(session: AsyncSession, table: str, count: int) -> list[int]:
+    """``count`` ids of ``table``'s own id sequence, for multi-row inserts that need them."""
+    if count <= 0:
+        return []
+    res = await session.execute(
+        text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+        {"t": table, "n": count},
+    )
+    return [int(v) for v in res.scalars()]
 
 
 async def _plan_rows(

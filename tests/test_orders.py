@@ -328,3 +328,24 @@ async def test_create_order_idempotency_key(world: Gql) -> None:
     other = (await world(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E2")]}], idempotencyKey="k1")))["createOrder"]
     assert other == {"order": None, "subscriptions": [], "errors": [
         {"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED", "field": ["idempotencyKey"]}]}
+
+
+async def test_order_of_many_new_subscriptions_numbers_them_in_order(world: Gql, sessionmaker: Any, tenant: Any) -> None:
+    """New subscriptions are written together, but numbered in the order's own order (a
+    mixed group in the middle included) and each gets its own charges and MRR."""
+    groups = [{"orderActions": [create_action("E1", "R", seats=str(i + 1))]} for i in range(3)]
+    groups.insert(1, {"orderActions": [create_action("E2", "R"), {"suspend": {"effectiveDate": "2026-03-01"}}]})
+    data = await world(CREATE_ORDER, input=order("R", groups))
+    out = data["createOrder"]
+    assert out["errors"] == []
+    subs = out["subscriptions"]
+    assert [s["subscriptionNumber"] for s in subs] == ["S00000001", "S00000002", "S00000003", "S00000004"]
+    assert [(s["subscriptionOwnerAccountNumber"], s["status"], s["mrr"]) for s in subs] == [
+        ("E1", "ACTIVE", "40.000000"), ("E2", "SUSPENDED", "40.000000"),
+        ("E1", "ACTIVE", "50.000000"), ("E1", "ACTIVE", "60.000000")]
+    numbers = [[c["chargeNumber"] for rp in s["ratePlans"] for c in rp["charges"]] for s in subs]
+    assert numbers == [[f"C{n:08d}" for n in range(3 * i + 1, 3 * i + 4)] for i in range(4)]
+    assert [rp["productRatePlanNumber"] for s in subs for rp in s["ratePlans"]] == ["PRP-BASIC"] * 4
+    assert await mrr(world, "E1") == "150.000000"
+    assert await mrr(world, "E2") == "40.000000"  # a suspended subscription still counts (domain.md, 6)
+    await stored_equals_oracle(sessionmaker, tenant.id, "E1", "E2", "R")

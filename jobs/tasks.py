@@ -187,6 +187,8 @@ async def bill_run_batch(
 
 
 async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> None:
+    """Complete the run when no account is pending; then carry on a post or cancel under
+    way (interrupted), or auto-post a completed autoPost run."""
     from billing import billruns
 
     async with ctx["sessionmaker"].begin() as s:
@@ -194,23 +196,53 @@ async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> 
         run = await billruns.get_bill_run_by_id(s, run_id)
     if finished is not None:
         await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
-    if run["auto_post"] and run["status"] in ("COMPLETED", "POSTED"):
-        await post_bill_run(ctx["sessionmaker"], tenant_id, run["bill_run_number"], ctx.get("redis"))
+    number = run["bill_run_number"]
+    if run["posting"] == "CANCEL":
+        await cancel_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
+    elif run["posting"] == "POST" or (run["auto_post"] and run["status"] == "COMPLETED"):
+        await post_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
 
 
 async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str, redis: Any = None) -> None:
-    """COMPLETED -> POSTED, then post the drafts in short transactions; each step is
-    announced after its commit (the run's move, the posted accounts' metrics)."""
+    """Mark the run as being posted, then post its drafts in short transactions; the last
+    one makes it POSTED. A run a cancelBillRun took meanwhile is left to it."""
     from billing import billruns
 
-    async with sessionmaker.begin() as s:
-        run = await billruns.begin_post(s, tenant_id, number)
+    await _walk_drafts(
+        sessionmaker, tenant_id, number, redis, billruns.begin_post, billruns.post_chunk
+    )
+
+
+async def cancel_bill_run(
+    sessionmaker: Any, tenant_id: int, number: str, redis: Any = None
+) -> None:
+    """Finish a cancel under way (a cancelBillRun interrupted between its chunks)."""
+    from billing import billruns
+
+    await _walk_drafts(
+        sessionmaker, tenant_id, number, redis, billruns.begin_cancel, billruns.cancel_chunk
+    )
+
+
+async def _walk_drafts(
+    sessionmaker: Any, tenant_id: int, number: str, redis: Any, begin: Any, chunk: Any
+) -> None:
+    """``begin`` (which marks the run) then ``chunk`` until it reports the run done; each
+    step is announced after its commit (the run's move, the posted accounts' metrics)."""
+    from billing.errors import InvalidState
+
+    try:
+        async with sessionmaker.begin() as s:
+            run = await begin(s, tenant_id, number)
+    except InvalidState as exc:
+        log.info("bill run %s: %s", number, exc.message)
+        return
     await events.publish_bill_run(redis, tenant_id, run["id"])
     while True:
         async with sessionmaker.begin() as s:
-            posted = await billruns.post_chunk(s, tenant_id, run["id"])
+            more = await chunk(s, tenant_id, run["id"])
         await events.publish_committed(redis, s)
-        if not posted:
+        if not more:
             await events.publish_bill_run(redis, tenant_id, run["id"])
             return
 

@@ -684,3 +684,189 @@ async def test_a_post_or_cancel_cut_short_is_finished_by_a_restarted_worker(
     assert await charged_through(sessionmaker, accounts) == [None] * 5
     async with sessionmaker() as s:
         assert auto_id not in [r for _, r in await billruns.runs_to_resume(s)]
+
+
+# --------------------------------------------------------------------------- transient failures
+
+
+class PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+order: list[int] = []  # the accounts failing_billing was asked to bill, in order
+
+
+def failing_billing(
+    monkeypatch: pytest.MonkeyPatch, failures: dict[int, list[Exception]]
+) -> dict[int, int]:
+    """Make the billing of each listed invoice owner raise its exceptions, one per try, in
+    order (then bill it for real); returns how often each account was billed or tried.
+    Only a claimed (PENDING) account gets this far in billruns.bill_account."""
+    from billing import billruns
+    from jobs import tasks
+
+    real = billruns.bill_subscriptions
+    tries: dict[int, int] = {}
+    order.clear()
+
+    async def bill_subscriptions(s: Any, spec: Any, *, invoice_owner_id: int) -> Any:
+        tries[invoice_owner_id] = tries.get(invoice_owner_id, 0) + 1
+        order.append(invoice_owner_id)
+        left = failures.get(invoice_owner_id)
+        if left:
+            raise left.pop(0)
+        return await real(s, spec, invoice_owner_id=invoice_owner_id)
+
+    monkeypatch.setattr(billruns, "bill_subscriptions", bill_subscriptions)
+    monkeypatch.setattr(tasks, "ACCOUNT_RETRY_PAUSE", 0.01)
+    monkeypatch.setattr(tasks, "BATCH_RETRY_DEFER", 0)
+    return tries
+
+
+async def create_undriven(sessionmaker: Any, t: int) -> str:
+    """A run over batch T that no job drives yet: the worker's start-up drives it, once."""
+    data = await Gql(sessionmaker, t)(CREATE, input={"targetDate": "2026-03-01", "batch": "T"})
+    return data["createBillRun"]["billRun"]["billRunNumber"]  # type: ignore[no-any-return]
+
+
+async def accounts_of_batch(sessionmaker: Any, t: int, n: int) -> list[dict[str, Any]]:
+    async with sessionmaker.begin() as s:
+        accounts = [await rf.account(s, t, batch="T") for _ in range(n)]
+        for a in accounts:
+            await rf.subscription(s, t, a["id"], start=MAR1, charges=[{"price": "10"}])
+    return sorted(accounts, key=lambda a: a["id"])
+
+
+async def account_rows(sessionmaker: Any, number: str, t: int) -> dict[int, tuple[Any, ...]]:
+    async with sessionmaker() as s:
+        rows = await s.execute(
+            text(
+                "SELECT x.account_id, x.status, x.invoices, x.error_code FROM bill_run_account x "
+                "JOIN bill_run r ON r.id = x.bill_run_id "
+                "WHERE r.tenant_id = :t AND r.bill_run_number = :n"
+            ),
+            {"t": t, "n": number},
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+async def test_an_account_that_fails_transiently_is_billed_on_a_later_try(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from billing.errors import LockCompetition
+
+    a, b, c = await accounts_of_batch(sessionmaker, tenant.id, 3)
+    deadlock = DBAPIError("UPDATE ...", {}, PgError("40P01"))
+    tries = failing_billing(
+        monkeypatch,
+        {
+            a["id"]: [LockCompetition("busy")],  # once: the second try in the batch bills it
+            # Four times: the batch job's first run gives up on it after three tries and
+            # leaves it PENDING; the job's second run bills it.
+            c["id"]: [deadlock, LockCompetition("busy"), deadlock, deadlock],
+        },
+    )
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 3,
+        "accountsProcessed": 3,
+        "invoicesGenerated": 3,
+        "errors": [],
+    }
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        x["id"]: ("DONE", 1, None) for x in (a, b, c)
+    }
+    assert tries == {a["id"]: 2, b["id"]: 1, c["id"]: 5}
+    for x in (a, b, c):
+        assert [r[:3] for r in await invoices_of(sessionmaker, x["id"])] == [
+            ("USD", "DRAFT", D("10.00"))
+        ]
+
+
+async def test_a_lasting_failure_is_an_error_and_the_others_are_billed(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing.errors import LockCompetition, ValidationFailed
+    from jobs import tasks
+
+    a, b, c, d = await accounts_of_batch(sessionmaker, tenant.id, 4)
+    tries_each = tasks.ACCOUNT_TRIES * tasks.BATCH_TRIES
+    tries = failing_billing(
+        monkeypatch,
+        {
+            b["id"]: [LockCompetition("busy") for _ in range(tries_each + 1)],  # never through
+            c["id"]: [ValidationFailed("Charge has no price")],  # not worth a second try
+        },
+    )
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    out = (await gql(RUN, n=number))["billRun"]
+    assert (out["status"], out["accountsProcessed"], out["invoicesGenerated"]) == (
+        "COMPLETED",
+        4,
+        2,
+    )
+    assert sorted(out["errors"], key=lambda e: e["code"]) == [
+        {
+            "accountNumber": b["account_number"],
+            "code": "LOCK_COMPETITION",
+            "message": "busy",
+        },
+        {
+            "accountNumber": c["account_number"],
+            "code": "VALIDATION",
+            "message": "Charge has no price",
+        },
+    ]
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        a["id"]: ("DONE", 1, None),
+        b["id"]: ("ERROR", 0, "LOCK_COMPETITION"),
+        c["id"]: ("ERROR", 0, "VALIDATION"),
+        d["id"]: ("DONE", 1, None),
+    }
+    assert tries == {a["id"]: 1, b["id"]: tries_each, c["id"]: 1, d["id"]: 1}
+    assert await invoices_of(sessionmaker, b["id"]) == []
+    assert await invoices_of(sessionmaker, c["id"]) == []
+
+
+async def test_when_accounts_keep_failing_in_a_row_the_rest_waits_for_the_next_run(
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from jobs import tasks
+
+    accounts = await accounts_of_batch(sessionmaker, tenant.id, 4)
+    ids = [x["id"] for x in accounts]
+    lost = [DBAPIError("SELECT 1", {}, PgError("08006")) for _ in range(tasks.ACCOUNT_TRIES)]
+    failing_billing(monkeypatch, {i: list(lost) for i in ids[:3]})
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    # The first run of the batch gives up on three accounts in a row (the database seems
+    # gone) and leaves the fourth untried; the second run bills all four.
+    n = tasks.ACCOUNT_TRIES
+    assert order == [ids[0]] * n + [ids[1]] * n + [ids[2]] * n + ids
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        i: ("DONE", 1, None) for i in ids
+    }

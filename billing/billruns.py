@@ -322,9 +322,9 @@ async def post_chunk(
     run = await _lock_run_by_id(session, run_id)
     if run["posting"] != "POST":
         return False
-    ids = await _draft_ids(session, run_id, limit)
-    await post_invoices(session, tenant_id, ids)
-    return not await _done_if_no_draft(session, run_id, len(ids), limit, "POSTED")
+    ids = await _draft_ids(session, run_id, limit + 1)  # one more: is this chunk the last?
+    await post_invoices(session, tenant_id, ids[:limit])
+    return not await _done_if_no_draft(session, run_id, len(ids) > limit, "POSTED")
 
 
 async def begin_cancel(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
@@ -358,12 +358,12 @@ async def cancel_chunk(
             "SELECT invoice_number FROM invoice WHERE bill_run_id = :r AND status = 'DRAFT' "
             "ORDER BY id LIMIT :n"
         ),
-        {"r": run_id, "n": limit},
+        {"r": run_id, "n": limit + 1},  # one more: is this chunk the last?
     )
     numbers = [r[0] for r in res]
-    for number in numbers:
+    for number in numbers[:limit]:
         await cancel_invoice(session, tenant_id, number)
-    return not await _done_if_no_draft(session, run_id, len(numbers), limit, "CANCELED")
+    return not await _done_if_no_draft(session, run_id, len(numbers) > limit, "CANCELED")
 
 
 async def _mark(session: AsyncSession, run_id: int, posting: str) -> RowMapping:
@@ -374,13 +374,13 @@ async def _mark(session: AsyncSession, run_id: int, posting: str) -> RowMapping:
 
 
 async def _done_if_no_draft(
-    session: AsyncSession, run_id: int, walked: int, limit: int, status: str
+    session: AsyncSession, run_id: int, drafts_left: bool, status: str
 ) -> bool:
-    """After a chunk: when it took the last drafts (fewer than ``limit`` were left), the
-    run takes its final status and loses its marker. No draft can join a COMPLETED or
-    ERROR run (only a PROCESSING one is billed), and each draft the chunk took is no
-    longer one once the chunk's statements are through, so none is left."""
-    if walked >= limit:
+    """After a chunk: unless drafts are left beyond the ones it took, the run takes its
+    final status and loses its marker, in the chunk's transaction. No draft can join a
+    COMPLETED or ERROR run (only a PROCESSING one is billed), and each draft the chunk
+    took is no longer one once the chunk's statements are through, so none is left."""
+    if drafts_left:
         return False
     await session.execute(
         update(BR)

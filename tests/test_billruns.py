@@ -575,6 +575,33 @@ async def test_posted_only_once_no_draft_is_left_and_an_interrupted_post_resumes
     )
 
 
+async def test_the_chunk_that_takes_the_last_drafts_moves_the_status(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+
+    number, run_id, _ = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 4
+    )
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    chunks: list[int] = []
+    real_post = billruns.post_invoices
+
+    async def post_invoices(s: Any, tenant_id: int, ids: list[int]) -> int:
+        chunks.append(len(ids))
+        return await real_post(s, tenant_id, ids)
+
+    monkeypatch.setattr(billruns, "post_invoices", post_invoices)
+    assert (await gql(POST_STATE, n=number))["postBillRun"]["billRun"]["status"] == "POSTED"
+    assert chunks == [2, 2]  # no empty transaction after the last drafts
+    assert await observe(sessionmaker, run_id) == ("POSTED", None, {"POSTED": 4})
+
+
 async def test_canceled_only_once_no_draft_is_left_and_a_cancel_excludes_a_post(
     gql: Gql,
     sessionmaker: Any,

@@ -10,8 +10,13 @@ run completes when no PENDING row is left; progress is read from the rows, so pa
 batches never contend on the run's row.
 
 Posting and cancelling walk the run's drafts in short transactions (a few hundred invoices,
-hence a bounded number of account locks, per transaction); the run's status moves first,
-so an interrupted post or cancel is finished by repeating it.
+hence a bounded number of account locks, per transaction). The status tells the truth: a
+run keeps COMPLETED (or ERROR) while its drafts are walked and takes POSTED or CANCELED in
+the transaction that leaves it no draft. The operation under way is the run's ``posting``
+marker ('POST' or 'CANCEL'), set under the run's row lock (so a post and a cancel exclude
+each other) and cleared with that last transaction; every chunk takes the same row lock.
+An interrupted post or cancel keeps its marker: repeating it, or a restarted worker
+(``runs_to_resume``), finishes it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +42,7 @@ BRA = BillRunAccount.__table__
 
 MAX_ACCOUNT_NUMBERS = 10_000
 POST_CHUNK = 200
+CANCEL_CHUNK = 50
 
 
 @dataclass
@@ -180,16 +186,16 @@ async def progress(session: AsyncSession, run_id: int) -> Progress:
     )
 
 
-async def is_settled(session: AsyncSession, run: RowMapping) -> bool:
-    """True once nothing moves the run on by itself: ERROR; COMPLETED without autoPost
-    (it waits for postBillRun or cancelBillRun); POSTED or CANCELED once none of its
-    invoices is left a draft (posting and cancelling walk the drafts after the status)."""
+def is_settled(run: RowMapping) -> bool:
+    """True once nothing moves the run on by itself: POSTED or CANCELED; ERROR, or
+    COMPLETED without autoPost (it waits for postBillRun or cancelBillRun), when no post or
+    cancel is under way."""
     status = run["status"]
-    if status == "ERROR" or (status == "COMPLETED" and not run["auto_post"]):
+    if status in ("POSTED", "CANCELED"):
         return True
-    if status not in ("POSTED", "CANCELED"):
+    if run["posting"] is not None:
         return False
-    return not await _draft_ids(session, run["id"], 1)
+    return status == "ERROR" or (status == "COMPLETED" and not run["auto_post"])
 
 
 # --------------------------------------------------------------------------- the worker's side
@@ -291,48 +297,97 @@ async def finish_if_done(session: AsyncSession, run_id: int) -> RowMapping | Non
 
 
 async def begin_post(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
-    """COMPLETED -> POSTED (a POSTED run may be posted again to finish an interrupted post)."""
+    """Mark a COMPLETED run as being posted (``post_chunk`` then walks its drafts).
+
+    A run already being posted is continued (repeating an interrupted post) and a POSTED
+    run is left as it is; a run being canceled, or in any other state, is INVALID_STATE."""
     run = await _lock_run(session, tenant_id, number)
-    if run["status"] not in ("COMPLETED", "POSTED"):
+    if run["posting"] == "CANCEL":
+        raise InvalidState(f"Bill run {number} is being canceled; it cannot be posted")
+    if run["status"] == "POSTED" or run["posting"] == "POST":
+        return run
+    if run["status"] != "COMPLETED":
         raise InvalidState(
             f"Bill run {number} is {run['status']}; only a COMPLETED run can be posted"
         )
-    await session.execute(update(BR).where(BR.c.id == run["id"]).values(status="POSTED"))
-    return await get_bill_run_by_id(session, run["id"])
+    return await _mark(session, run["id"], "POST")
 
 
 async def post_chunk(
-    session: AsyncSession, tenant_id: int, run_id: int, limit: int = POST_CHUNK
-) -> int:
-    """Post up to ``limit`` of the run's drafts; 0 when none is left."""
-    ids = await _draft_ids(session, run_id, limit)
-    return await post_invoices(session, tenant_id, ids)
+    session: AsyncSession, tenant_id: int, run_id: int, limit: int | None = None
+) -> bool:
+    """Post up to ``limit`` (POST_CHUNK) drafts of a run being posted; the chunk that leaves
+    no draft makes the run POSTED in its own transaction. True while the post goes on."""
+    limit = limit or POST_CHUNK
+    run = await _lock_run_by_id(session, run_id)
+    if run["posting"] != "POST":
+        return False
+    ids = await _draft_ids(session, run_id, limit + 1)  # one more: is this chunk the last?
+    await post_invoices(session, tenant_id, ids[:limit])
+    return not await _done_if_no_draft(session, run_id, len(ids) > limit, "POSTED")
 
 
 async def begin_cancel(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
-    """COMPLETED or ERROR -> CANCELED (a CANCELED run may be cancelled again)."""
+    """Mark a COMPLETED or ERROR run as being canceled (``cancel_chunk`` then walks its
+    drafts). A run already being canceled is continued and a CANCELED run is left as it
+    is; a run being posted, or in any other state, is INVALID_STATE."""
     run = await _lock_run(session, tenant_id, number)
-    if run["status"] not in ("COMPLETED", "ERROR", "CANCELED"):
+    if run["posting"] == "POST":
+        raise InvalidState(f"Bill run {number} is being posted; it cannot be canceled")
+    if run["status"] == "CANCELED" or run["posting"] == "CANCEL":
+        return run
+    if run["status"] not in ("COMPLETED", "ERROR"):
         raise InvalidState(
             f"Bill run {number} is {run['status']}; only a COMPLETED or ERROR run can be canceled"
         )
-    await session.execute(update(BR).where(BR.c.id == run["id"]).values(status="CANCELED"))
-    return await get_bill_run_by_id(session, run["id"])
+    return await _mark(session, run["id"], "CANCEL")
 
 
-async def cancel_chunk(session: AsyncSession, tenant_id: int, run_id: int, limit: int = 50) -> int:
-    """Cancel up to ``limit`` of the run's drafts, rolling chargedThroughDate back."""
+async def cancel_chunk(
+    session: AsyncSession, tenant_id: int, run_id: int, limit: int | None = None
+) -> bool:
+    """Cancel up to ``limit`` (CANCEL_CHUNK) drafts of a run being canceled, rolling
+    chargedThroughDate back; the chunk that leaves no draft makes the run CANCELED in its
+    own transaction. True while the cancel goes on."""
+    limit = limit or CANCEL_CHUNK
+    run = await _lock_run_by_id(session, run_id)
+    if run["posting"] != "CANCEL":
+        return False
     res = await session.execute(
         text(
             "SELECT invoice_number FROM invoice WHERE bill_run_id = :r AND status = 'DRAFT' "
             "ORDER BY id LIMIT :n"
         ),
-        {"r": run_id, "n": limit},
+        {"r": run_id, "n": limit + 1},  # one more: is this chunk the last?
     )
     numbers = [r[0] for r in res]
-    for number in numbers:
+    for number in numbers[:limit]:
         await cancel_invoice(session, tenant_id, number)
-    return len(numbers)
+    return not await _done_if_no_draft(session, run_id, len(numbers) > limit, "CANCELED")
+
+
+async def _mark(session: AsyncSession, run_id: int, posting: str) -> RowMapping:
+    await session.execute(
+        update(BR).where(BR.c.id == run_id).values(posting=posting, posting_started_at=func.now())
+    )
+    return await get_bill_run_by_id(session, run_id)
+
+
+async def _done_if_no_draft(
+    session: AsyncSession, run_id: int, drafts_left: bool, status: str
+) -> bool:
+    """After a chunk: unless drafts are left beyond the ones it took, the run takes its
+    final status and loses its marker, in the chunk's transaction. No draft can join a
+    COMPLETED or ERROR run (only a PROCESSING one is billed), and each draft the chunk
+    took is no longer one once the chunk's statements are through, so none is left."""
+    if drafts_left:
+        return False
+    await session.execute(
+        update(BR)
+        .where(BR.c.id == run_id)
+        .values(status=status, posting=None, posting_started_at=None)
+    )
+    return True
 
 
 async def _lock_run(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
@@ -345,6 +400,11 @@ async def _lock_run(session: AsyncSession, tenant_id: int, number: str) -> RowMa
     if run is None:
         raise NotFound(f"Bill run {number} not found", ["billRunNumber"])
     return run
+
+
+async def _lock_run_by_id(session: AsyncSession, run_id: int) -> RowMapping:
+    stmt = select(BR).where(BR.c.id == run_id).with_for_update()
+    return (await session.execute(stmt)).mappings().one()
 
 
 async def _draft_ids(session: AsyncSession, run_id: int, limit: int) -> list[int]:
@@ -360,13 +420,12 @@ async def _draft_ids(session: AsyncSession, run_id: int, limit: int) -> list[int
 
 async def runs_to_resume(session: AsyncSession) -> list[tuple[int, int]]:
     """(tenant_id, run id) of every run a worker should drive on: PENDING or PROCESSING,
-    COMPLETED with autoPost, or POSTED with drafts left (killed while posting)."""
+    COMPLETED with autoPost, or with a post or cancel under way (interrupted: its process
+    was killed between chunks)."""
     res = await session.execute(
         text(
-            "SELECT tenant_id, id FROM bill_run r WHERE status IN ('PENDING', 'PROCESSING') "
-            "OR (status = 'COMPLETED' AND auto_post) OR (status = 'POSTED' AND EXISTS ("
-            "SELECT 1 FROM invoice i WHERE i.bill_run_id = r.id AND i.status = 'DRAFT')) "
-            "ORDER BY id"
+            "SELECT tenant_id, id FROM bill_run WHERE status IN ('PENDING', 'PROCESSING') "
+            "OR (status = 'COMPLETED' AND auto_post) OR posting IS NOT NULL ORDER BY id"
         )
     )
     return [(r[0], r[1]) for r in res]

@@ -6,13 +6,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from billing.errors import Duplicate, LockCompetition
+from billing.errors import BillingError, Duplicate, LockCompetition
 
 LOCK_NOT_AVAILABLE = "55P03"
 DEADLOCK_DETECTED = "40P01"
 SERIALIZATION_FAILURE = "40001"
 UNIQUE_VIOLATION = "23505"
+# A failure that says nothing about the work itself: the same work may well pass when
+# it is tried again. Also every connection exception (class 08).
+TRANSIENT = frozenset(
+    {
+        LOCK_NOT_AVAILABLE,
+        DEADLOCK_DETECTED,
+        SERIALIZATION_FAILURE,
+        "40003",  # statement_completion_unknown
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+    }
+)
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -35,6 +50,21 @@ def translate(exc: DBAPIError) -> Exception:
     if code == UNIQUE_VIOLATION:
         return Duplicate("A number given in the input is already used")
     return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when trying the same work again may well succeed: a retryable domain error
+    (LOCK_COMPETITION), a lock timeout, deadlock or serialization failure, a lost, refused
+    or shut-down database connection, a connection not had in time. Validation
+    and data problems (anything else) are not."""
+    if isinstance(exc, BillingError):
+        return exc.retryable
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = sqlstate(exc)
+        return code is not None and (code in TRANSIENT or code.startswith("08"))
+    return isinstance(exc, (PoolTimeout, ConnectionError, TimeoutError))
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -533,8 +534,16 @@ class Refund(SQLModel, table=True):
 
 
 class BillRun(SQLModel, table=True):
+    """``posting`` marks the post ('POST') or cancel ('CANCEL') under way: the status stays
+    COMPLETED (or ERROR) until the transaction that leaves the run no draft."""
+
     __tablename__ = "bill_run"
-    __table_args__ = (UniqueConstraint("tenant_id", "bill_run_number"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "bill_run_number"),
+        CheckConstraint(
+            "posting IS NULL OR posting IN ('POST', 'CANCEL')", name="ck_bill_run_posting"
+        ),
+    )
     id: int | None = _pk()
     tenant_id: int = _tenant()
     bill_run_number: str = _str()
@@ -548,6 +557,10 @@ class BillRun(SQLModel, table=True):
     invoices_generated: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     created_at: datetime | None = _created()
     completed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    posting: str | None = _str(nullable=True)
+    posting_started_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 

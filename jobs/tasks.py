@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -126,6 +128,11 @@ FUNCTIONS.append(create_order)
 # --------------------------------------------------------------------------- bill runs
 
 PROGRESS_EVERY = 1.0  # seconds between billRunProgress announcements within one batch
+ACCOUNT_TRIES = 3  # tries of one account within a batch job, for a transient failure
+ACCOUNT_RETRY_PAUSE = 0.2  # seconds (and up to twice that) before an account's 2nd try; doubles
+BATCH_TRIES = 3  # runs of a batch job while accounts fail transiently (arq's max_tries is 5)
+BATCH_RETRY_DEFER = 5.0  # seconds before a batch job's next run, times the runs so far
+POSTPONE_REST_AFTER = 3  # accounts in a row left for the next run: leave the rest too
 
 
 async def bill_run_drive(
@@ -154,39 +161,109 @@ async def bill_run_batch(
     ctx: dict[str, Any], tenant_id: int, run_id: int, account_ids: list[int]
 ) -> dict[str, int]:
     """Bill a batch of a run's accounts, each in its own transaction (invoices + DONE
-    together); DONE accounts and accounts another worker holds are skipped."""
-    from billing import billruns
-    from billing.errors import BillingError
+    together); DONE accounts and accounts another worker holds are skipped.
 
-    done = skipped = failed = 0
+    An account that fails for a transient reason (``billing.dbutil.is_transient``: lock
+    competition, deadlock, serialization failure, lost connection) is tried again after a
+    short pause, up to ACCOUNT_TRIES times; if it still fails, it stays PENDING and the
+    batch job is run again later (arq Retry; what is DONE or ERROR by then is skipped, so
+    the rerun bills nothing twice), up to BATCH_TRIES runs. Only on the last run, or for
+    a failure that is not transient, is the account marked ERROR, with its last error."""
+    from billing import billruns
+
+    done = skipped = failed = postponed = in_a_row = 0
     sm = ctx["sessionmaker"]
+    job_try = int(ctx.get("job_try") or 1)
+    last_run = job_try >= BATCH_TRIES
     told = time.monotonic()
     for account_id in account_ids:
         if time.monotonic() - told >= PROGRESS_EVERY:
             await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
             told = time.monotonic()
+        if in_a_row >= POSTPONE_REST_AFTER:
+            postponed += 1  # the database is likely out of reach: leave the rest for later
+            continue
         try:
-            async with sm.begin() as s:
-                made = await billruns.bill_account(s, run_id, account_id)
+            made = await _bill_one(sm, run_id, account_id)
         except Exception as exc:
-            code = exc.code if isinstance(exc, BillingError) else "INTERNAL"
-            internal = "Internal error while billing"
-            message = exc.message if isinstance(exc, BillingError) else internal
+            code, message, transient = _failure(exc)
+            if transient and not last_run:
+                log.warning(
+                    "bill run %s: account %s failed (%s), left for the batch's next run",
+                    run_id, account_id, code,
+                )  # fmt: skip
+                postponed += 1
+                in_a_row += 1
+                continue
             log.exception("bill run %s: account %s failed", run_id, account_id)
             async with sm.begin() as s:
-                await billruns.mark_account_error(s, run_id, account_id, str(code), message)
+                await billruns.mark_account_error(s, run_id, account_id, code, message)
             failed += 1
+            in_a_row = 0
             continue
+        in_a_row = 0
         if made is None:
             skipped += 1
         else:
             done += 1
     await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
+    if postponed:
+        from arq import Retry
+
+        log.info(
+            "bill run %s: %s accounts left for the batch's run %s", run_id, postponed, job_try + 1
+        )
+        raise Retry(defer=BATCH_RETRY_DEFER * job_try)
     await _finish_bill_run(ctx, tenant_id, run_id)
     return {"done": done, "skipped": skipped, "failed": failed}
 
 
+async def _bill_one(sessionmaker: Any, run_id: int, account_id: int) -> int | None:
+    """``billruns.bill_account`` in its own transaction, tried again after a short pause
+    (doubling, with jitter) while it fails for a transient reason, up to ACCOUNT_TRIES."""
+    from billing import billruns
+    from billing.dbutil import is_transient
+
+    pause = ACCOUNT_RETRY_PAUSE
+    for attempt in range(1, ACCOUNT_TRIES + 1):
+        try:
+            async with sessionmaker.begin() as s:
+                return await billruns.bill_account(s, run_id, account_id)
+        except Exception as exc:
+            if attempt == ACCOUNT_TRIES or not is_transient(exc):
+                raise
+            delay = pause * (1 + random.random())
+            log.info(
+                "bill run %s: account %s failed (%s: %s), try %s in %.2fs",
+                run_id, account_id, type(exc).__name__, exc, attempt + 1, delay,
+            )  # fmt: skip
+        await asyncio.sleep(delay)
+        pause *= 2
+    raise AssertionError("unreachable")
+
+
+def _failure(exc: BaseException) -> tuple[str, str, bool]:
+    """(code, message, transient) of an account's failure, for its bill_run_account row."""
+    from sqlalchemy.exc import DBAPIError
+
+    from billing.dbutil import is_transient, translate
+    from billing.errors import BillingError
+
+    transient = is_transient(exc)
+    if isinstance(exc, DBAPIError):
+        mapped = translate(exc)
+        if isinstance(mapped, BillingError):
+            exc = mapped
+    if isinstance(exc, BillingError):
+        return str(exc.code), exc.message, transient
+    if transient:
+        return "INTERNAL", "Temporary database failure while billing; tries used up", True
+    return "INTERNAL", "Internal error while billing", False
+
+
 async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> None:
+    """Complete the run when no account is pending; then carry on a post or cancel under
+    way (interrupted), or auto-post a completed autoPost run."""
     from billing import billruns
 
     async with ctx["sessionmaker"].begin() as s:
@@ -194,23 +271,53 @@ async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> 
         run = await billruns.get_bill_run_by_id(s, run_id)
     if finished is not None:
         await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
-    if run["auto_post"] and run["status"] in ("COMPLETED", "POSTED"):
-        await post_bill_run(ctx["sessionmaker"], tenant_id, run["bill_run_number"], ctx.get("redis"))
+    number = run["bill_run_number"]
+    if run["posting"] == "CANCEL":
+        await cancel_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
+    elif run["posting"] == "POST" or (run["auto_post"] and run["status"] == "COMPLETED"):
+        await post_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
 
 
 async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str, redis: Any = None) -> None:
-    """COMPLETED -> POSTED, then post the drafts in short transactions; each step is
-    announced after its commit (the run's move, the posted accounts' metrics)."""
+    """Mark the run as being posted, then post its drafts in short transactions; the last
+    one makes it POSTED. A run a cancelBillRun took meanwhile is left to it."""
     from billing import billruns
 
-    async with sessionmaker.begin() as s:
-        run = await billruns.begin_post(s, tenant_id, number)
+    await _walk_drafts(
+        sessionmaker, tenant_id, number, redis, billruns.begin_post, billruns.post_chunk
+    )
+
+
+async def cancel_bill_run(
+    sessionmaker: Any, tenant_id: int, number: str, redis: Any = None
+) -> None:
+    """Finish a cancel under way (a cancelBillRun interrupted between its chunks)."""
+    from billing import billruns
+
+    await _walk_drafts(
+        sessionmaker, tenant_id, number, redis, billruns.begin_cancel, billruns.cancel_chunk
+    )
+
+
+async def _walk_drafts(
+    sessionmaker: Any, tenant_id: int, number: str, redis: Any, begin: Any, chunk: Any
+) -> None:
+    """``begin`` (which marks the run) then ``chunk`` until it reports the run done; each
+    step is announced after its commit (the run's move, the posted accounts' metrics)."""
+    from billing.errors import InvalidState
+
+    try:
+        async with sessionmaker.begin() as s:
+            run = await begin(s, tenant_id, number)
+    except InvalidState as exc:
+        log.info("bill run %s: %s", number, exc.message)
+        return
     await events.publish_bill_run(redis, tenant_id, run["id"])
     while True:
         async with sessionmaker.begin() as s:
-            posted = await billruns.post_chunk(s, tenant_id, run["id"])
+            more = await chunk(s, tenant_id, run["id"])
         await events.publish_committed(redis, s)
-        if not posted:
+        if not more:
             await events.publish_bill_run(redis, tenant_id, run["id"])
             return
 

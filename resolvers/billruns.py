@@ -23,6 +23,7 @@ from schema.billruns import (
     BillRunError,
     BillRunNumberInput,
     BillRunPayload,
+    BillRunPosting,
     BillRunStatus,
     CreateBillRunInput,
 )
@@ -48,25 +49,27 @@ async def bill_run_out(s: AsyncSession, row: Any) -> BillRun:
         ],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+        posting=BillRunPosting(row["posting"]) if row["posting"] else None,
+        posting_started_at=row["posting_started_at"],
     )
 
 
 async def _chunks(ctx: Any, work: Any) -> list[Any]:
-    """Repeat a short transaction until it does nothing; a domain error stops and is returned.
-    Each committed chunk's metric updates are announced."""
+    """Repeat a short transaction until it reports nothing left to do; a domain error stops
+    and is returned. Each committed chunk's metric updates are announced."""
     try:
         while True:
             async with ctx.sessionmaker() as s:
                 try:
                     async with s.begin():
-                        done = await work(s)
+                        more = await work(s)
                 except DBAPIError as exc:
                     mapped = translate(exc)
                     if mapped is exc:
                         raise
                     raise mapped from exc
                 await announce(ctx, s)
-                if not done:
+                if not more:
                     return []
     except BillingError as exc:
         return [to_user_error(exc)]
@@ -129,8 +132,9 @@ class BillRunMutations:
         return BillRunPayload(bill_run=out, errors=errors)
 
     @strawberry.mutation(
-        description="Post the drafts of a completed bill run "
-        "(repeat to finish an interrupted post)."
+        description="Post the drafts of a completed bill run, a few hundred per transaction; "
+        "the run shows posting POST meanwhile and becomes POSTED with its last draft "
+        "(repeat to finish an interrupted post). INVALID_STATE while it is being canceled."
     )
     async def post_bill_run(
         self, info: strawberry.Info, input: BillRunNumberInput
@@ -149,7 +153,10 @@ class BillRunMutations:
         )
 
     @strawberry.mutation(
-        description="Cancel the drafts of a bill run and roll chargedThroughDate back."
+        description="Cancel the drafts of a completed (or ERROR) bill run and roll "
+        "chargedThroughDate back; the run shows posting CANCEL meanwhile and becomes CANCELED "
+        "with its last draft (repeat to finish an interrupted cancel). INVALID_STATE while it "
+        "is being posted."
     )
     async def cancel_bill_run(
         self, info: strawberry.Info, input: BillRunNumberInput
@@ -174,11 +181,11 @@ RECHECK_SECONDS = 30.0  # a subscriber re-reads its run this often even without 
 @strawberry.type
 class BillRunSubscriptions:
     @strawberry.subscription(
-        description="The bill run now, then again each time its status or progress "
+        description="The bill run now, then again each time its status, posting or progress "
         "(accountsProcessed, invoicesGenerated, errors) moves. Completes once the run is "
-        "settled: ERROR; COMPLETED without autoPost (it waits for postBillRun or "
-        "cancelBillRun: subscribe again to follow those); POSTED or CANCELED once none of its "
-        "invoices is left a draft. An unknown number is a NOT_FOUND error."
+        "settled: POSTED or CANCELED; or, with no post or cancel under way, ERROR or "
+        "COMPLETED without autoPost (it waits for postBillRun or cancelBillRun: subscribe "
+        "again to follow those). An unknown number is a NOT_FOUND error."
     )
     async def bill_run_progress(
         self, info: strawberry.Info, bill_run_number: str
@@ -193,15 +200,15 @@ class BillRunSubscriptions:
 
         async def now(s: AsyncSession) -> tuple[BillRun, bool]:
             row = await br.get_bill_run_by_id(s, run_id)
-            return await bill_run_out(s, row), await br.is_settled(s, row)
+            return await bill_run_out(s, row), br.is_settled(row)
 
         # Subscribed before the first read: no move after that read goes unheard.
         async with hub.bill_run_feed(ctx.tenant_id, run_id) as feed:
             last: tuple[Any, ...] | None = None
             while True:
                 out, settled = await read(ctx, now)
-                seen = (out.status, out.accounts_processed, out.invoices_generated,
-                        len(out.errors))  # fmt: skip
+                seen = (out.status, out.posting, out.accounts_processed,
+                        out.invoices_generated, len(out.errors))  # fmt: skip
                 if seen != last:
                     last = seen
                     yield out

@@ -21,6 +21,12 @@ class BillRunStatus(Enum):
     ERROR = "ERROR"
 
 
+@strawberry.enum(description="The operation walking a bill run's drafts.")
+class BillRunPosting(Enum):
+    POST = "POST"
+    CANCEL = "CANCEL"
+
+
 @strawberry.type(description="Why one account of a bill run was not billed.")
 class BillRunError:
     account_number: str = strawberry.field(description="The invoice-owner account.")
@@ -43,6 +49,15 @@ class BillRun:
     errors: list[BillRunError] = strawberry.field(description="Accounts that failed, with why.")
     created_at: datetime = strawberry.field(description="When the run was created.")
     completed_at: datetime | None = strawberry.field(description="When the last account was done.")
+    posting: BillRunPosting | None = strawberry.field(
+        default=None,
+        description="A postBillRun or cancelBillRun under way: its drafts are being posted or "
+        "canceled, and status stays COMPLETED (or ERROR) until the last one is, when it "
+        "becomes POSTED or CANCELED. Null when none is.",
+    )
+    posting_started_at: datetime | None = strawberry.field(
+        default=None, description="When the post or cancel under way began."
+    )
 
 
 @strawberry.input(

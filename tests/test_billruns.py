@@ -405,3 +405,495 @@ async def test_idempotent_create_and_a_run_with_nothing_to_bill(
         "invoicesGenerated": 0,
         "errors": [],
     }
+
+
+# --------------------------------------------------------------------------- post and cancel in chunks
+
+STATE = """
+query($n: String!) { billRun(billRunNumber: $n) { status posting postingStartedAt } }"""
+
+POST_STATE = """
+mutation($n: String!) { postBillRun(input: { billRunNumber: $n }) {
+  billRun { status posting } errors { __typename code } } }"""
+
+CANCEL_STATE = """
+mutation($n: String!) { cancelBillRun(input: { billRunNumber: $n }) {
+  billRun { status posting } errors { __typename code } } }"""
+
+
+async def completed_run(
+    gql: Gql,
+    sessionmaker: Any,
+    t: int,
+    database_url: str,
+    redis_url: str,
+    n: int,
+    auto_post: bool = False,
+) -> tuple[str, int, list[dict[str, Any]]]:
+    """A run over n fresh accounts of one 10.00 subscription each, drained by the worker:
+    COMPLETED with n drafts (POSTED when ``auto_post``). Returns its number and id."""
+    async with sessionmaker.begin() as s:
+        accounts = [await rf.account(s, t, batch=f"chunks{t}") for _ in range(n)]
+        for a in accounts:
+            await rf.subscription(s, t, a["id"], start=MAR1, charges=[{"price": "10"}])
+    run = (
+        await gql(CREATE, input={"targetDate": "2026-03-01", "batch": f"chunks{t}",
+                                 "autoPost": auto_post})
+    )["createBillRun"]["billRun"]  # fmt: skip
+    await drain(database_url, redis_url)
+    async with sessionmaker() as s:
+        run_id = (
+            await s.execute(
+                text("SELECT id FROM bill_run WHERE tenant_id = :t AND bill_run_number = :n"),
+                {"t": t, "n": run["billRunNumber"]},
+            )
+        ).scalar_one()
+    return run["billRunNumber"], run_id, accounts
+
+
+async def observe(sessionmaker: Any, run_id: int) -> tuple[str, str | None, dict[str, int]]:
+    """The committed run status, its marker and its invoices per status."""
+    async with sessionmaker() as s:
+        status, posting = (
+            await s.execute(
+                text("SELECT status, posting FROM bill_run WHERE id = :r"), {"r": run_id}
+            )
+        ).one()
+        counts = (
+            await s.execute(
+                text("SELECT status, count(*) FROM invoice WHERE bill_run_id = :r GROUP BY status"),
+                {"r": run_id},
+            )
+        ).all()
+    return status, posting, {k: int(v) for k, v in counts}
+
+
+async def charged_through(sessionmaker: Any, accounts: list[dict[str, Any]]) -> list[Any]:
+    async with sessionmaker() as s:
+        return list(
+            (
+                await s.execute(
+                    text(
+                        "SELECT c.charged_through_date FROM subscription_charge c "
+                        "JOIN subscription s ON s.id = c.subscription_id "
+                        "WHERE s.invoice_owner_account_id = ANY(:a) ORDER BY c.id"
+                    ),
+                    {"a": [a["id"] for a in accounts]},
+                )
+            ).scalars()
+        )
+
+
+async def test_posted_only_once_no_draft_is_left_and_an_interrupted_post_resumes(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+    from billing.errors import LockCompetition
+
+    number, run_id, accounts = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 5
+    )
+    assert await observe(sessionmaker, run_id) == ("COMPLETED", None, {"DRAFT": 5})
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    seen: list[tuple[str, str | None, dict[str, int]]] = []
+    fail_on = {2}
+    real_post = billruns.post_invoices
+
+    async def post_invoices(s: Any, tenant_id: int, ids: list[int]) -> int:
+        # What every other client can read at the start of each chunk.
+        seen.append(await observe(sessionmaker, run_id))
+        if len(seen) in fail_on:
+            raise LockCompetition("busy")  # the post stops between two chunks
+        return await real_post(s, tenant_id, ids)
+
+    monkeypatch.setattr(billruns, "post_invoices", post_invoices)
+    first = (await gql(POST_STATE, n=number))["postBillRun"]
+    assert first == {
+        "billRun": {"status": "COMPLETED", "posting": "POST"},
+        "errors": [{"__typename": "LockCompetitionError", "code": "LOCK_COMPETITION"}],
+    }
+    assert await observe(sessionmaker, run_id) == (
+        "COMPLETED", "POST", {"POSTED": 2, "DRAFT": 3}
+    )  # fmt: skip
+    state = (await gql(STATE, n=number))["billRun"]
+    assert state["status"] == "COMPLETED" and state["posting"] == "POST"
+    assert state["postingStartedAt"] is not None
+
+    # A post under way cannot turn into a cancel: nothing is written.
+    before = await charged_through(sessionmaker, accounts)
+    assert (await gql(CANCEL_STATE, n=number))["cancelBillRun"] == {
+        "billRun": None,
+        "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE"}],
+    }
+    assert await observe(sessionmaker, run_id) == (
+        "COMPLETED", "POST", {"POSTED": 2, "DRAFT": 3}
+    )  # fmt: skip
+    assert await charged_through(sessionmaker, accounts) == before
+
+    # Repeating postBillRun finishes it; POSTED arrives with the last draft.
+    fail_on.clear()
+    assert (await gql(POST_STATE, n=number))["postBillRun"] == {
+        "billRun": {"status": "POSTED", "posting": None},
+        "errors": [],
+    }
+    final = await observe(sessionmaker, run_id)
+    assert final == ("POSTED", None, {"POSTED": 5})
+    seen.append(final)
+    assert [s[2].get("DRAFT", 0) for s in seen] == [5, 3, 3, 1, 0]
+    for status, posting, counts in seen:
+        assert status != "POSTED" or (posting is None and "DRAFT" not in counts)
+        assert status == "POSTED" or posting == "POST"
+    assert (await gql(STATE, n=number))["billRun"] == {
+        "status": "POSTED", "posting": None, "postingStartedAt": None
+    }  # fmt: skip
+    # The posted invoices reached the (ordinary) accounts' metrics with the commit.
+    async with sessionmaker() as s:
+        balances = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT total_invoice_balance FROM account_metrics WHERE account_id = ANY(:a)"
+                    ),
+                    {"a": [a["id"] for a in accounts]},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert balances == [D("10.00")] * 5
+    # Posting a POSTED run again changes nothing; cancelling it is INVALID_STATE.
+    assert (await gql(POST_STATE, n=number))["postBillRun"]["billRun"] == {
+        "status": "POSTED", "posting": None
+    }  # fmt: skip
+    assert (await gql(CANCEL_STATE, n=number))["cancelBillRun"]["errors"][0]["code"] == (
+        "INVALID_STATE"
+    )
+
+
+async def test_the_chunk_that_takes_the_last_drafts_moves_the_status(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+
+    number, run_id, _ = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 4
+    )
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    chunks: list[int] = []
+    real_post = billruns.post_invoices
+
+    async def post_invoices(s: Any, tenant_id: int, ids: list[int]) -> int:
+        chunks.append(len(ids))
+        return await real_post(s, tenant_id, ids)
+
+    monkeypatch.setattr(billruns, "post_invoices", post_invoices)
+    assert (await gql(POST_STATE, n=number))["postBillRun"]["billRun"]["status"] == "POSTED"
+    assert chunks == [2, 2]  # no empty transaction after the last drafts
+    assert await observe(sessionmaker, run_id) == ("POSTED", None, {"POSTED": 4})
+
+
+async def test_canceled_only_once_no_draft_is_left_and_a_cancel_excludes_a_post(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+    from billing.errors import LockCompetition
+
+    number, run_id, accounts = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 4
+    )
+    billed = await charged_through(sessionmaker, accounts)
+    assert billed == [date(2026, 4, 1)] * 4
+    monkeypatch.setattr(billruns, "CANCEL_CHUNK", 1)
+    calls: list[str] = []
+    real_cancel = billruns.cancel_invoice
+
+    async def cancel_invoice(s: Any, tenant_id: int, invoice_number: str) -> Any:
+        calls.append(invoice_number)
+        if len(calls) == 3:
+            raise LockCompetition("busy")
+        return await real_cancel(s, tenant_id, invoice_number)
+
+    monkeypatch.setattr(billruns, "cancel_invoice", cancel_invoice)
+    assert (await gql(CANCEL_STATE, n=number))["cancelBillRun"] == {
+        "billRun": {"status": "COMPLETED", "posting": "CANCEL"},
+        "errors": [{"__typename": "LockCompetitionError", "code": "LOCK_COMPETITION"}],
+    }
+    assert await observe(sessionmaker, run_id) == (
+        "COMPLETED", "CANCEL", {"CANCELED": 2, "DRAFT": 2}
+    )  # fmt: skip
+    # A cancel under way cannot turn into a post: nothing is written.
+    assert (await gql(POST_STATE, n=number))["postBillRun"] == {
+        "billRun": None,
+        "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE"}],
+    }
+    assert await observe(sessionmaker, run_id) == (
+        "COMPLETED", "CANCEL", {"CANCELED": 2, "DRAFT": 2}
+    )  # fmt: skip
+    assert (await gql(CANCEL_STATE, n=number))["cancelBillRun"] == {
+        "billRun": {"status": "CANCELED", "posting": None},
+        "errors": [],
+    }
+    assert await observe(sessionmaker, run_id) == ("CANCELED", None, {"CANCELED": 4})
+    assert await charged_through(sessionmaker, accounts) == [None] * 4
+    assert (await gql(POST_STATE, n=number))["postBillRun"]["errors"][0]["code"] == (
+        "INVALID_STATE"
+    )
+
+
+async def test_a_post_or_cancel_cut_short_is_finished_by_a_restarted_worker(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    monkeypatch.setattr(billruns, "CANCEL_CHUNK", 2)
+    real_post = billruns.post_invoices
+    real_cancel = billruns.cancel_invoice
+    calls: list[int] = []
+
+    async def post_invoices(s: Any, tenant_id: int, ids: list[int]) -> int:
+        calls.append(1)
+        if len(calls) >= 2:
+            raise RuntimeError("killed")  # the worker dies after the first chunk
+        return await real_post(s, tenant_id, ids)
+
+    async def cancel_invoice(s: Any, tenant_id: int, invoice_number: str) -> Any:
+        calls.append(1)
+        if len(calls) >= 3:
+            raise RuntimeError("killed")  # the API process dies after the first chunk
+        return await real_cancel(s, tenant_id, invoice_number)
+
+    # An autoPost run whose post the worker did not finish stays COMPLETED, marked.
+    monkeypatch.setattr(billruns, "post_invoices", post_invoices)
+    _, auto_id, _ = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 3, auto_post=True
+    )
+    assert await observe(sessionmaker, auto_id) == (
+        "COMPLETED", "POST", {"POSTED": 2, "DRAFT": 1}
+    )  # fmt: skip
+    # A cancel cut short between chunks.
+    calls.clear()
+    monkeypatch.setattr(billruns, "post_invoices", real_post)
+    number, run_id, accounts = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 5
+    )
+    monkeypatch.setattr(billruns, "cancel_invoice", cancel_invoice)
+    with pytest.raises(AssertionError, match="Unexpected error"):
+        await gql(CANCEL_STATE, n=number)
+    assert await observe(sessionmaker, run_id) == (
+        "COMPLETED", "CANCEL", {"CANCELED": 2, "DRAFT": 3}
+    )  # fmt: skip
+    monkeypatch.setattr(billruns, "cancel_invoice", real_cancel)
+    # The worker's start-up picks both up and finishes them.
+    await drain(database_url, redis_url)
+    assert await observe(sessionmaker, auto_id) == ("POSTED", None, {"POSTED": 3})
+    assert await observe(sessionmaker, run_id) == ("CANCELED", None, {"CANCELED": 5})
+    assert await charged_through(sessionmaker, accounts) == [None] * 5
+    async with sessionmaker() as s:
+        assert auto_id not in [r for _, r in await billruns.runs_to_resume(s)]
+
+
+# --------------------------------------------------------------------------- transient failures
+
+
+class PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+order: list[int] = []  # the accounts failing_billing was asked to bill, in order
+
+
+def failing_billing(
+    monkeypatch: pytest.MonkeyPatch, failures: dict[int, list[Exception]]
+) -> dict[int, int]:
+    """Make the billing of each listed invoice owner raise its exceptions, one per try, in
+    order (then bill it for real); returns how often each account was billed or tried.
+    Only a claimed (PENDING) account gets this far in billruns.bill_account."""
+    from billing import billruns
+    from jobs import tasks
+
+    real = billruns.bill_subscriptions
+    tries: dict[int, int] = {}
+    order.clear()
+
+    async def bill_subscriptions(s: Any, spec: Any, *, invoice_owner_id: int) -> Any:
+        tries[invoice_owner_id] = tries.get(invoice_owner_id, 0) + 1
+        order.append(invoice_owner_id)
+        left = failures.get(invoice_owner_id)
+        if left:
+            raise left.pop(0)
+        return await real(s, spec, invoice_owner_id=invoice_owner_id)
+
+    monkeypatch.setattr(billruns, "bill_subscriptions", bill_subscriptions)
+    monkeypatch.setattr(tasks, "ACCOUNT_RETRY_PAUSE", 0.01)
+    monkeypatch.setattr(tasks, "BATCH_RETRY_DEFER", 0)
+    return tries
+
+
+async def create_undriven(sessionmaker: Any, t: int) -> str:
+    """A run over batch T that no job drives yet: the worker's start-up drives it, once."""
+    data = await Gql(sessionmaker, t)(CREATE, input={"targetDate": "2026-03-01", "batch": "T"})
+    return data["createBillRun"]["billRun"]["billRunNumber"]  # type: ignore[no-any-return]
+
+
+async def accounts_of_batch(sessionmaker: Any, t: int, n: int) -> list[dict[str, Any]]:
+    async with sessionmaker.begin() as s:
+        accounts = [await rf.account(s, t, batch="T") for _ in range(n)]
+        for a in accounts:
+            await rf.subscription(s, t, a["id"], start=MAR1, charges=[{"price": "10"}])
+    return sorted(accounts, key=lambda a: a["id"])
+
+
+async def account_rows(sessionmaker: Any, number: str, t: int) -> dict[int, tuple[Any, ...]]:
+    async with sessionmaker() as s:
+        rows = await s.execute(
+            text(
+                "SELECT x.account_id, x.status, x.invoices, x.error_code FROM bill_run_account x "
+                "JOIN bill_run r ON r.id = x.bill_run_id "
+                "WHERE r.tenant_id = :t AND r.bill_run_number = :n"
+            ),
+            {"t": t, "n": number},
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+async def test_an_account_that_fails_transiently_is_billed_on_a_later_try(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from billing.errors import LockCompetition
+
+    a, b, c = await accounts_of_batch(sessionmaker, tenant.id, 3)
+    deadlock = DBAPIError("UPDATE ...", {}, PgError("40P01"))
+    tries = failing_billing(
+        monkeypatch,
+        {
+            a["id"]: [LockCompetition("busy")],  # once: the second try in the batch bills it
+            # Four times: the batch job's first run gives up on it after three tries and
+            # leaves it PENDING; the job's second run bills it.
+            c["id"]: [deadlock, LockCompetition("busy"), deadlock, deadlock],
+        },
+    )
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    assert (await gql(RUN, n=number))["billRun"] == {
+        "billRunNumber": number,
+        "status": "COMPLETED",
+        "accountsTotal": 3,
+        "accountsProcessed": 3,
+        "invoicesGenerated": 3,
+        "errors": [],
+    }
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        x["id"]: ("DONE", 1, None) for x in (a, b, c)
+    }
+    assert tries == {a["id"]: 2, b["id"]: 1, c["id"]: 5}
+    for x in (a, b, c):
+        assert [r[:3] for r in await invoices_of(sessionmaker, x["id"])] == [
+            ("USD", "DRAFT", D("10.00"))
+        ]
+
+
+async def test_a_lasting_failure_is_an_error_and_the_others_are_billed(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing.errors import LockCompetition, ValidationFailed
+    from jobs import tasks
+
+    a, b, c, d = await accounts_of_batch(sessionmaker, tenant.id, 4)
+    tries_each = tasks.ACCOUNT_TRIES * tasks.BATCH_TRIES
+    tries = failing_billing(
+        monkeypatch,
+        {
+            b["id"]: [LockCompetition("busy") for _ in range(tries_each + 1)],  # never through
+            c["id"]: [ValidationFailed("Charge has no price")],  # not worth a second try
+        },
+    )
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    out = (await gql(RUN, n=number))["billRun"]
+    assert (out["status"], out["accountsProcessed"], out["invoicesGenerated"]) == (
+        "COMPLETED",
+        4,
+        2,
+    )
+    assert sorted(out["errors"], key=lambda e: e["code"]) == [
+        {
+            "accountNumber": b["account_number"],
+            "code": "LOCK_COMPETITION",
+            "message": "busy",
+        },
+        {
+            "accountNumber": c["account_number"],
+            "code": "VALIDATION",
+            "message": "Charge has no price",
+        },
+    ]
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        a["id"]: ("DONE", 1, None),
+        b["id"]: ("ERROR", 0, "LOCK_COMPETITION"),
+        c["id"]: ("ERROR", 0, "VALIDATION"),
+        d["id"]: ("DONE", 1, None),
+    }
+    assert tries == {a["id"]: 1, b["id"]: tries_each, c["id"]: 1, d["id"]: 1}
+    assert await invoices_of(sessionmaker, b["id"]) == []
+    assert await invoices_of(sessionmaker, c["id"]) == []
+
+
+async def test_when_accounts_keep_failing_in_a_row_the_rest_waits_for_the_next_run(
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from jobs import tasks
+
+    accounts = await accounts_of_batch(sessionmaker, tenant.id, 4)
+    ids = [x["id"] for x in accounts]
+    lost = [DBAPIError("SELECT 1", {}, PgError("08006")) for _ in range(tasks.ACCOUNT_TRIES)]
+    failing_billing(monkeypatch, {i: list(lost) for i in ids[:3]})
+    number = await create_undriven(sessionmaker, tenant.id)
+    await drain(database_url, redis_url)
+    # The first run of the batch gives up on three accounts in a row (the database seems
+    # gone) and leaves the fourth untried; the second run bills all four.
+    n = tasks.ACCOUNT_TRIES
+    assert order == [ids[0]] * n + [ids[1]] * n + [ids[2]] * n + ids
+    assert await account_rows(sessionmaker, number, tenant.id) == {
+        i: ("DONE", 1, None) for i in ids
+    }

@@ -411,6 +411,44 @@ async def test_bill_run_progress_through_the_worker_completes_without_auto_post(
         assert await client.receive() == {"id": "2", "type": "complete"}
 
 
+async def test_bill_run_progress_follows_a_post_under_way_until_posted(
+    base: str, redis: Any, tenant: Any, sessionmaker: Any, database_url: str, redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from billing import billruns
+
+    accounts = await billing_world(sessionmaker, tenant.id, 3)
+    number = await create_run(base, tenant.api_key, [a["account_number"] for a in accounts], False)
+    await drain(database_url, redis_url)
+    async with sessionmaker.begin() as s:  # a postBillRun that stopped before its first chunk
+        run_id = (await billruns.begin_post(s, tenant.id, number))["id"]
+    query = """subscription($n: String!) { billRunProgress(billRunNumber: $n) {
+      status posting accountsProcessed } }"""
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    async with ws(base, {"apiKey": tenant.api_key}) as client:
+        await client.subscribe(query, n=number)
+        # COMPLETED without autoPost, but a post is under way: not settled yet.
+        assert await client.next() == {
+            "billRunProgress": {"status": "COMPLETED", "posting": "POST", "accountsProcessed": 3}
+        }
+        await job.post_bill_run(sessionmaker, tenant.id, number, redis)
+        seen = []
+        while True:
+            message = await client.receive()
+            if message["type"] == "complete":
+                break
+            assert message["type"] == "next", message
+            seen.append(message["payload"]["data"]["billRunProgress"])
+    assert seen[-1] == {"status": "POSTED", "posting": None, "accountsProcessed": 3}
+    assert all(e["status"] == "COMPLETED" for e in seen[:-1])
+    async with sessionmaker() as s:
+        drafts = (await s.execute(
+            text("SELECT count(*) FROM invoice WHERE bill_run_id = :r AND status = 'DRAFT'"),
+            {"r": run_id},
+        )).scalar_one()  # fmt: skip
+    assert drafts == 0
+
+
 async def test_an_unknown_bill_run_is_a_not_found_error(base: str, tenant: Any) -> None:
     async with ws(base, {"apiKey": tenant.api_key}) as client:
         await client.subscribe(PROGRESS, n="BR99999999")

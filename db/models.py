@@ -309,6 +309,7 @@ class SubscriptionCharge(SQLModel, table=True):
     __table_args__ = (
         Index("ix_subscription_charge_subscription", "subscription_id"),
         Index("ix_subscription_charge_number", "tenant_id", "charge_number"),
+        Index("ix_subscription_charge_rate_plan", "subscription_rate_plan_id"),
     )
     id: int | None = _pk()
     tenant_id: int = _tenant()
@@ -371,6 +372,8 @@ class Invoice(SQLModel, table=True):
         UniqueConstraint("tenant_id", "invoice_number"),
         Index("ix_invoice_account_status", "account_id", "status", "invoice_date"),
         Index("ix_invoice_bill_run", "bill_run_id"),
+        # the drafts a bill run's post or cancel still has to walk
+        Index("ix_invoice_bill_run_draft", "bill_run_id", "id", postgresql_where=text("status = 'DRAFT'")),
     )
     id: int | None = _pk()
     tenant_id: int = _tenant()

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types.nodes import SelectedField
 
 from billing import orders as ords
 from billing import subscriptions as subs
@@ -33,11 +34,30 @@ from schema.orders import (
 MAX_BULK_ORDERS = 500
 
 
-async def order_out(s: AsyncSession, tenant_id: int, order_id: int) -> tuple[Order, list[Subscription]]:
-    """The order and the subscriptions it touched, as GraphQL objects."""
+def selects(info: strawberry.Info, name: str) -> bool:
+    """Whether the operation selects ``name`` on the field's result (fragments included)."""
+
+    def walk(selections: list[Any]) -> bool:
+        for sel in selections:
+            if isinstance(sel, SelectedField):
+                if sel.name == name:
+                    return True
+            elif walk(sel.selections):  # an inline fragment or a fragment spread
+                return True
+        return False
+
+    return any(walk(f.selections) for f in info.selected_fields)
+
+
+async def order_out(
+    s: AsyncSession, tenant_id: int, order_id: int, with_subscriptions: bool = True
+) -> tuple[Order, list[Subscription]]:
+    """The order and (when asked for) the subscriptions it touched, as GraphQL objects."""
     row = await ords.get_order(s, tenant_id, order_id=order_id)
     assert row is not None
     actions = (await ords.order_actions(s, [order_id]))[order_id]
+    if not with_subscriptions:
+        return co.order(row, actions), []
     ids: list[int] = []
     for a in actions:
         if a["subscription_id"] not in ids:
@@ -47,12 +67,15 @@ async def order_out(s: AsyncSession, tenant_id: int, order_id: int) -> tuple[Ord
     return co.order(row, actions), [co.subscription(t) for t in trees]
 
 
-async def run_order(ctx: Any, data: dict[str, Any], key: str | None, operation: str) -> OrderPayload:
+async def run_order(
+    ctx: Any, data: dict[str, Any], key: str | None, operation: str, with_subscriptions: bool = True
+) -> OrderPayload:
     async def work(s: AsyncSession) -> Any:
-        return await order_out(s, ctx.tenant_id, await ords.create_order(s, ctx.tenant_id, data))
+        order_id = await ords.create_order(s, ctx.tenant_id, data)
+        return await order_out(s, ctx.tenant_id, order_id, with_subscriptions)
 
     async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
-        return await order_out(s, ctx.tenant_id, stored["id"])
+        return await order_out(s, ctx.tenant_id, stored["id"], with_subscriptions)
 
     def remember(r: Any) -> dict[str, Any]:
         return {"id": r[0].db_id}
@@ -118,11 +141,14 @@ class OrderMutations:
     async def create_order(self, info: strawberry.Info, input: CreateOrderInput) -> OrderPayload:
         data = co.plain(input)
         key = data.pop("idempotency_key", None)
-        return await run_order(info.context, data, key, "createOrder")
+        return await run_order(info.context, data, key, "createOrder", selects(info, "subscriptions"))
 
     @strawberry.mutation(description="Shorthand: one order with one CreateSubscription.")
     async def create_subscription(self, info: strawberry.Info, input: CreateSubscriptionInput) -> OrderPayload:
-        return await run_order(info.context, subscription_order(input), input.idempotency_key, "createSubscription")
+        return await run_order(
+            info.context, subscription_order(input), input.idempotency_key, "createSubscription",
+            selects(info, "subscriptions"),
+        )
 
     @strawberry.mutation(description="Queue an order; poll job(id) for its outcome.")
     async def create_order_async(self, info: strawberry.Info, input: CreateOrderInput) -> JobPayload:
@@ -173,7 +199,7 @@ class OrderMutations:
                                     if mapped is exc:
                                         raise
                                     raise mapped from exc
-                            order, _ = await order_out(s, ctx.tenant_id, order_id)
+                            order, _ = await order_out(s, ctx.tenant_id, order_id, with_subscriptions=False)
                             results.append(BulkOrderResult(order=order, errors=[]))
                         except BillingError as exc:
                             failed = True

@@ -349,3 +349,18 @@ async def test_order_of_many_new_subscriptions_numbers_them_in_order(world: Gql,
     assert await mrr(world, "E1") == "150.000000"
     assert await mrr(world, "E2") == "40.000000"  # a suspended subscription still counts (domain.md, 6)
     await stored_equals_oracle(sessionmaker, tenant.id, "E1", "E2", "R")
+
+
+async def test_order_payload_loads_subscriptions_when_selected_through_fragments(world: Gql) -> None:
+    spread = """fragment Subs on OrderPayload { subscriptions { subscriptionNumber mrr } }
+    mutation($input: CreateOrderInput!) { createOrder(input: $input) { ...Subs errors { code } } }"""
+    data = await world(spread, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
+    assert data["createOrder"] == {"subscriptions": [{"subscriptionNumber": "S00000001", "mrr": "40.000000"}], "errors": []}
+    inline = """mutation($input: CreateOrderInput!) { createOrder(input: $input) {
+      ... on OrderPayload { subscriptions { subscriptionNumber } } order { subscriptionNumbers } } }"""
+    data = await world(inline, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
+    assert data["createOrder"] == {"subscriptions": [{"subscriptionNumber": "S00000002"}],
+                                   "order": {"subscriptionNumbers": ["S00000002"]}}
+    bare = "mutation($input: CreateOrderInput!) { createOrder(input: $input) { order { subscriptionNumbers } } }"
+    data = await world(bare, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
+    assert data["createOrder"] == {"order": {"subscriptionNumbers": ["S00000003"]}}

@@ -128,7 +128,9 @@ class BillRunMutations:
             replay,
         )
         if out is not None and ctx.services.redis is not None:
-            await enqueue.enqueue_bill_run(ctx.services.redis, ctx.tenant_id, out.db_id)
+            await enqueue.enqueue_bill_run(
+                ctx.services.redis, ctx.tenant_id, out.db_id, enqueue.first_generation(out.created_at)
+            )
         return BillRunPayload(bill_run=out, errors=errors)
 
     @strawberry.mutation(

@@ -167,7 +167,7 @@ class OrderMutations:
         row, _created = out
         if row["status"] == "QUEUED":
             # After the commit; the deterministic arq id makes a repeat a no-op.
-            await enqueue_create_order(ctx.services.redis, job_id)
+            await enqueue_create_order(ctx.services.redis, job_id, row["created_at"])
         return JobPayload(job=co.job(row), errors=[])
 
     @strawberry.mutation(description="Many orders at once; errorPolicy says whether one failure rejects all.")

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from billing import metrics
+from jobs import enqueue
 from tests import rating_fixtures as rf
 from tests.billrun_worker import arq_pool, drain
 from tests.helpers import Gql
@@ -897,3 +898,25 @@ async def test_when_accounts_keep_failing_in_a_row_the_rest_waits_for_the_next_r
     assert await account_rows(sessionmaker, number, tenant.id) == {
         i: ("DONE", 1, None) for i in ids
     }
+
+
+async def test_first_drive_job_id_is_unique_per_run_even_when_ids_start_over(redis_url: str) -> None:
+    """A database created afresh numbers its tenants and runs from 1 again; arq keeps a
+    finished job's id for an hour and ignores an enqueue under it. The first drive's id
+    carries the run's creation time, so the new run is queued; a repeat of the same run's
+    enqueue is still a no-op."""
+    from datetime import datetime, timezone
+
+    pool = await arq_pool(redis_url)
+    try:
+        earlier = datetime(2026, 11, 24, 9, 0, 0, 123456, tzinfo=timezone.utc)
+        old_id = enqueue.drive_job_id(1, 1, enqueue.first_generation(earlier))
+        await pool.set(f"arq:result:{old_id}", b"kept result of a run of an earlier database")
+        now = datetime(2026, 11, 24, 10, 0, 0, 654321, tzinfo=timezone.utc)
+        await enqueue.enqueue_bill_run(pool, 1, 1, enqueue.first_generation(now))
+        await enqueue.enqueue_bill_run(pool, 1, 1, enqueue.first_generation(now))  # a repeat
+        queued = [j.job_id for j in await pool.queued_jobs()]
+        assert queued == [enqueue.drive_job_id(1, 1, "c1795514400654321")]
+        assert old_id not in queued
+    finally:
+        await pool.aclose()

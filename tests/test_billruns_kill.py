@@ -80,7 +80,7 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
     assert run["accounts_total"] == ACCOUNTS
     pool = await arq_pool(redis_url)
     await pool.flushdb()
-    await enqueue.enqueue_bill_run(pool, t, run["id"])
+    await enqueue.enqueue_bill_run(pool, t, run["id"], enqueue.first_generation(run["created_at"]))
 
     # Hold the charges of the 6th account: the worker bills 5 accounts, then waits there.
     stuck = sorted(a["id"] for a in accounts)[STUCK]

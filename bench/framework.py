@@ -47,9 +47,13 @@ async def drive(
                 else:
                     payload = {"accountNumber": acct, **BODY}
                 t0 = time.perf_counter()
-                r = await client.post(path, json=payload)
+                try:
+                    r = await client.post(path, json=payload)
+                    body = r.json()
+                except (httpx.HTTPError, ValueError) as e:
+                    errors[type(e).__name__] += 1
+                    continue
                 lat.append(time.perf_counter() - t0)
-                body = r.json()
                 if path == "/graphql":
                     body = (body.get("data") or {}).get("createStandaloneInvoice") or {
                         "errors": [{"code": "GRAPHQL"}]

@@ -119,11 +119,11 @@ def main() -> None:
     if "refresh" in data:
         rs = data["refresh"]
         k = rs[0]
-        sub = list(k["subset_refresh"].keys())[:2]
+        sub = [key for key in k["subset_refresh"] if key.endswith("_s")]
         lines += [
             "### Refresh scale",
             f"- {k['changed_accounts']} changed partner accounts, refresh_tenant: {fmt([r['tenant_refresh']['seconds'] for r in rs], 3)} s",
-            f"- {sub[0]}: {fmt([r['subset_refresh'][sub[0]] for r in rs], 4)}; {sub[1]}: {fmt([r['subset_refresh'][sub[1]] for r in rs], 4)}",
+            "- " + "; ".join(f"{key}: {fmt([r['subset_refresh'][key] for r in rs], 4)}" for key in sub),
             f"- one account, {k['invoices_on_one_account']} posted invoices: refresh folding all pending rows {fmt([r['big_account']['refresh_folding_all_s'] for r in rs], 3)} s; "
             f"after 10 new {fmt([r['big_account']['refresh_after_10_new_s'] for r in rs], 4)} s; recompute oracle {fmt([r['big_account']['recompute_oracle_s'] for r in rs], 3)} s",
             "- exact: "

@@ -155,6 +155,8 @@ class Procs:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--timeout-keep-alive",
+                "75",
                 "--workers",
                 str(self.workers),
             ],

@@ -92,6 +92,8 @@ class BareProcs(Procs):
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--timeout-keep-alive",
+                "75",
             ],
             cwd=ROOT,
             env=self.env(),

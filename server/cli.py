@@ -87,6 +87,11 @@ def servers(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
             pg.stop()
         SIGNALS.stopping = False
 
+# Idle keep-alive connections are closed after this many seconds. Longer than the idle time
+# of common client pools (httpx keeps idle connections 5 s, uvicorn's own default): with equal
+# times the server may close a connection the client is just reusing (httpx.ReadError).
+KEEP_ALIVE_S = 75
+
 
 def say(message: str) -> None:
     print(message, flush=True)
@@ -175,6 +180,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
             ws="websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
             lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_S,
             log_level=settings.log_level,
             proxy_headers=False,
         )

@@ -79,6 +79,8 @@ def test_serve_starts_embedded_servers_and_stops_them_all(sig: signal.Signals) -
         redis_pid = redis_pid_of(data_dir)
         assert psutil.pid_exists(redis_pid)
         assert processes_using(data_dir, redis_pid)
+        if sig == signal.SIGTERM:
+            _idle_connection_is_kept(port)
 
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
@@ -90,6 +92,18 @@ def test_serve_starts_embedded_servers_and_stops_them_all(sig: signal.Signals) -
         _check_stopped(proc, sig, output, key_file, data_dir, redis_pid)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _idle_connection_is_kept(port: int) -> None:
+    """A keep-alive connection idle for 6 s (longer than httpx's 5 s pool expiry, and
+    uvicorn's own default) still takes the next request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        conn.sendall(request)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(6)
+        conn.sendall(request)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def _check_stopped(

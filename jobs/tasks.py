@@ -132,6 +132,7 @@ ACCOUNT_TRIES = 3  # tries of one account within a batch job, for a transient fa
 ACCOUNT_RETRY_PAUSE = 0.2  # seconds (and up to twice that) before an account's 2nd try; doubles
 BATCH_TRIES = 3  # runs of a batch job while accounts fail transiently (arq's max_tries is 5)
 BATCH_RETRY_DEFER = 5.0  # seconds before a batch job's next run, times the runs so far
+FINISH_TRIES = 5  # runs of a job whose post or cancel of the drafts fails transiently (arq's max_tries)
 POSTPONE_REST_AFTER = 3  # accounts in a row left for the next run: leave the rest too
 
 
@@ -265,6 +266,7 @@ async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> 
     """Complete the run when no account is pending; then carry on a post or cancel under
     way (interrupted), or auto-post a completed autoPost run."""
     from billing import billruns
+    from billing.dbutil import is_transient
 
     async with ctx["sessionmaker"].begin() as s:
         finished = await billruns.finish_if_done(s, run_id)
@@ -272,10 +274,21 @@ async def _finish_bill_run(ctx: dict[str, Any], tenant_id: int, run_id: int) -> 
     if finished is not None:
         await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
     number = run["bill_run_number"]
-    if run["posting"] == "CANCEL":
-        await cancel_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
-    elif run["posting"] == "POST" or (run["auto_post"] and run["status"] == "COMPLETED"):
-        await post_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
+    try:
+        if run["posting"] == "CANCEL":
+            await cancel_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
+        elif run["posting"] == "POST" or (run["auto_post"] and run["status"] == "COMPLETED"):
+            await post_bill_run(ctx["sessionmaker"], tenant_id, number, ctx.get("redis"))
+    except Exception as exc:
+        # A transient failure while walking the drafts: run this job again (its accounts
+        # are DONE and skipped; the post or cancel carries on from its marker).
+        job_try = int(ctx.get("job_try", 1))
+        if is_transient(exc) and job_try < FINISH_TRIES:
+            from arq import Retry
+
+            log.warning("bill run %s: %s while posting or canceling; retrying", number, exc)
+            raise Retry(defer=BATCH_RETRY_DEFER * job_try) from exc
+        raise
 
 
 async def post_bill_run(sessionmaker: Any, tenant_id: int, number: str, redis: Any = None) -> None:

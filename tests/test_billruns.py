@@ -920,3 +920,53 @@ async def test_first_drive_job_id_is_unique_per_run_even_when_ids_start_over(red
         assert old_id not in queued
     finally:
         await pool.aclose()
+
+
+async def test_an_auto_post_that_fails_transiently_is_retried_by_its_job(
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lock competition while a job auto-posts a run's drafts: the job asks arq to run it
+    again (Retry) instead of failing, and its next run finishes the post."""
+    from arq import Retry
+
+    from billing import billruns
+    from billing.errors import LockCompetition
+    from jobs import tasks
+
+    number, run_id, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
+    async with sessionmaker.begin() as s:  # as if created with autoPost
+        await s.execute(text("UPDATE bill_run SET auto_post = true WHERE id = :r"), {"r": run_id})
+    monkeypatch.setattr(billruns, "POST_CHUNK", 2)
+    real_post = billruns.post_invoices
+    calls: list[int] = []
+
+    async def post_invoices(s: Any, tenant_id: int, ids: list[int]) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise LockCompetition("Account is locked by another operation")
+        return await real_post(s, tenant_id, ids)
+
+    monkeypatch.setattr(billruns, "post_invoices", post_invoices)
+    ctx = {"sessionmaker": sessionmaker, "redis": None, "job_try": 1}
+    with pytest.raises(Retry):
+        await tasks._finish_bill_run(ctx, tenant.id, run_id)
+    assert await observe(sessionmaker, run_id) == ("COMPLETED", "POST", {"POSTED": 2, "DRAFT": 1})
+    await tasks._finish_bill_run({**ctx, "job_try": 2}, tenant.id, run_id)
+    assert await observe(sessionmaker, run_id) == ("POSTED", None, {"POSTED": 3})
+    # a failure that is not transient is not retried
+    calls.clear()
+    number2, run2, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
+    async with sessionmaker.begin() as s:
+        await s.execute(text("UPDATE bill_run SET auto_post = true WHERE id = :r"), {"r": run2})
+
+    async def broken(s: Any, tenant_id: int, ids: list[int]) -> int:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(billruns, "post_invoices", broken)
+    with pytest.raises(ValueError):
+        await tasks._finish_bill_run(ctx, tenant.id, run2)

@@ -100,10 +100,32 @@ def _idle_connection_is_kept(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
         conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(conn).startswith(b"HTTP/1.1 200")
         time.sleep(6)
         conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(conn).startswith(b"HTTP/1.1 200")
+
+
+def _response(conn: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response (headers and a Content-Length body); b"" if closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def _check_stopped(

@@ -210,7 +210,6 @@ class _Run:
         self.accounts: dict[str, RowMapping] = {order_account["account_number"]: order_account}
         self.by_id: dict[int, RowMapping] = {order_account["id"]: order_account}
         self.plans: dict[str, tuple[RowMapping, list[RowMapping]]] = {}
-        self.drawn: dict[str, list[str]] = {}  # numbers drawn for the whole order at once
         # per new-subscription action: its subscription number (None: given) and charge numbers
         self.reserved: dict[int, tuple[str | None, list[str]]] = {}
 
@@ -221,18 +220,6 @@ class _Run:
             found = await get_rate_plan(self.session, self.tenant_id, number, path)
             self.plans[number] = found
         return found
-
-    async def draw(self, kind: str, count: int) -> None:
-        """Draw ``count`` numbers of ``kind`` in one round trip for later ``numbers`` calls."""
-        self.drawn[kind] = await numbering.next_numbers(self.session, self.tenant_id, kind, count)
-
-    async def numbers(self, kind: str, count: int) -> list[str]:
-        """``count`` numbers of ``kind``: from those drawn for the order, else drawn now."""
-        pool = self.drawn.get(kind, [])
-        if len(pool) < count:
-            return await numbering.next_numbers(self.session, self.tenant_id, kind, count)
-        taken, self.drawn[kind] = pool[:count], pool[count:]
-        return taken
 
     async def account(self, number: str, path: list[str]) -> RowMapping:
         row = self.accounts.get(number)
@@ -345,13 +332,14 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
                         path = [*a.path, "ratePlans", str(i), "productRatePlanNumber"]
                         charges += len((await run.rate_plan(rp["product_rate_plan_number"], path))[1])
                 wanted_numbers.append((a, g.subscription_number is None, charges))
-    await run.draw("subscription", sum(unnamed for _, unnamed, _ in wanted_numbers))
-    await run.draw("charge", sum(n for _, _, n in wanted_numbers))
+    sub_numbers = iter(
+        await numbering.next_numbers(session, tenant_id, "subscription", sum(u for _, u, _ in wanted_numbers))
+    )
+    charge_numbers = await numbering.next_numbers(session, tenant_id, "charge", sum(n for _, _, n in wanted_numbers))
+    taken = 0
     for a, unnamed, n in wanted_numbers:
-        run.reserved[id(a)] = (
-            (await run.numbers("subscription", 1))[0] if unnamed else None,
-            await run.numbers("charge", n),
-        )
+        run.reserved[id(a)] = (next(sub_numbers) if unnamed else None, charge_numbers[taken : taken + n])
+        taken += n
 
     befores = [contribution(g.sub) for g in groups]
     # Groups that only create a subscription are written together.
@@ -471,13 +459,10 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
             await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
             for i, rp in enumerate(b.get("rate_plans") or [])
         ]
-        reserved_number, reserved_charges = run.reserved.pop(id(a), (None, []))
-        if number is None:
-            number = reserved_number or (await run.numbers("subscription", 1))[0]
-        count = sum(len(rows) for _, rows in plans)
-        charge_numbers.extend(
-            reserved_charges if len(reserved_charges) == count else await run.numbers("charge", count)
-        )
+        reserved_number, reserved_charges = run.reserved.pop(id(a))
+        number = number if number is not None else reserved_number
+        assert len(reserved_charges) == sum(len(rows) for _, rows in plans)
+        charge_numbers.extend(reserved_charges)
         mrr = sum(
             (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"), Decimal(0)
         ).quantize(MRR_PLACES)
@@ -599,7 +584,7 @@ async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff
     """Add a rate plan to an existing subscription (addProduct)."""
     plan, rows = await _plan_rows(run, rp, eff, path, end=sub.get("cancelled_date"))
     srp_id = await _insert_plan(run, sub["id"], plan, eff)
-    numbers = await run.numbers("charge", len(rows))
+    numbers = await numbering.next_numbers(run.session, run.tenant_id, "charge", len(rows))
     if rows:
         await run.session.execute(
             insert(SC),

@@ -8,9 +8,10 @@ Every metric-moving operation hands its deltas to a :class:`MetricsWriter`:
 * partner account: no account lock and no metrics row is touched; the deltas are
   appended to ``metrics_change``, which concurrent writers never contend on.
 
-The refresh folds ``metrics_change`` into ``account_metrics`` one account per short
-transaction under ``pg_try_advisory_xact_lock`` with DELETE ... RETURNING, so a
-change that commits while a refresh runs stays in the ledger for the next one.
+The refresh folds ``metrics_change`` into ``account_metrics`` in short transactions of up
+to 500 accounts, each claimed by locking its metrics row (FOR UPDATE SKIP LOCKED), with
+DELETE ... RETURNING, so a change that commits while a refresh runs stays in the ledger for
+the next one.
 :func:`recompute` is the from-scratch definition every path must equal.
 
 Every change of stored metrics is noted on the session (:func:`note_metrics_updated`), so

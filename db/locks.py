@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Namespaces (first key of the two-key advisory lock functions).
-NS_ACCOUNT_METRICS = 7101  # exclusive: ordinary writers and the refresher
+NS_ACCOUNT_METRICS = 7101  # exclusive: ordinary writers, refreshAccountMetrics, the partner switch
 NS_ACCOUNT_MODE = 7102  # shared by writers, exclusive when partnerAccount flips
 NS_TENANT_REFRESH = 7103
 
@@ -39,11 +39,6 @@ async def unbound_lock_waits(session: AsyncSession) -> None:
     incidental waits of the writes after them (a relation extension, an index page): with
     a tight lock wait those would fail a partner account's write for no reason."""
     await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
-
-
-async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
-    """Bound every lock wait of the current transaction."""
-    await session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))
 
 
 async def xact_lock(session: AsyncSession, ns: int, ident: int) -> None:

@@ -16,6 +16,24 @@ from resolvers.errors import to_user_error
 from schema.errors import UserError
 
 R = TypeVar("R")
+P = TypeVar("P")
+
+
+async def mutation_payload(
+    ctx: Context,
+    work: Callable[[AsyncSession], Awaitable[Any]],
+    out: Callable[[AsyncSession, Any], Awaitable[Any]],
+    payload: Callable[..., P],
+    field: str,
+) -> P:
+    """The usual mutation: ``work`` writes in one transaction, ``out`` turns its row into
+    the GraphQL object in that transaction, and the payload carries it (or the errors)."""
+
+    async def go(s: AsyncSession) -> Any:
+        return await out(s, await work(s))
+
+    obj, errors = await in_transaction(ctx, go)
+    return payload(**{field: obj, "errors": errors})
 
 
 async def in_transaction(

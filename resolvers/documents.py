@@ -13,7 +13,7 @@ from billing import payments as pay
 from billing.applications import TargetAmount
 from resolvers import convert
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, in_transaction, read
+from resolvers.base import idempotent, mutation_payload, read
 from schema.documents import (
     CreatePaymentInput,
     CreateStandaloneInvoiceInput,
@@ -98,19 +98,11 @@ class DocumentQueries:
 
 
 async def _invoice_result(ctx: Any, work: Any) -> InvoicePayload:
-    async def go(s: AsyncSession) -> Invoice:
-        return await invoice_out(s, await work(s))
-
-    out, errors = await in_transaction(ctx, go)
-    return InvoicePayload(invoice=out, errors=errors)
+    return await mutation_payload(ctx, work, invoice_out, InvoicePayload, "invoice")
 
 
 async def _payment_result(ctx: Any, work: Any) -> PaymentPayload:
-    async def go(s: AsyncSession) -> Payment:
-        return await payment_out(s, await work(s))
-
-    out, errors = await in_transaction(ctx, go)
-    return PaymentPayload(payment=out, errors=errors)
+    return await mutation_payload(ctx, work, payment_out, PaymentPayload, "payment")
 
 
 @strawberry.type

@@ -13,7 +13,7 @@ from billing import memos, refunds
 from billing import payments as pay
 from resolvers import memo_convert
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, in_transaction, read
+from resolvers.base import idempotent, mutation_payload, read
 from resolvers.documents import account_number_of, payment_out, targets
 from schema.documents import PaymentPayload
 from schema.memos import (
@@ -98,27 +98,15 @@ async def _create(ctx: Any, kind: str, operation: str, i: CreateMemoInput) -> tu
 
 
 async def _credit(ctx: Any, work: Any) -> CreditMemoPayload:
-    async def go(s: AsyncSession) -> CreditMemo:
-        return await memo_out(s, "credit_memo", await work(s))  # type: ignore[no-any-return]
-
-    out, errors = await in_transaction(ctx, go)
-    return CreditMemoPayload(credit_memo=out, errors=errors)
+    return await mutation_payload(ctx, work, lambda s, row: memo_out(s, "credit_memo", row), CreditMemoPayload, "credit_memo")
 
 
 async def _debit(ctx: Any, work: Any) -> DebitMemoPayload:
-    async def go(s: AsyncSession) -> DebitMemo:
-        return await memo_out(s, "debit_memo", await work(s))  # type: ignore[no-any-return]
-
-    out, errors = await in_transaction(ctx, go)
-    return DebitMemoPayload(debit_memo=out, errors=errors)
+    return await mutation_payload(ctx, work, lambda s, row: memo_out(s, "debit_memo", row), DebitMemoPayload, "debit_memo")
 
 
 async def _refund(ctx: Any, work: Any) -> RefundPayload:
-    async def go(s: AsyncSession) -> Refund:
-        return await refund_out(s, await work(s))
-
-    out, errors = await in_transaction(ctx, go)
-    return RefundPayload(refund=out, errors=errors)
+    return await mutation_payload(ctx, work, refund_out, RefundPayload, "refund")
 
 
 @strawberry.type
@@ -279,11 +267,10 @@ class MemoMutations:
         self, info: strawberry.Info, input: PaymentNumberInput
     ) -> PaymentPayload:
         ctx = info.context
-
-        async def go(s: AsyncSession) -> Any:
-            return await payment_out(
-                s, await pay.cancel_payment(s, ctx.tenant_id, input.payment_number)
-            )
-
-        out, errors = await in_transaction(ctx, go)
-        return PaymentPayload(payment=out, errors=errors)
+        return await mutation_payload(
+            ctx,
+            lambda s: pay.cancel_payment(s, ctx.tenant_id, input.payment_number),
+            payment_out,
+            PaymentPayload,
+            "payment",
+        )

@@ -110,7 +110,9 @@ class BareProcs(Procs):
         self.mark()
 
 
-async def run(url: str, clients: int, seconds: float, *, redis: str | None = None) -> dict[str, Any]:
+async def run(
+    url: str, clients: int, seconds: float, *, redis: str | None = None
+) -> dict[str, Any]:
     from db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(url)

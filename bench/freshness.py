@@ -29,7 +29,8 @@ SETTINGS = """mutation($i: UpdateTenantSettingsInput!) { updateTenantSettings(in
 async def set_interval(base: str, key: str, seconds: int) -> None:
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as c:
         r = await c.post(
-            "/graphql", json={"query": SETTINGS, "variables": {"i": {"metricsRefreshInterval": seconds}}}
+            "/graphql",
+            json={"query": SETTINGS, "variables": {"i": {"metricsRefreshInterval": seconds}}},
         )
         body = r.json()["data"]["updateTenantSettings"]
         if body["errors"]:
@@ -121,7 +122,10 @@ async def run(
         procs.mark()
         m0, c0, t_start = machine_cpu(), time.process_time(), time.time()
         async with httpx.AsyncClient(
-            base_url=procs.base, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=60
+            base_url=procs.base,
+            headers={"Authorization": f"Bearer {key}"},
+            limits=limits,
+            timeout=60,
         ) as client:
             stop = time.perf_counter() + seconds
 
@@ -175,16 +179,21 @@ async def run(
         ids = dict(
             (
                 await s.execute(
-                    text("SELECT account_number, id FROM account WHERE tenant_id = :t"), {"t": tenant_id}
+                    text("SELECT account_number, id FROM account WHERE tenant_id = :t"),
+                    {"t": tenant_id},
                 )
             ).all()
         )
         mismatched = 0
         for number in numbers:
-            if (await stored_metrics(s, ids[number])).values() != (await recompute(s, ids[number])).values():
+            if (await stored_metrics(s, ids[number])).values() != (
+                await recompute(s, ids[number])
+            ).values():
                 mismatched += 1
         pending = (
-            await s.execute(text("SELECT count(*) FROM metrics_change WHERE tenant_id = :t"), {"t": tenant_id})
+            await s.execute(
+                text("SELECT count(*) FROM metrics_change WHERE tenant_id = :t"), {"t": tenant_id}
+            )
         ).scalar_one()
     await engine.dispose()
     accounts_refreshed = sum(t["accounts"] for t in ticks)
@@ -207,7 +216,9 @@ async def run(
                 "changes_folded": sum(t["changes"] for t in ticks),
                 "skipped": sum(t["skipped"] for t in ticks),
                 "seconds_total": round(refresh_seconds, 3),
-                "ms_per_changed_account": round(1000 * refresh_seconds / max(accounts_refreshed, 1), 3),
+                "ms_per_changed_account": round(
+                    1000 * refresh_seconds / max(accounts_refreshed, 1), 3
+                ),
                 "ms_per_tick_max": round(1000 * max((t["seconds"] for t in ticks), default=0), 1),
                 "seconds_between_ticks": [
                     round(b["at"] - a["at"], 2) for a, b in zip(ticks, ticks[1:], strict=False)

@@ -83,9 +83,15 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each load window")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--freshness-seconds", type=float, default=120.0, help="freshness: load length")
-    ap.add_argument("--interval", type=int, default=10, help="freshness: metricsRefreshInterval (s)")
-    ap.add_argument("--freshness-accounts", type=int, default=100, help="freshness: partner accounts")
-    ap.add_argument("--freshness-clients", type=int, default=16, help="freshness: concurrent clients")
+    ap.add_argument(
+        "--interval", type=int, default=10, help="freshness: metricsRefreshInterval (s)"
+    )
+    ap.add_argument(
+        "--freshness-accounts", type=int, default=100, help="freshness: partner accounts"
+    )
+    ap.add_argument(
+        "--freshness-clients", type=int, default=16, help="freshness: concurrent clients"
+    )
     seed = ap.add_argument_group(
         "seed scenario", "default 1,000 customers and 100,000 subscriptions; --quick 20 and 1,000"
     )

@@ -123,7 +123,8 @@ def main() -> None:
         lines += [
             "### Refresh scale",
             f"- {k['changed_accounts']} changed partner accounts, refresh_tenant: {fmt([r['tenant_refresh']['seconds'] for r in rs], 3)} s",
-            "- " + "; ".join(f"{key}: {fmt([r['subset_refresh'][key] for r in rs], 4)}" for key in sub),
+            "- "
+            + "; ".join(f"{key}: {fmt([r['subset_refresh'][key] for r in rs], 4)}" for key in sub),
             f"- one account, {k['invoices_on_one_account']} posted invoices: refresh folding all pending rows {fmt([r['big_account']['refresh_folding_all_s'] for r in rs], 3)} s; "
             f"after 10 new {fmt([r['big_account']['refresh_after_10_new_s'] for r in rs], 4)} s; recompute oracle {fmt([r['big_account']['recompute_oracle_s'] for r in rs], 3)} s",
             "- exact: "
@@ -149,7 +150,8 @@ def main() -> None:
             f"writes not covered {sum(r['writes_not_covered_by_a_refresh'] for r in rs)}",
             f"- refresh ticks per run {[r['refresh_ticks'] for r in rs]}; ms per changed account {fmt([r['refresh']['ms_per_changed_account'] for r in rs], 3)}; "
             f"longest tick {fmt([r['refresh']['ms_per_tick_max'] for r in rs], 1)} ms",
-            "- exact after the last refresh: " + ", ".join(str(r["metrics_exact_after_last_refresh"]) for r in rs),
+            "- exact after the last refresh: "
+            + ", ".join(str(r["metrics_exact_after_last_refresh"]) for r in rs),
             "",
         ]
     if "raw" in data:

@@ -138,10 +138,14 @@ async def create_account(session: AsyncSession, tenant_id: int, data: AccountDat
             number = await numbering.next_number(session, tenant_id, "account")
     async with db_errors():
         account_id = (
-            await session.execute(insert(A).values(account_number=number, **values).returning(A.c.id))
+            await session.execute(
+                insert(A).values(account_number=number, **values).returning(A.c.id)
+            )
         ).scalar_one()
     await session.execute(
-        insert(M).values(account_id=account_id, tenant_id=tenant_id, last_metrics_update=text("now()"))
+        insert(M).values(
+            account_id=account_id, tenant_id=tenant_id, last_metrics_update=text("now()")
+        )
     )
     return await get_account_by_id(session, tenant_id, account_id)
 
@@ -154,7 +158,9 @@ async def find_account(session: AsyncSession, tenant_id: int, number: str) -> Ro
     return res.mappings().one_or_none()
 
 
-async def get_account(session: AsyncSession, tenant_id: int, number: str, *, field: str = "accountNumber") -> RowMapping:
+async def get_account(
+    session: AsyncSession, tenant_id: int, number: str, *, field: str = "accountNumber"
+) -> RowMapping:
     """The account with that number, or NOT_FOUND."""
     row = await find_account(session, tenant_id, number)
     if row is None:
@@ -173,13 +179,13 @@ async def get_account_by_id(session: AsyncSession, tenant_id: int, account_id: i
     return row
 
 
-async def accounts_by_ids(session: AsyncSession, tenant_id: int, ids: list[int]) -> dict[int, RowMapping]:
+async def accounts_by_ids(
+    session: AsyncSession, tenant_id: int, ids: list[int]
+) -> dict[int, RowMapping]:
     """Accounts by id, for DataLoaders."""
     if not ids:
         return {}
-    res = await session.execute(
-        account_select().where(A.c.tenant_id == tenant_id, A.c.id.in_(ids))
-    )
+    res = await session.execute(account_select().where(A.c.tenant_id == tenant_id, A.c.id.in_(ids)))
     return {r["id"]: r for r in res.mappings()}
 
 

@@ -82,9 +82,7 @@ async def resolve_targets(
             if row is None:
                 raise NotFound(f"{LABEL[kind]} {num} not found", f)
             if row["account_id"] != account["id"]:
-                raise ValidationFailed(
-                    f"{LABEL[kind]} {num} belongs to another account", f
-                )
+                raise ValidationFailed(f"{LABEL[kind]} {num} belongs to another account", f)
             if row["currency"] != account["currency"]:
                 raise CurrencyMismatch(f"{LABEL[kind]} {num} is in {row['currency']}", f)
             if row["status"] != "POSTED":
@@ -115,7 +113,9 @@ async def apply(
     for t in targets:
         table = TARGETS[t.kind]
         await session.execute(
-            update(table).where(table.c.id == t.row["id"]).values(balance=table.c.balance - t.amount)
+            update(table)
+            .where(table.c.id == t.row["id"])
+            .values(balance=table.c.balance - t.amount)
         )
         await session.execute(
             insert(AP).values(
@@ -155,7 +155,9 @@ async def unapply(
                 (
                     await session.execute(
                         select(table)
-                        .where(table.c.tenant_id == tenant_id, table.c[NUMBER_COL[kind]] == item.number)
+                        .where(
+                            table.c.tenant_id == tenant_id, table.c[NUMBER_COL[kind]] == item.number
+                        )
                         .with_for_update()
                     )
                 )
@@ -168,8 +170,11 @@ async def unapply(
                 AP.c[SOURCE_COL[source_kind]] == source_id, AP.c[TARGET_COL[kind]] == row["id"]
             )
             apps = list(
-                (await session.execute(select(AP).where(cond).order_by(AP.c.id).with_for_update()))
-                .mappings()
+                (
+                    await session.execute(
+                        select(AP).where(cond).order_by(AP.c.id).with_for_update()
+                    )
+                ).mappings()
             )
             applied = sum((a["amount"] for a in apps), ZERO)
             if amount > applied:
@@ -187,7 +192,9 @@ async def unapply(
                     )
                 )
             await session.execute(
-                update(table).where(table.c.id == row["id"]).values(balance=table.c.balance + amount)
+                update(table)
+                .where(table.c.id == row["id"])
+                .values(balance=table.c.balance + amount)
             )
             if kind == "invoice":
                 writer.add(row["account_id"], invoice_balance=amount)

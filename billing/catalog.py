@@ -61,8 +61,15 @@ def _choice(value: str, allowed: Any, path: list[str]) -> str:
     return value
 
 
-async def _number(session: AsyncSession, tenant_id: int, kind: str, given: str | None,
-                  table: Any, column: Any, path: list[str]) -> str:
+async def _number(
+    session: AsyncSession,
+    tenant_id: int,
+    kind: str,
+    given: str | None,
+    table: Any,
+    column: Any,
+    path: list[str],
+) -> str:
     if given is None:
         return await numbering.next_number(session, tenant_id, kind)
     number = given.strip()
@@ -82,12 +89,20 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
     """Create a product with its rate plans and charges; every plan and charge gets a number."""
     if not data.name.strip():
         raise ValidationFailed("name is required", ["name"])
-    number = await _number(session, tenant_id, "product", data.product_number, P,
-                           P.c.product_number, ["productNumber"])
+    number = await _number(
+        session, tenant_id, "product", data.product_number, P, P.c.product_number, ["productNumber"]
+    )
     product_id = (
         await session.execute(
-            insert(P).values(tenant_id=tenant_id, product_number=number, name=data.name.strip(),
-                             sku=data.sku, description=data.description).returning(P.c.id)
+            insert(P)
+            .values(
+                tenant_id=tenant_id,
+                product_number=number,
+                name=data.name.strip(),
+                sku=data.sku,
+                description=data.description,
+            )
+            .returning(P.c.id)
         )
     ).scalar_one()
     seen: set[str] = set()
@@ -95,15 +110,28 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
         path = ["ratePlans", str(i)]
         if not rp.name.strip():
             raise ValidationFailed("name is required", [*path, "name"])
-        rp_number = await _number(session, tenant_id, "rate_plan", rp.product_rate_plan_number, RP,
-                                  RP.c.rate_plan_number, [*path, "productRatePlanNumber"])
+        rp_number = await _number(
+            session,
+            tenant_id,
+            "rate_plan",
+            rp.product_rate_plan_number,
+            RP,
+            RP.c.rate_plan_number,
+            [*path, "productRatePlanNumber"],
+        )
         if rp_number in seen:
             raise ValidationFailed(f"{rp_number} is given twice", [*path, "productRatePlanNumber"])
         seen.add(rp_number)
         rp_id = (
             await session.execute(
-                insert(RP).values(tenant_id=tenant_id, product_id=product_id,
-                                  rate_plan_number=rp_number, name=rp.name.strip()).returning(RP.c.id)
+                insert(RP)
+                .values(
+                    tenant_id=tenant_id,
+                    product_id=product_id,
+                    rate_plan_number=rp_number,
+                    name=rp.name.strip(),
+                )
+                .returning(RP.c.id)
             )
         ).scalar_one()
         for j, c in enumerate(rp.charges):
@@ -117,16 +145,28 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
                 "charge_type": _choice(c.charge_type, CHARGE_TYPES, [*cpath, "chargeType"]),
                 "charge_model": _choice(c.charge_model, CHARGE_MODELS, [*cpath, "chargeModel"]),
                 "list_price": check_price(c.list_price, [*cpath, "listPrice"]),
-                "billing_period": _choice(c.billing_period, BILLING_PERIODS, [*cpath, "billingPeriod"]),
-                "billing_timing": _choice(c.billing_timing, BILLING_TIMINGS, [*cpath, "billingTiming"]),
+                "billing_period": _choice(
+                    c.billing_period, BILLING_PERIODS, [*cpath, "billingPeriod"]
+                ),
+                "billing_timing": _choice(
+                    c.billing_timing, BILLING_TIMINGS, [*cpath, "billingTiming"]
+                ),
                 "default_quantity": check_quantity(c.default_quantity, [*cpath, "defaultQuantity"]),
                 "uom": c.uom,
             }
-            c_number = await _number(session, tenant_id, "rate_plan_charge",
-                                     c.product_rate_plan_charge_number, RPC, RPC.c.charge_number,
-                                     [*cpath, "productRatePlanChargeNumber"])
+            c_number = await _number(
+                session,
+                tenant_id,
+                "rate_plan_charge",
+                c.product_rate_plan_charge_number,
+                RPC,
+                RPC.c.charge_number,
+                [*cpath, "productRatePlanChargeNumber"],
+            )
             if c_number in seen:
-                raise ValidationFailed(f"{c_number} is given twice", [*cpath, "productRatePlanChargeNumber"])
+                raise ValidationFailed(
+                    f"{c_number} is given twice", [*cpath, "productRatePlanChargeNumber"]
+                )
             seen.add(c_number)
             await session.execute(insert(RPC).values(charge_number=c_number, **values))
     return int(product_id)
@@ -166,16 +206,26 @@ async def get_product(session: AsyncSession, tenant_id: int, product_id: int) ->
     return (await product_trees(session, [row]))[0]
 
 
-async def list_products(session: AsyncSession, tenant_id: int, first: int | None, after: str | None) -> Page:
+async def list_products(
+    session: AsyncSession, tenant_id: int, first: int | None, after: str | None
+) -> Page:
     """Products of the tenant in creation order."""
-    return await paginate(session, select(P).where(P.c.tenant_id == tenant_id), P.c.id, first, after)
+    return await paginate(
+        session, select(P).where(P.c.tenant_id == tenant_id), P.c.id, first, after
+    )
 
 
-async def get_rate_plan(session: AsyncSession, tenant_id: int, number: str, path: list[str]) -> tuple[RowMapping, list[RowMapping]]:
+async def get_rate_plan(
+    session: AsyncSession, tenant_id: int, number: str, path: list[str]
+) -> tuple[RowMapping, list[RowMapping]]:
     """A catalog rate plan by its number, with its charges, or NOT_FOUND."""
-    res = await session.execute(select(RP).where(RP.c.tenant_id == tenant_id, RP.c.rate_plan_number == number))
+    res = await session.execute(
+        select(RP).where(RP.c.tenant_id == tenant_id, RP.c.rate_plan_number == number)
+    )
     plan = res.mappings().one_or_none()
     if plan is None:
         raise NotFound(f"Product rate plan {number} not found", path)
-    res = await session.execute(select(RPC).where(RPC.c.rate_plan_id == plan["id"]).order_by(RPC.c.id))
+    res = await session.execute(
+        select(RPC).where(RPC.c.rate_plan_id == plan["id"]).order_by(RPC.c.id)
+    )
     return plan, list(res.mappings())

@@ -72,6 +72,8 @@ async def claim(
 async def store(session: AsyncSession, tenant_id: int, key: str, result: dict[str, Any]) -> None:
     """Remember the result of the request that claimed the key (same transaction)."""
     await session.execute(
-        text("UPDATE idempotency_key SET result = CAST(:r AS json) WHERE tenant_id = :t AND key = :k"),
+        text(
+            "UPDATE idempotency_key SET result = CAST(:r AS json) WHERE tenant_id = :t AND key = :k"
+        ),
         {"t": tenant_id, "k": key, "r": json.dumps(result)},
     )

@@ -231,7 +231,9 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     await writer.lock(inv["account_id"])
     inv = await get_invoice(session, tenant_id, number, for_update=True)
     if inv["status"] != "POSTED":
-        raise InvalidState(f"Invoice {number} is {inv['status']}; only a POSTED one can be unposted")
+        raise InvalidState(
+            f"Invoice {number} is {inv['status']}; only a POSTED one can be unposted"
+        )
     applied = (
         await session.execute(select(AP.c.id).where(AP.c.invoice_id == inv["id"]).limit(1))
     ).first()
@@ -283,11 +285,15 @@ async def cancel_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     return await get_invoice_by_id(session, inv["id"])
 
 
-async def invoice_items(session: AsyncSession, invoice_ids: list[int]) -> dict[int, list[RowMapping]]:
+async def invoice_items(
+    session: AsyncSession, invoice_ids: list[int]
+) -> dict[int, list[RowMapping]]:
     """Items per invoice, in insertion order (DataLoader batch)."""
     out: dict[int, list[RowMapping]] = {i: [] for i in invoice_ids}
     if invoice_ids:
-        res = await session.execute(select(II).where(II.c.invoice_id.in_(invoice_ids)).order_by(II.c.id))
+        res = await session.execute(
+            select(II).where(II.c.invoice_id.in_(invoice_ids)).order_by(II.c.id)
+        )
         for r in res.mappings():
             out[r["invoice_id"]].append(r)
     return out

@@ -136,7 +136,9 @@ class MetricsWriter:
                 )
                 is_partner = (
                     await self.session.execute(
-                        text("SELECT partner_account FROM account WHERE id = :a AND tenant_id = :t"),
+                        text(
+                            "SELECT partner_account FROM account WHERE id = :a AND tenant_id = :t"
+                        ),
                         {"a": account_id, "t": self.tenant_id},
                     )
                 ).scalar_one_or_none()

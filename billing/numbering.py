@@ -37,7 +37,9 @@ def sequence_name(tenant_id: int, kind: str) -> str:
 async def create_sequences(session: AsyncSession, tenant_id: int) -> None:
     """Create every numbering sequence of a new tenant."""
     for kind in PREFIXES:
-        await session.execute(text(f"CREATE SEQUENCE IF NOT EXISTS {sequence_name(tenant_id, kind)}"))
+        await session.execute(
+            text(f"CREATE SEQUENCE IF NOT EXISTS {sequence_name(tenant_id, kind)}")
+        )
 
 
 def format_number(kind: str, n: int) -> str:

@@ -163,31 +163,45 @@ def parse_groups(data: dict[str, Any], order_date: date) -> list[Group]:
         gpath = ["subscriptions", str(gi)]
         acts = g.get("order_actions") or []
         if not acts:
-            raise ValidationFailed("Each subscription needs at least one order action", [*gpath, "orderActions"])
+            raise ValidationFailed(
+                "Each subscription needs at least one order action", [*gpath, "orderActions"]
+            )
         actions = []
         for ai, a in enumerate(acts):
             path = [*gpath, "orderActions", str(ai)]
             chosen = [(k, v) for k, v in (a or {}).items() if k in ACTION_TYPES and v is not None]
             if len(chosen) != 1:
-                raise ValidationFailed("Exactly one action must be set in each OrderActionInput", path)
+                raise ValidationFailed(
+                    "Exactly one action must be set in each OrderActionInput", path
+                )
             kind, body = chosen[0]
             eff = _date(body.get("effective_date"), [*path, "effectiveDate"]) or order_date
             actions.append(Action(kind, dict(body), eff, path))
         count += len(actions)
         creates = [i for i, a in enumerate(actions) if a.kind == "create_subscription"]
         if creates and creates != [0]:
-            raise ValidationFailed("createSubscription must be the first action of its subscription, once", gpath)
+            raise ValidationFailed(
+                "createSubscription must be the first action of its subscription, once", gpath
+            )
         number = g.get("subscription_number")
         if creates:
             given = actions[0].body.get("subscription_number")
             if number and given and number != given:
-                raise ValidationFailed("Two different subscription numbers are given", [*gpath, "subscriptionNumber"])
+                raise ValidationFailed(
+                    "Two different subscription numbers are given", [*gpath, "subscriptionNumber"]
+                )
             number = number or given
         elif not number:
-            raise ValidationFailed("subscriptionNumber is required for an existing subscription", [*gpath, "subscriptionNumber"])
+            raise ValidationFailed(
+                "subscriptionNumber is required for an existing subscription",
+                [*gpath, "subscriptionNumber"],
+            )
         if number:
             if number in seen:
-                raise ValidationFailed(f"Subscription {number} appears twice in the order", [*gpath, "subscriptionNumber"])
+                raise ValidationFailed(
+                    f"Subscription {number} appears twice in the order",
+                    [*gpath, "subscriptionNumber"],
+                )
             seen.add(number)
         groups.append(Group(number, actions, gpath))
     if count > MAX_ACTIONS:
@@ -247,18 +261,24 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         raise ValidationFailed("orderDate is required", ["orderDate"])
     existing, new = data.get("existing_account_number"), data.get("new_account")
     if (existing is None) == (new is None):
-        raise ValidationFailed("Give exactly one of existingAccountNumber and newAccount", ["existingAccountNumber"])
+        raise ValidationFailed(
+            "Give exactly one of existingAccountNumber and newAccount", ["existingAccountNumber"]
+        )
     options = data.get("processing_options") or {}
     bill = None
     if options.get("run_billing"):
         # Rating is built beside orders; until it is present, runBilling is refused.
         if importlib.util.find_spec("billing.rating") is None:
-            raise ValidationFailed("runBilling is not available", ["processingOptions", "runBilling"])
+            raise ValidationFailed(
+                "runBilling is not available", ["processingOptions", "runBilling"]
+            )
         bill = importlib.import_module("billing.rating").bill_order_subscriptions
     groups = parse_groups(data, order_date)
 
     if existing is not None:
-        order_account = await accounts.get_account(session, tenant_id, existing, field="existingAccountNumber")
+        order_account = await accounts.get_account(
+            session, tenant_id, existing, field="existingAccountNumber"
+        )
     else:
         order_account = await accounts.create_account(session, tenant_id, account_data(new or {}))
     run = _Run(session, tenant_id, order_account)
@@ -268,7 +288,9 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         order_number = order_number.strip()
         if not order_number or len(order_number) > 64:
             raise ValidationFailed("orderNumber must be 1-64 characters", ["orderNumber"])
-        found = await session.execute(select(SO.c.id).where(SO.c.tenant_id == tenant_id, SO.c.order_number == order_number))
+        found = await session.execute(
+            select(SO.c.id).where(SO.c.tenant_id == tenant_id, SO.c.order_number == order_number)
+        )
         if found.first() is not None:
             raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
     else:
@@ -277,17 +299,24 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
     async with db_errors():
         await bound_lock_waits(session, tenant_id)
         # Existing subscriptions: row locks first, in id order.
-        wanted = [g.subscription_number for g in groups if g.actions[0].kind != "create_subscription"]
+        wanted = [
+            g.subscription_number for g in groups if g.actions[0].kind != "create_subscription"
+        ]
         if wanted:
             res = await session.execute(
-                select(S).where(S.c.tenant_id == tenant_id, S.c.subscription_number.in_(wanted))
-                .order_by(S.c.id).with_for_update()
+                select(S)
+                .where(S.c.tenant_id == tenant_id, S.c.subscription_number.in_(wanted))
+                .order_by(S.c.id)
+                .with_for_update()
             )
             subs = {r["subscription_number"]: dict(r) for r in res.mappings()}
             for g in groups:
                 if g.actions[0].kind != "create_subscription":
                     if g.subscription_number not in subs:
-                        raise NotFound(f"Subscription {g.subscription_number} not found", [*g.path, "subscriptionNumber"])
+                        raise NotFound(
+                            f"Subscription {g.subscription_number} not found",
+                            [*g.path, "subscriptionNumber"],
+                        )
                     g.sub = subs[g.subscription_number]
         await unbound_lock_waits(session)
 
@@ -299,14 +328,20 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         for a in g.actions:
             if a.kind == "create_subscription":
                 owner = a.body.get("subscription_owner_account_number")
-                to_lock.add((await run.account(owner, [*a.path, "subscriptionOwnerAccountNumber"]))["id"] if owner else order_account["id"])
+                to_lock.add(
+                    (await run.account(owner, [*a.path, "subscriptionOwnerAccountNumber"]))["id"]
+                    if owner
+                    else order_account["id"]
+                )
                 inv = a.body.get("invoice_owner_account_number")
                 if inv:
                     await run.account(inv, [*a.path, "invoiceOwnerAccountNumber"])
             elif a.kind == "owner_transfer":
                 dest = a.body.get("destination_account_number")
                 if dest:
-                    to_lock.add((await run.account(dest, [*a.path, "destinationAccountNumber"]))["id"])
+                    to_lock.add(
+                        (await run.account(dest, [*a.path, "destinationAccountNumber"]))["id"]
+                    )
                 inv = a.body.get("destination_invoice_account_number")
                 if inv:
                     await run.account(inv, [*a.path, "destinationInvoiceAccountNumber"])
@@ -315,8 +350,15 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
 
     order_id = (
         await session.execute(
-            insert(SO).values(tenant_id=tenant_id, order_number=order_number, account_id=order_account["id"],
-                             order_date=order_date, status="COMPLETED").returning(SO.c.id)
+            insert(SO)
+            .values(
+                tenant_id=tenant_id,
+                order_number=order_number,
+                account_id=order_account["id"],
+                order_date=order_date,
+                status="COMPLETED",
+            )
+            .returning(SO.c.id)
         )
     ).scalar_one()
 
@@ -330,20 +372,31 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
                 for i, rp in enumerate(a.body.get("rate_plans") or []):
                     if rp.get("product_rate_plan_number"):
                         path = [*a.path, "ratePlans", str(i), "productRatePlanNumber"]
-                        charges += len((await run.rate_plan(rp["product_rate_plan_number"], path))[1])
+                        charges += len(
+                            (await run.rate_plan(rp["product_rate_plan_number"], path))[1]
+                        )
                 wanted_numbers.append((a, g.subscription_number is None, charges))
     sub_numbers = iter(
-        await numbering.next_numbers(session, tenant_id, "subscription", sum(u for _, u, _ in wanted_numbers))
+        await numbering.next_numbers(
+            session, tenant_id, "subscription", sum(u for _, u, _ in wanted_numbers)
+        )
     )
-    charge_numbers = await numbering.next_numbers(session, tenant_id, "charge", sum(n for _, _, n in wanted_numbers))
+    charge_numbers = await numbering.next_numbers(
+        session, tenant_id, "charge", sum(n for _, _, n in wanted_numbers)
+    )
     taken = 0
     for a, unnamed, n in wanted_numbers:
-        run.reserved[id(a)] = (next(sub_numbers) if unnamed else None, charge_numbers[taken : taken + n])
+        run.reserved[id(a)] = (
+            next(sub_numbers) if unnamed else None,
+            charge_numbers[taken : taken + n],
+        )
         taken += n
 
     befores = [contribution(g.sub) for g in groups]
     # Groups that only create a subscription are written together.
-    bulk = [(g, g.actions[0]) for g in groups if [a.kind for a in g.actions] == ["create_subscription"]]
+    bulk = [
+        (g, g.actions[0]) for g in groups if [a.kind for a in g.actions] == ["create_subscription"]
+    ]
     for (g, _), sub in zip(bulk, await _create_subscriptions(run, bulk), strict=True):
         g.sub = sub
     created = {id(g) for g, _ in bulk}
@@ -375,7 +428,9 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         if id(g) in created:
             after_row: Any = g.sub  # just written whole by _create_subscriptions
         else:
-            after_row = (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
+            after_row = (
+                (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
+            )
         after_owner, after = contribution(after_row)
         if before_owner is not None and before:
             writer.add(before_owner, contracted_mrr=-before)
@@ -385,8 +440,17 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
     await session.execute(insert(OA), action_rows)
     await writer.flush()
     if bill is not None:
-        target = _date(options.get("target_date"), ["processingOptions", "targetDate"]) or order_date
-        await bill(session, tenant_id, order_id, touched, target, bool(options.get("generate_draft_invoice")))
+        target = (
+            _date(options.get("target_date"), ["processingOptions", "targetDate"]) or order_date
+        )
+        await bill(
+            session,
+            tenant_id,
+            order_id,
+            touched,
+            target,
+            bool(options.get("generate_draft_invoice")),
+        )
     return int(order_id)
 
 
@@ -402,21 +466,36 @@ async def _save(run: _Run, sub: dict[str, Any], **values: Any) -> None:
     )
 
 
-def _terms(body: dict[str, Any], path: list[str], current: dict[str, Any] | None = None) -> dict[str, Any]:
-    cur = current or {"term_type": "TERMED", "initial_term": 12, "renewal_term": 12, "auto_renew": False}
+def _terms(
+    body: dict[str, Any], path: list[str], current: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    cur = current or {
+        "term_type": "TERMED",
+        "initial_term": 12,
+        "renewal_term": 12,
+        "auto_renew": False,
+    }
     term_type = body.get("term_type") or cur["term_type"]
     if term_type not in TERM_TYPES:
         raise ValidationFailed("termType must be TERMED or EVERGREEN", [*path, "termType"])
     out = {
         "term_type": term_type,
-        "initial_term": body.get("initial_term") if body.get("initial_term") is not None else cur["initial_term"],
-        "renewal_term": body.get("renewal_term") if body.get("renewal_term") is not None else cur["renewal_term"],
-        "auto_renew": body.get("auto_renew") if body.get("auto_renew") is not None else cur["auto_renew"],
+        "initial_term": body.get("initial_term")
+        if body.get("initial_term") is not None
+        else cur["initial_term"],
+        "renewal_term": body.get("renewal_term")
+        if body.get("renewal_term") is not None
+        else cur["renewal_term"],
+        "auto_renew": body.get("auto_renew")
+        if body.get("auto_renew") is not None
+        else cur["auto_renew"],
     }
     for key, name in (("initial_term", "initialTerm"), ("renewal_term", "renewalTerm")):
         v = out[key]
         if term_type == "TERMED" and (v is None or not 1 <= int(v) <= 1200):
-            raise ValidationFailed(f"{name} must be 1-1200 months for a TERMED subscription", [*path, name])
+            raise ValidationFailed(
+                f"{name} must be 1-1200 months for a TERMED subscription", [*path, name]
+            )
     return out
 
 
@@ -424,7 +503,9 @@ async def _create_subscription(run: _Run, g: Group, a: Action) -> dict[str, Any]
     return (await _create_subscriptions(run, [(g, a)]))[0]
 
 
-async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) -> list[dict[str, Any]]:
+async def _create_subscriptions(
+    run: _Run, items: list[tuple[Group, Action]]
+) -> list[dict[str, Any]]:
     """Create new subscriptions, every one checked before any is written, then written with
     three multi-row INSERTs (subscriptions, rate plans, charges) on ids drawn up front.
     Returns the subscription rows in the order given."""
@@ -437,8 +518,16 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
         b, path, eff = a.body, a.path, a.effective_date
         owner_no = b.get("subscription_owner_account_number")
         inv_no = b.get("invoice_owner_account_number")
-        owner = await run.account(owner_no, [*path, "subscriptionOwnerAccountNumber"]) if owner_no else run.order_account
-        inv = await run.account(inv_no, [*path, "invoiceOwnerAccountNumber"]) if inv_no else run.order_account
+        owner = (
+            await run.account(owner_no, [*path, "subscriptionOwnerAccountNumber"])
+            if owner_no
+            else run.order_account
+        )
+        inv = (
+            await run.account(inv_no, [*path, "invoiceOwnerAccountNumber"])
+            if inv_no
+            else run.order_account
+        )
         if owner["currency"] != inv["currency"]:
             raise CurrencyMismatch(
                 f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
@@ -449,12 +538,18 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
         if number is not None:
             number = number.strip()
             if not number or len(number) > 64:
-                raise ValidationFailed("subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"])
+                raise ValidationFailed(
+                    "subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"]
+                )
             found = await run.session.execute(
-                select(S.c.id).where(S.c.tenant_id == run.tenant_id, S.c.subscription_number == number)
+                select(S.c.id).where(
+                    S.c.tenant_id == run.tenant_id, S.c.subscription_number == number
+                )
             )
             if found.first() is not None:
-                raise Duplicate(f"Subscription number {number} is already used", [*path, "subscriptionNumber"])
+                raise Duplicate(
+                    f"Subscription number {number} is already used", [*path, "subscriptionNumber"]
+                )
         plans = [
             await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
             for i, rp in enumerate(b.get("rate_plans") or [])
@@ -464,7 +559,8 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
         assert len(reserved_charges) == sum(len(rows) for _, rows in plans)
         charge_numbers.extend(reserved_charges)
         mrr = sum(
-            (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"), Decimal(0)
+            (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"),
+            Decimal(0),
         ).quantize(MRR_PLACES)
         subs.append(
             {
@@ -477,7 +573,9 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
                 **terms,
                 "contract_effective_date": eff,
                 "term_start_date": eff,
-                "term_end_date": add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None,
+                "term_end_date": add_months(eff, int(terms["initial_term"]))
+                if terms["term_type"] == "TERMED"
+                else None,
                 "invoice_separately": bool(b.get("invoice_separately")),
                 "mrr": mrr,
                 "version": 1,
@@ -485,7 +583,9 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
         )
         plans_of.append(plans)
     sub_ids = await _draw_ids(run.session, "subscription", len(subs))
-    srp_ids = iter(await _draw_ids(run.session, "subscription_rate_plan", sum(len(p) for p in plans_of)))
+    srp_ids = iter(
+        await _draw_ids(run.session, "subscription_rate_plan", sum(len(p) for p in plans_of))
+    )
     numbers = iter(charge_numbers)
     srp_rows: list[dict[str, Any]] = []
     charge_rows: list[dict[str, Any]] = []
@@ -494,13 +594,22 @@ async def _create_subscriptions(run: _Run, items: list[tuple[Group, Action]]) ->
         for plan, rows in plans:
             srp_id = next(srp_ids)
             srp_rows.append(
-                {"id": srp_id, "tenant_id": run.tenant_id, "subscription_id": sub_id,
-                 "product_rate_plan_id": plan["id"], "name": plan["name"],
-                 "effective_start_date": sub["contract_effective_date"]}
+                {
+                    "id": srp_id,
+                    "tenant_id": run.tenant_id,
+                    "subscription_id": sub_id,
+                    "product_rate_plan_id": plan["id"],
+                    "name": plan["name"],
+                    "effective_start_date": sub["contract_effective_date"],
+                }
             )
             charge_rows.extend(
-                {**r, "subscription_id": sub_id, "subscription_rate_plan_id": srp_id,
-                 "charge_number": next(numbers)}
+                {
+                    **r,
+                    "subscription_id": sub_id,
+                    "subscription_rate_plan_id": srp_id,
+                    "charge_number": next(numbers),
+                }
                 for r in rows
             )
     async with db_errors():
@@ -530,7 +639,9 @@ async def _plan_rows(
     (without subscription, rate plan and charge number)."""
     number = rp.get("product_rate_plan_number")
     if not number:
-        raise ValidationFailed("productRatePlanNumber is required", [*path, "productRatePlanNumber"])
+        raise ValidationFailed(
+            "productRatePlanNumber is required", [*path, "productRatePlanNumber"]
+        )
     plan, charges = await run.rate_plan(number, [*path, "productRatePlanNumber"])
     overrides: dict[str, tuple[dict[str, Any], list[str]]] = {}
     known = {c["charge_number"] for c in charges}
@@ -538,18 +649,34 @@ async def _plan_rows(
         opath = [*path, "chargeOverrides", str(i)]
         cn = o.get("product_rate_plan_charge_number")
         if cn not in known:
-            raise NotFound(f"Charge {cn} is not part of rate plan {number}", [*opath, "productRatePlanChargeNumber"])
+            raise NotFound(
+                f"Charge {cn} is not part of rate plan {number}",
+                [*opath, "productRatePlanChargeNumber"],
+            )
         if cn in overrides:
-            raise ValidationFailed(f"Charge {cn} is overridden twice", [*opath, "productRatePlanChargeNumber"])
+            raise ValidationFailed(
+                f"Charge {cn} is overridden twice", [*opath, "productRatePlanChargeNumber"]
+            )
         overrides[cn] = (o, opath)
     rows = []
     for c in charges:
         o, opath = overrides.get(c["charge_number"], ({}, path))
-        price = check_price(o["price"], [*opath, "price"]) if o.get("price") is not None else c["list_price"]
-        qty = check_quantity(o["quantity"], [*opath, "quantity"]) if o.get("quantity") is not None else c["default_quantity"]
+        price = (
+            check_price(o["price"], [*opath, "price"])
+            if o.get("price") is not None
+            else c["list_price"]
+        )
+        qty = (
+            check_quantity(o["quantity"], [*opath, "quantity"])
+            if o.get("quantity") is not None
+            else c["default_quantity"]
+        )
         period = o.get("billing_period") or c["billing_period"]
         if period not in BILLING_PERIODS:
-            raise ValidationFailed("billingPeriod must be MONTH, QUARTER, SEMI_ANNUAL or ANNUAL", [*opath, "billingPeriod"])
+            raise ValidationFailed(
+                "billingPeriod must be MONTH, QUARTER, SEMI_ANNUAL or ANNUAL",
+                [*opath, "billingPeriod"],
+            )
         rows.append(
             {
                 "tenant_id": run.tenant_id,
@@ -574,13 +701,22 @@ async def _plan_rows(
 
 async def _insert_plan(run: _Run, sub_id: int, plan: RowMapping, eff: date) -> int:
     res = await run.session.execute(
-        insert(SRP).values(tenant_id=run.tenant_id, subscription_id=sub_id, product_rate_plan_id=plan["id"],
-                           name=plan["name"], effective_start_date=eff).returning(SRP.c.id)
+        insert(SRP)
+        .values(
+            tenant_id=run.tenant_id,
+            subscription_id=sub_id,
+            product_rate_plan_id=plan["id"],
+            name=plan["name"],
+            effective_start_date=eff,
+        )
+        .returning(SRP.c.id)
     )
     return int(res.scalar_one())
 
 
-async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff: date, path: list[str]) -> None:
+async def _add_rate_plan(
+    run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff: date, path: list[str]
+) -> None:
     """Add a rate plan to an existing subscription (addProduct)."""
     plan, rows = await _plan_rows(run, rp, eff, path, end=sub.get("cancelled_date"))
     srp_id = await _insert_plan(run, sub["id"], plan, eff)
@@ -588,8 +724,15 @@ async def _add_rate_plan(run: _Run, sub: dict[str, Any], rp: dict[str, Any], eff
     if rows:
         await run.session.execute(
             insert(SC),
-            [{**r, "subscription_id": sub["id"], "subscription_rate_plan_id": srp_id, "charge_number": n}
-             for r, n in zip(rows, numbers, strict=True)],
+            [
+                {
+                    **r,
+                    "subscription_id": sub["id"],
+                    "subscription_rate_plan_id": srp_id,
+                    "charge_number": n,
+                }
+                for r, n in zip(rows, numbers, strict=True)
+            ],
         )
 
 
@@ -614,32 +757,50 @@ async def _apply(run: _Run, sub: dict[str, Any], a: Action) -> None:
         )
         plans = list(res.mappings())
         if not plans:
-            raise NotFound(f"Rate plan {number} is not active on {sub['subscription_number']}", [*path, "productRatePlanNumber"])
+            raise NotFound(
+                f"Rate plan {number} is not active on {sub['subscription_number']}",
+                [*path, "productRatePlanNumber"],
+            )
         ids = [p["id"] for p in plans]
         if any(eff < p["effective_start_date"] for p in plans):
-            raise ValidationFailed("effectiveDate is before the rate plan starts", [*path, "effectiveDate"])
+            raise ValidationFailed(
+                "effectiveDate is before the rate plan starts", [*path, "effectiveDate"]
+            )
         await s.execute(update(SRP).where(SRP.c.id.in_(ids)).values(effective_end_date=eff))
         await s.execute(
-            update(SC).where(SC.c.subscription_rate_plan_id.in_(ids), SC.c.is_last_segment,
-                             SC.c.effective_end_date.is_(None)).values(effective_end_date=eff)
+            update(SC)
+            .where(
+                SC.c.subscription_rate_plan_id.in_(ids),
+                SC.c.is_last_segment,
+                SC.c.effective_end_date.is_(None),
+            )
+            .values(effective_end_date=eff)
         )
         await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
     elif a.kind == "suspend":
         if sub["status"] != "ACTIVE":
-            raise InvalidState(f"Only an ACTIVE subscription can be suspended ({sub['status']})", path)
-        await s.execute(insert(SS).values(tenant_id=run.tenant_id, subscription_id=sub["id"], start_date=eff))
+            raise InvalidState(
+                f"Only an ACTIVE subscription can be suspended ({sub['status']})", path
+            )
+        await s.execute(
+            insert(SS).values(tenant_id=run.tenant_id, subscription_id=sub["id"], start_date=eff)
+        )
         await _save(run, sub, status="SUSPENDED")
     elif a.kind == "resume":
         if sub["status"] != "SUSPENDED":
             raise InvalidState(f"Subscription {sub['subscription_number']} is not suspended", path)
         res = await s.execute(
-            select(SS.c.id, SS.c.start_date).where(SS.c.subscription_id == sub["id"], SS.c.end_date.is_(None))
-            .order_by(SS.c.id.desc()).limit(1)
+            select(SS.c.id, SS.c.start_date)
+            .where(SS.c.subscription_id == sub["id"], SS.c.end_date.is_(None))
+            .order_by(SS.c.id.desc())
+            .limit(1)
         )
         open_row = res.mappings().one_or_none()
         if open_row is not None:
             if eff < open_row["start_date"]:
-                raise ValidationFailed("Resume date is before the suspension starts", [*path, "effectiveDate"])
+                raise ValidationFailed(
+                    "Resume date is before the suspension starts", [*path, "effectiveDate"]
+                )
             await s.execute(update(SS).where(SS.c.id == open_row["id"]).values(end_date=eff))
         await _save(run, sub, status="ACTIVE")
     elif a.kind == "cancel_subscription":
@@ -648,49 +809,91 @@ async def _apply(run: _Run, sub: dict[str, Any], a: Action) -> None:
         if sub["term_type"] != "TERMED" or sub["term_end_date"] is None:
             raise InvalidState("Only a TERMED subscription can be renewed", path)
         start = sub["term_end_date"]
-        await _save(run, sub, term_start_date=start,
-                    term_end_date=add_months(start, int(sub["renewal_term"] or sub["initial_term"] or 12)),
-                    version=sub["version"] + 1)
+        await _save(
+            run,
+            sub,
+            term_start_date=start,
+            term_end_date=add_months(start, int(sub["renewal_term"] or sub["initial_term"] or 12)),
+            version=sub["version"] + 1,
+        )
     elif a.kind == "terms_and_conditions":
         terms = _terms(b, path, sub)
-        end = add_months(sub["term_start_date"], int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None
+        end = (
+            add_months(sub["term_start_date"], int(terms["initial_term"]))
+            if terms["term_type"] == "TERMED"
+            else None
+        )
         await _save(run, sub, term_end_date=end, version=sub["version"] + 1, **terms)
     elif a.kind == "owner_transfer":
         dest_no = b.get("destination_account_number")
         inv_no = b.get("destination_invoice_account_number")
         if not dest_no and not inv_no:
-            raise ValidationFailed("Give destinationAccountNumber and/or destinationInvoiceAccountNumber", path)
-        owner = await run.account(dest_no, [*path, "destinationAccountNumber"]) if dest_no else await run.account_by_id(sub["owner_account_id"])
-        inv = await run.account(inv_no, [*path, "destinationInvoiceAccountNumber"]) if inv_no else await run.account_by_id(sub["invoice_owner_account_id"])
+            raise ValidationFailed(
+                "Give destinationAccountNumber and/or destinationInvoiceAccountNumber", path
+            )
+        owner = (
+            await run.account(dest_no, [*path, "destinationAccountNumber"])
+            if dest_no
+            else await run.account_by_id(sub["owner_account_id"])
+        )
+        inv = (
+            await run.account(inv_no, [*path, "destinationInvoiceAccountNumber"])
+            if inv_no
+            else await run.account_by_id(sub["invoice_owner_account_id"])
+        )
         if owner["currency"] != inv["currency"] or inv["currency"] != sub["currency"]:
             raise CurrencyMismatch("Both owners must use the subscription's currency", path)
-        await _save(run, sub, owner_account_id=owner["id"], invoice_owner_account_id=inv["id"], version=sub["version"] + 1)
+        await _save(
+            run,
+            sub,
+            owner_account_id=owner["id"],
+            invoice_owner_account_id=inv["id"],
+            version=sub["version"] + 1,
+        )
     else:  # pragma: no cover - parse_groups admits only known kinds
         raise ValidationFailed(f"Unknown action {a.kind}", path)
 
 
-async def _update_product(run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]) -> None:
+async def _update_product(
+    run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]
+) -> None:
     s = run.session
     number = b.get("charge_number")
     res = await s.execute(
-        select(SC).where(SC.c.subscription_id == sub["id"], SC.c.charge_number == number, SC.c.is_last_segment)
+        select(SC).where(
+            SC.c.subscription_id == sub["id"], SC.c.charge_number == number, SC.c.is_last_segment
+        )
     )
     seg = res.mappings().one_or_none()
     if seg is None:
-        raise NotFound(f"Charge {number} not found on {sub['subscription_number']}", [*path, "chargeNumber"])
+        raise NotFound(
+            f"Charge {number} not found on {sub['subscription_number']}", [*path, "chargeNumber"]
+        )
     if seg["effective_end_date"] is not None:
         raise InvalidState(f"Charge {number} has ended", [*path, "chargeNumber"])
     if b.get("price") is None and b.get("quantity") is None:
         raise ValidationFailed("Give a new price and/or quantity", path)
     if eff < seg["effective_start_date"]:
-        raise ValidationFailed("effectiveDate is before the charge's current segment starts", [*path, "effectiveDate"])
-    price = check_price(b["price"], [*path, "price"]) if b.get("price") is not None else seg["price"]
-    qty = check_quantity(b["quantity"], [*path, "quantity"]) if b.get("quantity") is not None else seg["quantity"]
+        raise ValidationFailed(
+            "effectiveDate is before the charge's current segment starts", [*path, "effectiveDate"]
+        )
+    price = (
+        check_price(b["price"], [*path, "price"]) if b.get("price") is not None else seg["price"]
+    )
+    qty = (
+        check_quantity(b["quantity"], [*path, "quantity"])
+        if b.get("quantity") is not None
+        else seg["quantity"]
+    )
     mrr = charge_mrr(seg["charge_type"], seg["charge_model"], price, qty, seg["billing_period"])
     if eff == seg["effective_start_date"] and seg["charged_through_date"] is None:
-        await s.execute(update(SC).where(SC.c.id == seg["id"]).values(price=price, quantity=qty, mrr=mrr))
+        await s.execute(
+            update(SC).where(SC.c.id == seg["id"]).values(price=price, quantity=qty, mrr=mrr)
+        )
         return
-    await s.execute(update(SC).where(SC.c.id == seg["id"]).values(effective_end_date=eff, is_last_segment=False))
+    await s.execute(
+        update(SC).where(SC.c.id == seg["id"]).values(effective_end_date=eff, is_last_segment=False)
+    )
     ctd = seg["charged_through_date"]
     new = {k: seg[k] for k in seg.keys() if k not in ("id",)}
     new.update(
@@ -706,33 +909,54 @@ async def _update_product(run: _Run, sub: dict[str, Any], b: dict[str, Any], eff
     await s.execute(insert(SC).values(**new))
 
 
-async def _cancel(run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]) -> None:
+async def _cancel(
+    run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]
+) -> None:
     s = run.session
     policy = b.get("cancellation_policy") or "SPECIFIC_DATE"
     if policy not in CANCEL_POLICIES:
-        raise ValidationFailed(f"cancellationPolicy must be one of {', '.join(CANCEL_POLICIES)}", [*path, "cancellationPolicy"])
+        raise ValidationFailed(
+            f"cancellationPolicy must be one of {', '.join(CANCEL_POLICIES)}",
+            [*path, "cancellationPolicy"],
+        )
     if policy == "END_OF_CURRENT_TERM":
         if sub["term_end_date"] is None:
-            raise InvalidState("An EVERGREEN subscription has no current term end", [*path, "cancellationPolicy"])
+            raise InvalidState(
+                "An EVERGREEN subscription has no current term end", [*path, "cancellationPolicy"]
+            )
         when = sub["term_end_date"]
     elif policy == "END_OF_LAST_INVOICE_PERIOD":
         res = await s.execute(
-            text("SELECT max(charged_through_date) FROM subscription_charge WHERE subscription_id = :s AND is_last_segment"),
+            text(
+                "SELECT max(charged_through_date) FROM subscription_charge WHERE subscription_id = :s AND is_last_segment"
+            ),
             {"s": sub["id"]},
         )
         when = res.scalar_one() or eff
     else:
-        when = _date(b.get("cancellation_effective_date"), [*path, "cancellationEffectiveDate"]) or eff
+        when = (
+            _date(b.get("cancellation_effective_date"), [*path, "cancellationEffectiveDate"]) or eff
+        )
     if when < sub["contract_effective_date"]:
-        raise ValidationFailed("Cancellation date is before the subscription starts", [*path, "cancellationEffectiveDate"])
+        raise ValidationFailed(
+            "Cancellation date is before the subscription starts",
+            [*path, "cancellationEffectiveDate"],
+        )
     await s.execute(
-        update(SC).where(SC.c.subscription_id == sub["id"], SC.c.is_last_segment,
-                         (SC.c.effective_end_date.is_(None)) | (SC.c.effective_end_date > when))
+        update(SC)
+        .where(
+            SC.c.subscription_id == sub["id"],
+            SC.c.is_last_segment,
+            (SC.c.effective_end_date.is_(None)) | (SC.c.effective_end_date > when),
+        )
         .values(effective_end_date=when)
     )
     await s.execute(
-        update(SRP).where(SRP.c.subscription_id == sub["id"],
-                          (SRP.c.effective_end_date.is_(None)) | (SRP.c.effective_end_date > when))
+        update(SRP)
+        .where(
+            SRP.c.subscription_id == sub["id"],
+            (SRP.c.effective_end_date.is_(None)) | (SRP.c.effective_end_date > when),
+        )
         .values(effective_end_date=when)
     )
     await _save(run, sub, status="CANCELLED", cancelled_date=when, version=sub["version"] + 1)
@@ -741,10 +965,21 @@ async def _cancel(run: _Run, sub: dict[str, Any], b: dict[str, Any], eff: date, 
 # --------------------------------------------------------------------------- reads
 
 
-async def get_order(session: AsyncSession, tenant_id: int, *, order_id: int | None = None, number: str | None = None) -> RowMapping | None:
+async def get_order(
+    session: AsyncSession, tenant_id: int, *, order_id: int | None = None, number: str | None = None
+) -> RowMapping | None:
     """An order with its account number, by id or number."""
-    stmt = select(SO, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(SO.c.tenant_id == tenant_id)
-    stmt = stmt.where(SO.c.id == order_id) if order_id is not None else stmt.where(SO.c.order_number == number)
+    stmt = select(
+        SO,
+        text(
+            "(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number"
+        ),
+    ).where(SO.c.tenant_id == tenant_id)
+    stmt = (
+        stmt.where(SO.c.id == order_id)
+        if order_id is not None
+        else stmt.where(SO.c.order_number == number)
+    )
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
@@ -764,9 +999,16 @@ async def order_actions(session: AsyncSession, order_ids: list[int]) -> dict[int
     return out
 
 
-async def orders_of_account(session: AsyncSession, account_id: int, first: int | None, after: str | None) -> Page:
+async def orders_of_account(
+    session: AsyncSession, account_id: int, first: int | None, after: str | None
+) -> Page:
     """Orders placed on the account, oldest first."""
-    stmt = select(SO, text("(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number")).where(SO.c.account_id == account_id)
+    stmt = select(
+        SO,
+        text(
+            "(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number"
+        ),
+    ).where(SO.c.account_id == account_id)
     return await paginate(session, stmt, SO.c.id, first, after)
 
 
@@ -780,7 +1022,9 @@ def order_job_id(tenant_id: int, idempotency_key: str | None, fresh: str) -> str
     return "ord-" + fresh
 
 
-async def create_order_job(session: AsyncSession, tenant_id: int, job_id: str, data: dict[str, Any]) -> tuple[RowMapping, bool]:
+async def create_order_job(
+    session: AsyncSession, tenant_id: int, job_id: str, data: dict[str, Any]
+) -> tuple[RowMapping, bool]:
     """Record an asynchronous order as QUEUED; a repeat with the same id and input returns the
     first job (second value False: nothing new to enqueue)."""
     payload = jsonable(data)
@@ -796,11 +1040,15 @@ async def create_order_job(session: AsyncSession, tenant_id: int, job_id: str, d
     if row is None:
         raise NotFound(f"Job {job_id} not found")
     if not created and input_hash(row["input"]) != input_hash(payload):
-        raise IdempotencyKeyReused("The idempotency key was used with a different order", ["idempotencyKey"])
+        raise IdempotencyKeyReused(
+            "The idempotency key was used with a different order", ["idempotencyKey"]
+        )
     return row, created
 
 
-async def get_job(session: AsyncSession, tenant_id: int, job_id: str, *, for_update: bool = False) -> RowMapping | None:
+async def get_job(
+    session: AsyncSession, tenant_id: int, job_id: str, *, for_update: bool = False
+) -> RowMapping | None:
     """A job of the tenant."""
     stmt = select(J).where(J.c.tenant_id == tenant_id, J.c.id == job_id)
     if for_update:
@@ -810,11 +1058,21 @@ async def get_job(session: AsyncSession, tenant_id: int, job_id: str, *, for_upd
 
 async def claim_job_any_tenant(session: AsyncSession, job_id: str) -> RowMapping | None:
     """The job row locked for this run (the worker does not know the tenant beforehand)."""
-    return (await session.execute(select(J).where(J.c.id == job_id).with_for_update())).mappings().one_or_none()
+    return (
+        (await session.execute(select(J).where(J.c.id == job_id).with_for_update()))
+        .mappings()
+        .one_or_none()
+    )
 
 
-async def set_job(session: AsyncSession, job_id: str, status: str, *, result: dict[str, Any] | None = None,
-                  errors: list[dict[str, Any]] | None = None) -> None:
+async def set_job(
+    session: AsyncSession,
+    job_id: str,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> None:
     """Move a job to a status, with its result or errors."""
     values: dict[str, Any] = {"status": status, "updated_at": text("now()")}
     if result is not None:

@@ -192,7 +192,9 @@ async def cancel_payment(session: AsyncSession, tenant_id: int, number: str) -> 
     await writer.lock(pay["account_id"])
     pay = await get_payment(session, tenant_id, number, for_update=True)
     if pay["status"] != "PROCESSED":
-        raise InvalidState(f"Payment {number} is {pay['status']}; only PROCESSED payments are canceled")
+        raise InvalidState(
+            f"Payment {number} is {pay['status']}; only PROCESSED payments are canceled"
+        )
     if pay["applied_amount"] != 0 or pay["refund_amount"] != 0:
         raise InvalidState(f"Payment {number} is applied or refunded; unapply it first")
     await session.execute(update(P).where(P.c.id == pay["id"]).values(status="CANCELED"))

@@ -22,7 +22,9 @@ SC = SubscriptionCharge.__table__
 COUNTED_STATUSES = ("ACTIVE", "SUSPENDED")
 
 
-def charge_mrr(charge_type: str, charge_model: str, price: Decimal, quantity: Decimal, billing_period: str) -> Decimal:
+def charge_mrr(
+    charge_type: str, charge_model: str, price: Decimal, quantity: Decimal, billing_period: str
+) -> Decimal:
     """MRR of one charge segment: price x quantity (PER_UNIT) or price (FLAT_FEE) over the
     months of its billing period, 6 places; one-time and usage charges count 0."""
     if charge_type != "RECURRING":
@@ -56,8 +58,12 @@ def contribution(sub: dict[str, Any] | RowMapping | None) -> tuple[int | None, D
 
 def subscription_select() -> Any:
     """Subscriptions with their owners' account numbers."""
-    owner = text("(SELECT account_number FROM account WHERE id = subscription.owner_account_id) AS owner_account_number")
-    inv = text("(SELECT account_number FROM account WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number")
+    owner = text(
+        "(SELECT account_number FROM account WHERE id = subscription.owner_account_id) AS owner_account_number"
+    )
+    inv = text(
+        "(SELECT account_number FROM account WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number"
+    )
     return select(S, owner, inv)
 
 
@@ -67,7 +73,9 @@ class SubscriptionTree:
     rate_plans: list[tuple[RowMapping, list[RowMapping]]]
 
 
-async def subscription_trees(session: AsyncSession, rows: list[RowMapping]) -> list[SubscriptionTree]:
+async def subscription_trees(
+    session: AsyncSession, rows: list[RowMapping]
+) -> list[SubscriptionTree]:
     """Subscriptions with their rate plans and charge segments, in two queries."""
     ids = [r["id"] for r in rows]
     plans: dict[int, list[RowMapping]] = {i: [] for i in ids}
@@ -99,7 +107,9 @@ async def subscription_trees(session: AsyncSession, rows: list[RowMapping]) -> l
     return [SubscriptionTree(r, [(p, charges[p["id"]]) for p in plans[r["id"]]]) for r in rows]
 
 
-async def find_subscription(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
+async def find_subscription(
+    session: AsyncSession, tenant_id: int, number: str
+) -> RowMapping | None:
     """The subscription with that number, or None."""
     res = await session.execute(
         subscription_select().where(S.c.tenant_id == tenant_id, S.c.subscription_number == number)
@@ -107,7 +117,9 @@ async def find_subscription(session: AsyncSession, tenant_id: int, number: str) 
     return res.mappings().one_or_none()
 
 
-async def subscriptions_by_ids(session: AsyncSession, tenant_id: int, ids: list[int]) -> list[RowMapping]:
+async def subscriptions_by_ids(
+    session: AsyncSession, tenant_id: int, ids: list[int]
+) -> list[RowMapping]:
     """Subscriptions by id, in id order."""
     if not ids:
         return []
@@ -122,4 +134,6 @@ async def subscriptions_of_account(
 ) -> Page:
     """Subscriptions the account owns (OWNER) or is invoice owner of (INVOICE_OWNER)."""
     col = S.c.owner_account_id if role == "OWNER" else S.c.invoice_owner_account_id
-    return await paginate(session, subscription_select().where(col == account_id), S.c.id, first, after)
+    return await paginate(
+        session, subscription_select().where(col == account_id), S.c.id, first, after
+    )

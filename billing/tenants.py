@@ -47,7 +47,9 @@ async def create_tenant(session: AsyncSession, name: str) -> tuple[int, str]:
 async def create_api_key(session: AsyncSession, tenant_id: int) -> str:
     """A new API key for the tenant (returned once, stored hashed)."""
     key = "pb_" + secrets.token_urlsafe(32)
-    await session.execute(insert(K).values(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:7]))
+    await session.execute(
+        insert(K).values(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:7])
+    )
     return key
 
 

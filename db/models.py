@@ -116,9 +116,7 @@ class ApiKey(SQLModel, table=True):
 
 class IdempotencyKey(SQLModel, table=True):
     __tablename__ = "idempotency_key"
-    tenant_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("tenant.id"), primary_key=True)
-    )
+    tenant_id: int = Field(sa_column=Column(BigInteger, ForeignKey("tenant.id"), primary_key=True))
     key: str = Field(sa_column=Column(String, primary_key=True))
     operation: str = _str()
     request_hash: str = _str()
@@ -373,7 +371,12 @@ class Invoice(SQLModel, table=True):
         Index("ix_invoice_account_status", "account_id", "status", "invoice_date"),
         Index("ix_invoice_bill_run", "bill_run_id"),
         # the drafts a bill run's post or cancel still has to walk
-        Index("ix_invoice_bill_run_draft", "bill_run_id", "id", postgresql_where=text("status = 'DRAFT'")),
+        Index(
+            "ix_invoice_bill_run_draft",
+            "bill_run_id",
+            "id",
+            postgresql_where=text("status = 'DRAFT'"),
+        ),
     )
     id: int | None = _pk()
     tenant_id: int = _tenant()
@@ -573,7 +576,9 @@ class BillRunAccount(SQLModel, table=True):
 
     __tablename__ = "bill_run_account"
     bill_run_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("bill_run.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(
+            BigInteger, ForeignKey("bill_run.id", ondelete="CASCADE"), primary_key=True
+        )
     )
     account_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)

@@ -99,7 +99,9 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                     order = await orders.get_order(s, row["tenant_id"], order_id=order_id)
                     assert order is not None
                     await orders.set_job(
-                        s, job_id, "COMPLETED",
+                        s,
+                        job_id,
+                        "COMPLETED",
                         result={"orderId": order_id, "orderNumber": order["order_number"]},
                     )
             except DBAPIError as exc:
@@ -116,8 +118,17 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
             raise Retry(defer=ctx.get("job_try", 1)) from exc
         async with sessionmaker.begin() as s:
             await orders.set_job(
-                s, job_id, "FAILED",
-                errors=[{"code": exc.code, "message": exc.message, "field": exc.field, "retryable": exc.retryable}],
+                s,
+                job_id,
+                "FAILED",
+                errors=[
+                    {
+                        "code": exc.code,
+                        "message": exc.message,
+                        "field": exc.field,
+                        "retryable": exc.retryable,
+                    }
+                ],
             )
         return "FAILED"
 
@@ -132,7 +143,9 @@ ACCOUNT_TRIES = 3  # tries of one account within a batch job, for a transient fa
 ACCOUNT_RETRY_PAUSE = 0.2  # seconds (and up to twice that) before an account's 2nd try; doubles
 BATCH_TRIES = 3  # runs of a batch job while accounts fail transiently (arq's max_tries is 5)
 BATCH_RETRY_DEFER = 5.0  # seconds before a batch job's next run, times the runs so far
-FINISH_TRIES = 5  # runs of a job whose post or cancel of the drafts fails transiently (arq's max_tries)
+FINISH_TRIES = (
+    5  # runs of a job whose post or cancel of the drafts fails transiently (arq's max_tries)
+)
 POSTPONE_REST_AFTER = 3  # accounts in a row left for the next run: leave the rest too
 
 

@@ -25,9 +25,7 @@ def _cron_jobs() -> list[Any]:
 
     # A one-second tick: each tenant is refreshed when its own interval has passed. Its
     # results (what each tick refreshed, and how long it took) are kept for 10 minutes.
-    return [
-        cron(tasks.refresh_due_tenants, second=None, unique=True, timeout=300, keep_result=600)
-    ]
+    return [cron(tasks.refresh_due_tenants, second=None, unique=True, timeout=300, keep_result=600)]
 
 
 def worker_kwargs(database_url: str) -> dict[str, Any]:

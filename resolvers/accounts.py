@@ -34,7 +34,9 @@ from schema.errors import ErrorCode, TopLevelUserError
 
 
 def _settings(s: tenants.TenantSettings) -> TenantSettings:
-    return TenantSettings(metrics_refresh_interval=s.metrics_refresh_interval, lock_wait=s.lock_wait_ms)
+    return TenantSettings(
+        metrics_refresh_interval=s.metrics_refresh_interval, lock_wait=s.lock_wait_ms
+    )
 
 
 def input_payload(obj: Any) -> Any:
@@ -96,7 +98,9 @@ class AccountQueries:
 @strawberry.type
 class AccountMutations:
     @strawberry.mutation(description="Create an account (partnerAccount settable).")
-    async def create_account(self, info: strawberry.Info, input: CreateAccountInput) -> AccountPayload:
+    async def create_account(
+        self, info: strawberry.Info, input: CreateAccountInput
+    ) -> AccountPayload:
         ctx = info.context
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
@@ -108,12 +112,22 @@ class AccountMutations:
             return await acc.get_account_by_id(s, ctx.tenant_id, stored["id"])
 
         row, errors = await idempotent(
-            ctx, input.idempotency_key, "createAccount", payload, work, lambda r: {"id": r["id"]}, replay
+            ctx,
+            input.idempotency_key,
+            "createAccount",
+            payload,
+            work,
+            lambda r: {"id": r["id"]},
+            replay,
         )
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
-    @strawberry.mutation(description="Change an account; switching partnerAccount off brings the metrics current first.")
-    async def update_account(self, info: strawberry.Info, input: UpdateAccountInput) -> AccountPayload:
+    @strawberry.mutation(
+        description="Change an account; switching partnerAccount off brings the metrics current first."
+    )
+    async def update_account(
+        self, info: strawberry.Info, input: UpdateAccountInput
+    ) -> AccountPayload:
         ctx = info.context
         changes = acc.AccountChanges(
             name=input.name,
@@ -130,7 +144,9 @@ class AccountMutations:
         )
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
-    @strawberry.mutation(description="Fold the account's pending metric changes now, under its lock, and stamp lastMetricsUpdate.")
+    @strawberry.mutation(
+        description="Fold the account's pending metric changes now, under its lock, and stamp lastMetricsUpdate."
+    )
     async def refresh_account_metrics(
         self, info: strawberry.Info, input: RefreshAccountMetricsInput
     ) -> AccountPayload:
@@ -144,7 +160,9 @@ class AccountMutations:
         row, errors = await in_transaction(ctx, work)
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
-    @strawberry.mutation(description="Change the tenant's refresh interval (seconds) and lock wait (ms).")
+    @strawberry.mutation(
+        description="Change the tenant's refresh interval (seconds) and lock wait (ms)."
+    )
     async def update_tenant_settings(
         self, info: strawberry.Info, input: UpdateTenantSettingsInput
     ) -> TenantSettingsPayload:

@@ -129,7 +129,10 @@ class BillRunMutations:
         )
         if out is not None and ctx.services.redis is not None:
             await enqueue.enqueue_bill_run(
-                ctx.services.redis, ctx.tenant_id, out.db_id, enqueue.first_generation(out.created_at)
+                ctx.services.redis,
+                ctx.tenant_id,
+                out.db_id,
+                enqueue.first_generation(out.created_at),
             )
         return BillRunPayload(bill_run=out, errors=errors)
 

@@ -62,7 +62,9 @@ class CatalogQueries:
 @strawberry.type
 class CatalogMutations:
     @strawberry.mutation(description="Create a product with its rate plans and charges.")
-    async def create_product(self, info: strawberry.Info, input: CreateProductInput) -> ProductPayload:
+    async def create_product(
+        self, info: strawberry.Info, input: CreateProductInput
+    ) -> ProductPayload:
         ctx = info.context
         payload = co.plain(input)
         payload.pop("idempotency_key", None)
@@ -78,7 +80,12 @@ class CatalogMutations:
             return {"id": t.product["id"]}
 
         tree, errors = await idempotent(
-            ctx, input.idempotency_key, "createProduct", payload, work,
-            remember, replay,
+            ctx,
+            input.idempotency_key,
+            "createProduct",
+            payload,
+            work,
+            remember,
+            replay,
         )
         return ProductPayload(product=co.product(tree) if tree else None, errors=errors)

@@ -118,7 +118,9 @@ def invoice(row: Any, account_number: str) -> Invoice:
     )
 
 
-def invoice_item(row: Any, subscription_number: str | None = None, charge_number: str | None = None) -> InvoiceItem:
+def invoice_item(
+    row: Any, subscription_number: str | None = None, charge_number: str | None = None
+) -> InvoiceItem:
     return InvoiceItem(
         id=gid("InvoiceItem", row["id"]),
         charge_name=row["charge_name"],

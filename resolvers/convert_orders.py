@@ -178,7 +178,12 @@ def job(row: Any) -> Job:
     for e in row["errors"] or []:
         code = ErrorCode(e["code"])
         errors.append(
-            ERROR_TYPES[code](code=code, message=e["message"], field=e.get("field"), retryable=e.get("retryable", False))
+            ERROR_TYPES[code](
+                code=code,
+                message=e["message"],
+                field=e.get("field"),
+                retryable=e.get("retryable", False),
+            )
         )
     return Job(
         id=row["id"],

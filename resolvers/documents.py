@@ -27,7 +27,9 @@ from schema.documents import (
 
 
 async def account_number_of(s: AsyncSession, account_id: int) -> str:
-    res = await s.execute(text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id})
+    res = await s.execute(
+        text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id}
+    )
     return str(res.scalar_one())
 
 
@@ -128,29 +130,51 @@ class DocumentMutations:
         )  # fmt: skip
         return InvoicePayload(invoice=out, errors=errors)
 
-    @strawberry.mutation(description="Post a draft invoice; its balance reaches the account's metrics.")
-    async def post_invoice(self, info: strawberry.Info, input: InvoiceNumberInput) -> InvoicePayload:
+    @strawberry.mutation(
+        description="Post a draft invoice; its balance reaches the account's metrics."
+    )
+    async def post_invoice(
+        self, info: strawberry.Info, input: InvoiceNumberInput
+    ) -> InvoicePayload:
         ctx = info.context
-        return await _invoice_result(ctx, lambda s: inv.post_invoice(s, ctx.tenant_id, input.invoice_number))
+        return await _invoice_result(
+            ctx, lambda s: inv.post_invoice(s, ctx.tenant_id, input.invoice_number)
+        )
 
-    @strawberry.mutation(description="Return a posted invoice to draft (nothing may be applied to it).")
-    async def unpost_invoice(self, info: strawberry.Info, input: InvoiceNumberInput) -> InvoicePayload:
+    @strawberry.mutation(
+        description="Return a posted invoice to draft (nothing may be applied to it)."
+    )
+    async def unpost_invoice(
+        self, info: strawberry.Info, input: InvoiceNumberInput
+    ) -> InvoicePayload:
         ctx = info.context
-        return await _invoice_result(ctx, lambda s: inv.unpost_invoice(s, ctx.tenant_id, input.invoice_number))
+        return await _invoice_result(
+            ctx, lambda s: inv.unpost_invoice(s, ctx.tenant_id, input.invoice_number)
+        )
 
     @strawberry.mutation(description="Cancel a draft invoice.")
-    async def cancel_invoice(self, info: strawberry.Info, input: InvoiceNumberInput) -> InvoicePayload:
+    async def cancel_invoice(
+        self, info: strawberry.Info, input: InvoiceNumberInput
+    ) -> InvoicePayload:
         ctx = info.context
-        return await _invoice_result(ctx, lambda s: inv.cancel_invoice(s, ctx.tenant_id, input.invoice_number))
+        return await _invoice_result(
+            ctx, lambda s: inv.cancel_invoice(s, ctx.tenant_id, input.invoice_number)
+        )
 
-    @strawberry.mutation(description="Record a payment: applied to invoices/debit memos, unapplied, or both.")
-    async def create_payment(self, info: strawberry.Info, input: CreatePaymentInput) -> PaymentPayload:
+    @strawberry.mutation(
+        description="Record a payment: applied to invoices/debit memos, unapplied, or both."
+    )
+    async def create_payment(
+        self, info: strawberry.Info, input: CreatePaymentInput
+    ) -> PaymentPayload:
         ctx = info.context
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
 
         async def work(s: AsyncSession) -> Payment:
-            return await payment_out(s, await pay.create_payment(s, ctx.tenant_id, payment_data(input)))
+            return await payment_out(
+                s, await pay.create_payment(s, ctx.tenant_id, payment_data(input))
+            )
 
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Payment:
             return await payment_out(s, await pay.get_payment_by_id(s, stored["id"]))
@@ -162,7 +186,9 @@ class DocumentMutations:
         return PaymentPayload(payment=out, errors=errors)
 
     @strawberry.mutation(description="Apply part of a payment's unapplied amount.")
-    async def apply_payment(self, info: strawberry.Info, input: PaymentApplicationInput) -> PaymentPayload:
+    async def apply_payment(
+        self, info: strawberry.Info, input: PaymentApplicationInput
+    ) -> PaymentPayload:
         ctx = info.context
         return await _payment_result(
             ctx,
@@ -173,7 +199,9 @@ class DocumentMutations:
         )  # fmt: skip
 
     @strawberry.mutation(description="Take applied money back to the payment's unapplied amount.")
-    async def unapply_payment(self, info: strawberry.Info, input: PaymentApplicationInput) -> PaymentPayload:
+    async def unapply_payment(
+        self, info: strawberry.Info, input: PaymentApplicationInput
+    ) -> PaymentPayload:
         ctx = info.context
         return await _payment_result(
             ctx,

@@ -51,7 +51,10 @@ class Fetcher:
                 ),
                 {"ids": list(ids), "t": self.ctx.tenant_id},
             )
-            return {r["account_id"]: convert.metrics(_metrics_of(r), r["currency"]) for r in res.mappings()}
+            return {
+                r["account_id"]: convert.metrics(_metrics_of(r), r["currency"])
+                for r in res.mappings()
+            }
 
         found = await self._session(go)
         return [found[i] for i in ids]
@@ -59,19 +62,37 @@ class Fetcher:
     async def _load_items(self, ids: Sequence[int]) -> list[list[InvoiceItem]]:
         async def go(s: AsyncSession) -> list[list[InvoiceItem]]:
             items = await inv.invoice_items(s, list(ids))
-            sub_ids = {r["subscription_id"] for rows in items.values() for r in rows if r["subscription_id"]}
-            chg_ids = {r["subscription_charge_id"] for rows in items.values() for r in rows if r["subscription_charge_id"]}
+            sub_ids = {
+                r["subscription_id"]
+                for rows in items.values()
+                for r in rows
+                if r["subscription_id"]
+            }
+            chg_ids = {
+                r["subscription_charge_id"]
+                for rows in items.values()
+                for r in rows
+                if r["subscription_charge_id"]
+            }
             subs: dict[int, str] = {}
             chgs: dict[int, str] = {}
             if sub_ids:
-                res = await s.execute(text("SELECT id, subscription_number FROM subscription WHERE id = ANY(:i)"), {"i": list(sub_ids)})
+                res = await s.execute(
+                    text("SELECT id, subscription_number FROM subscription WHERE id = ANY(:i)"),
+                    {"i": list(sub_ids)},
+                )
                 subs = {r[0]: r[1] for r in res}
             if chg_ids:
-                res = await s.execute(text("SELECT id, charge_number FROM subscription_charge WHERE id = ANY(:i)"), {"i": list(chg_ids)})
+                res = await s.execute(
+                    text("SELECT id, charge_number FROM subscription_charge WHERE id = ANY(:i)"),
+                    {"i": list(chg_ids)},
+                )
                 chgs = {r[0]: r[1] for r in res}
             return [
                 [
-                    convert.invoice_item(r, subs.get(r["subscription_id"]), chgs.get(r["subscription_charge_id"]))
+                    convert.invoice_item(
+                        r, subs.get(r["subscription_id"]), chgs.get(r["subscription_charge_id"])
+                    )
                     for r in items[i]
                 ]
                 for i in ids
@@ -97,7 +118,9 @@ class Fetcher:
             async def load(ids: Sequence[int]) -> list[list[Application]]:
                 async def go(s: AsyncSession) -> list[list[Application]]:
                     grouped = await apps.applications_of(s, column, list(ids))
-                    numbers = await _document_numbers(s, [r for rows in grouped.values() for r in rows])
+                    numbers = await _document_numbers(
+                        s, [r for rows in grouped.values() for r in rows]
+                    )
                     return [[convert.application(r, numbers) for r in grouped[i]] for i in ids]
 
                 return await self._session(go)
@@ -148,7 +171,9 @@ class Fetcher:
 
         return await self._session(go)
 
-    async def account_orders(self, account_id: int, first: int | None, after: str | None) -> Connection[Any]:
+    async def account_orders(
+        self, account_id: int, first: int | None, after: str | None
+    ) -> Connection[Any]:
         from billing import orders as ords
         from resolvers import convert_orders as co
 
@@ -162,13 +187,19 @@ class Fetcher:
     # ------------------------------------------------------------------ memos, last payment
 
     async def memo_items(self, kind: str, memo_id: int) -> list[Any]:
-        return await self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids)).load(memo_id)  # type: ignore[no-any-return]
+        return await self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids)).load(
+            memo_id
+        )  # type: ignore[no-any-return]
 
     async def invoice_memos(self, kind: str, invoice_id: int) -> list[Any]:
-        return await self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids)).load(invoice_id)  # type: ignore[no-any-return]
+        return await self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids)).load(
+            invoice_id
+        )  # type: ignore[no-any-return]
 
     async def last_payment(self, account_id: int) -> Any:
-        return await self._loader("last_payment", lambda ids: _last_payments(self, ids)).load(account_id)
+        return await self._loader("last_payment", lambda ids: _last_payments(self, ids)).load(
+            account_id
+        )
 
     async def account_memos(
         self, kind: str, account_id: int, status: str | None, first: int | None, after: str | None
@@ -211,7 +242,10 @@ async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list
         accounts = {r["account_id"] for rows in grouped.values() for r in rows}
         numbers = {a: await account_number_of(s, a) for a in accounts}
         return [
-            [memo_convert.MEMO[kind](r, numbers[r["account_id"]], invoices.get(i)) for r in grouped[i]]
+            [
+                memo_convert.MEMO[kind](r, numbers[r["account_id"]], invoices.get(i))
+                for r in grouped[i]
+            ]
             for i in ids
         ]
 
@@ -230,7 +264,9 @@ async def _invoice_numbers(s: AsyncSession, ids: list[int | None]) -> dict[int, 
     wanted = [i for i in set(ids) if i is not None]
     if not wanted:
         return {}
-    res = await s.execute(text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted})
+    res = await s.execute(
+        text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted}
+    )
     return {r[0]: r[1] for r in res}
 
 

@@ -98,11 +98,15 @@ async def _create(ctx: Any, kind: str, operation: str, i: CreateMemoInput) -> tu
 
 
 async def _credit(ctx: Any, work: Any) -> CreditMemoPayload:
-    return await mutation_payload(ctx, work, lambda s, row: memo_out(s, "credit_memo", row), CreditMemoPayload, "credit_memo")
+    return await mutation_payload(
+        ctx, work, lambda s, row: memo_out(s, "credit_memo", row), CreditMemoPayload, "credit_memo"
+    )
 
 
 async def _debit(ctx: Any, work: Any) -> DebitMemoPayload:
-    return await mutation_payload(ctx, work, lambda s, row: memo_out(s, "debit_memo", row), DebitMemoPayload, "debit_memo")
+    return await mutation_payload(
+        ctx, work, lambda s, row: memo_out(s, "debit_memo", row), DebitMemoPayload, "debit_memo"
+    )
 
 
 async def _refund(ctx: Any, work: Any) -> RefundPayload:

@@ -93,8 +93,14 @@ def subscription_order(i: CreateSubscriptionInput) -> dict[str, Any]:
     action = {
         "create_subscription": {
             k: d.get(k)
-            for k in ("subscription_number", "subscription_owner_account_number", "invoice_owner_account_number",
-                      "terms", "invoice_separately", "rate_plans")
+            for k in (
+                "subscription_number",
+                "subscription_owner_account_number",
+                "invoice_owner_account_number",
+                "terms",
+                "invoice_separately",
+                "rate_plans",
+            )
         }
     }
     action["create_subscription"]["effective_date"] = effective
@@ -110,7 +116,9 @@ def subscription_order(i: CreateSubscriptionInput) -> dict[str, Any]:
 @strawberry.type
 class OrderQueries:
     @strawberry.field(description="One subscription by its number.")
-    async def subscription(self, info: strawberry.Info, subscription_number: str) -> Subscription | None:
+    async def subscription(
+        self, info: strawberry.Info, subscription_number: str
+    ) -> Subscription | None:
         async def go(s: AsyncSession) -> Subscription | None:
             row = await subs.find_subscription(s, info.context.tenant_id, subscription_number)
             if row is None:
@@ -141,27 +149,40 @@ class OrderMutations:
     async def create_order(self, info: strawberry.Info, input: CreateOrderInput) -> OrderPayload:
         data = co.plain(input)
         key = data.pop("idempotency_key", None)
-        return await run_order(info.context, data, key, "createOrder", selects(info, "subscriptions"))
+        return await run_order(
+            info.context, data, key, "createOrder", selects(info, "subscriptions")
+        )
 
     @strawberry.mutation(description="Shorthand: one order with one CreateSubscription.")
-    async def create_subscription(self, info: strawberry.Info, input: CreateSubscriptionInput) -> OrderPayload:
+    async def create_subscription(
+        self, info: strawberry.Info, input: CreateSubscriptionInput
+    ) -> OrderPayload:
         return await run_order(
-            info.context, subscription_order(input), input.idempotency_key, "createSubscription",
+            info.context,
+            subscription_order(input),
+            input.idempotency_key,
+            "createSubscription",
             selects(info, "subscriptions"),
         )
 
     @strawberry.mutation(description="Queue an order; poll job(id) for its outcome.")
-    async def create_order_async(self, info: strawberry.Info, input: CreateOrderInput) -> JobPayload:
+    async def create_order_async(
+        self, info: strawberry.Info, input: CreateOrderInput
+    ) -> JobPayload:
         from jobs.enqueue import enqueue_create_order
 
         ctx = info.context
         data = co.plain(input)
         key = data.pop("idempotency_key", None)
         if ctx.services.redis is None:
-            err = to_user_error(ValidationFailed("Asynchronous orders need a job queue, none is configured"))
+            err = to_user_error(
+                ValidationFailed("Asynchronous orders need a job queue, none is configured")
+            )
             return JobPayload(job=None, errors=[err])
         job_id = ords.order_job_id(ctx.tenant_id, key, uuid.uuid4().hex)
-        out, errors = await in_transaction(ctx, lambda s: ords.create_order_job(s, ctx.tenant_id, job_id, data))
+        out, errors = await in_transaction(
+            ctx, lambda s: ords.create_order_job(s, ctx.tenant_id, job_id, data)
+        )
         if out is None:
             return JobPayload(job=None, errors=errors)
         row, _created = out
@@ -170,11 +191,17 @@ class OrderMutations:
             await enqueue_create_order(ctx.services.redis, job_id, row["created_at"])
         return JobPayload(job=co.job(row), errors=[])
 
-    @strawberry.mutation(description="Many orders at once; errorPolicy says whether one failure rejects all.")
-    async def create_orders(self, info: strawberry.Info, input: CreateOrdersInput) -> BulkOrderPayload:
+    @strawberry.mutation(
+        description="Many orders at once; errorPolicy says whether one failure rejects all."
+    )
+    async def create_orders(
+        self, info: strawberry.Info, input: CreateOrdersInput
+    ) -> BulkOrderPayload:
         ctx = info.context
         if len(input.orders) > MAX_BULK_ORDERS:
-            err = to_user_error(LimitExceeded(f"At most {MAX_BULK_ORDERS} orders per request", ["orders"]))
+            err = to_user_error(
+                LimitExceeded(f"At most {MAX_BULK_ORDERS} orders per request", ["orders"])
+            )
             return BulkOrderPayload(count=0, results=[BulkOrderResult(order=None, errors=[err])])
         items = [co.plain(o) for o in input.orders]
         for d in items:
@@ -199,7 +226,9 @@ class OrderMutations:
                                     if mapped is exc:
                                         raise
                                     raise mapped from exc
-                            order, _ = await order_out(s, ctx.tenant_id, order_id, with_subscriptions=False)
+                            order, _ = await order_out(
+                                s, ctx.tenant_id, order_id, with_subscriptions=False
+                            )
                             results.append(BulkOrderResult(order=order, errors=[]))
                         except BillingError as exc:
                             failed = True
@@ -209,4 +238,6 @@ class OrderMutations:
                 await announce(ctx, s)
         except Rejected:
             results = [BulkOrderResult(order=None, errors=r.errors) for r in results]
-        return BulkOrderPayload(count=sum(1 for r in results if r.order is not None), results=results)
+        return BulkOrderPayload(
+            count=sum(1 for r in results if r.order is not None), results=results
+        )

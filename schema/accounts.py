@@ -75,7 +75,9 @@ class AccountMetrics:
     credit_balance: Decimal = strawberry.field(
         description="Kept for compatibility; always 0 (credit lives in memos and unapplied payments)."
     )
-    total_invoice_balance: Decimal = strawberry.field(description="Open balance of posted invoices.")
+    total_invoice_balance: Decimal = strawberry.field(
+        description="Open balance of posted invoices."
+    )
     total_debit_memo_balance: Decimal = strawberry.field(
         description="Open balance of posted debit memos."
     )
@@ -103,7 +105,9 @@ class Account:
     name: str = strawberry.field(description="Display name.")
     currency: str = strawberry.field(description="ISO currency of every document; immutable.")
     status: AccountStatus = strawberry.field(description="Lifecycle status.")
-    bill_cycle_day: int = strawberry.field(description="Day of month billing aligns to (31 = month end).")
+    bill_cycle_day: int = strawberry.field(
+        description="Day of month billing aligns to (31 = month end)."
+    )
     payment_term: PaymentTerm = strawberry.field(description="Sets invoice due dates.")
     batch: str = strawberry.field(description="Bill-run batch.")
     partner_account: bool = strawberry.field(
@@ -149,7 +153,9 @@ class Account:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Annotated[CreditMemo, strawberry.lazy("schema.memos")]]:
-        return await info.context.fetch.account_memos("credit_memo", self.db_id, status, first, after)  # type: ignore[no-any-return]
+        return await info.context.fetch.account_memos(
+            "credit_memo", self.db_id, status, first, after
+        )  # type: ignore[no-any-return]
 
     @strawberry.field(description="Debit memos of this account, newest last.")
     async def debit_memos(
@@ -159,7 +165,9 @@ class Account:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Annotated[DebitMemo, strawberry.lazy("schema.memos")]]:
-        return await info.context.fetch.account_memos("debit_memo", self.db_id, status, first, after)  # type: ignore[no-any-return]
+        return await info.context.fetch.account_memos(
+            "debit_memo", self.db_id, status, first, after
+        )  # type: ignore[no-any-return]
 
     @strawberry.field(description="Effective date of the latest processed payment, or null.")
     async def last_payment_date(self, info: strawberry.Info) -> date | None:
@@ -170,7 +178,10 @@ class Account:
     async def last_payment_amount(self, info: strawberry.Info) -> Decimal | None:
         row = await info.context.fetch.last_payment(self.db_id)
         return row["amount"] if row is not None else None
-    @strawberry.field(description="Subscriptions this account owns (OWNER, the default) or is invoice owner of.")
+
+    @strawberry.field(
+        description="Subscriptions this account owns (OWNER, the default) or is invoice owner of."
+    )
     async def subscriptions(
         self,
         info: strawberry.Info,

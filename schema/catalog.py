@@ -40,21 +40,29 @@ class BillingTiming(Enum):
 @strawberry.type(description="A charge of a catalog rate plan.")
 class ProductRatePlanCharge:
     id: strawberry.ID = strawberry.field(description="Opaque identifier.")
-    product_rate_plan_charge_number: str = strawberry.field(description="Number orders reference (PRPC...).")
+    product_rate_plan_charge_number: str = strawberry.field(
+        description="Number orders reference (PRPC...)."
+    )
     name: str = strawberry.field(description="Display name.")
     charge_type: ChargeType = strawberry.field(description="One-time, recurring or usage.")
     charge_model: ChargeModel = strawberry.field(description="Flat fee or per unit.")
     list_price: Decimal = strawberry.field(description="Price unless an order overrides it.")
-    billing_period: BillingPeriod = strawberry.field(description="Billing period of recurring charges.")
+    billing_period: BillingPeriod = strawberry.field(
+        description="Billing period of recurring charges."
+    )
     billing_timing: BillingTiming = strawberry.field(description="In advance or in arrears.")
-    default_quantity: Decimal = strawberry.field(description="Quantity unless an order overrides it.")
+    default_quantity: Decimal = strawberry.field(
+        description="Quantity unless an order overrides it."
+    )
     uom: str | None = strawberry.field(description="Unit of measure.")
 
 
 @strawberry.type(description="A rate plan of a product: what a subscription subscribes to.")
 class ProductRatePlan:
     id: strawberry.ID = strawberry.field(description="Opaque identifier.")
-    product_rate_plan_number: str = strawberry.field(description="Number orders reference (PRP...).")
+    product_rate_plan_number: str = strawberry.field(
+        description="Number orders reference (PRP...)."
+    )
     name: str = strawberry.field(description="Display name.")
     charges: list[ProductRatePlanCharge] = strawberry.field(description="The plan's charges.")
 
@@ -106,4 +114,6 @@ class CreateProductInput:
 @strawberry.type(description="Result of createProduct.")
 class ProductPayload:
     product: Product | None = strawberry.field(default=None, description="The product created.")
-    errors: list[UserError] = strawberry.field(default_factory=list, description="Why nothing was written.")
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why nothing was written."
+    )

@@ -59,7 +59,9 @@ class InvoiceItem:
     amount: Decimal
 
 
-@strawberry.type(description="Money applied from a payment or credit memo to an invoice or debit memo.")
+@strawberry.type(
+    description="Money applied from a payment or credit memo to an invoice or debit memo."
+)
 class Application:
     id: strawberry.ID
     amount: Decimal
@@ -149,7 +151,9 @@ class NewInvoiceStatus(Enum):
     POSTED = "POSTED"
 
 
-@strawberry.input(description="A line of a standalone invoice; amount defaults to quantity x unitPrice.")
+@strawberry.input(
+    description="A line of a standalone invoice; amount defaults to quantity x unitPrice."
+)
 class InvoiceItemInput:
     charge_name: str
     quantity: Decimal | None = None
@@ -194,7 +198,9 @@ class DebitMemoApplicationInput:
     amount: Decimal
 
 
-@strawberry.input(description="A payment received; applied to invoices/debit memos, unapplied, or both.")
+@strawberry.input(
+    description="A payment received; applied to invoices/debit memos, unapplied, or both."
+)
 class CreatePaymentInput:
     account_number: str
     amount: Decimal

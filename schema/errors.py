@@ -70,7 +70,9 @@ class AmountExceedsUnappliedError(UserError):
     pass
 
 
-@strawberry.type(description="The account lock was busy for longer than the tenant's lock wait; retry.")
+@strawberry.type(
+    description="The account lock was busy for longer than the tenant's lock wait; retry."
+)
 class LockCompetitionError(UserError):
     pass
 

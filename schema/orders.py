@@ -65,8 +65,12 @@ class JobStatus(Enum):
 @strawberry.type(description="One segment of a subscription charge; UpdateProduct opens the next.")
 class SubscriptionCharge:
     id: strawberry.ID = strawberry.field(description="Opaque identifier of this segment.")
-    charge_number: str = strawberry.field(description="Business number (C...), shared by its segments.")
-    product_rate_plan_charge_number: str = strawberry.field(description="The catalog charge it copies.")
+    charge_number: str = strawberry.field(
+        description="Business number (C...), shared by its segments."
+    )
+    product_rate_plan_charge_number: str = strawberry.field(
+        description="The catalog charge it copies."
+    )
     segment: int = strawberry.field(description="1 for the first segment, then 2, 3, ...")
     is_last_segment: bool = strawberry.field(description="True for the latest segment.")
     name: str = strawberry.field(description="Display name.")
@@ -77,7 +81,9 @@ class SubscriptionCharge:
     billing_period: BillingPeriod = strawberry.field(description="Billing period.")
     billing_timing: BillingTiming = strawberry.field(description="In advance or in arrears.")
     effective_start_date: date = strawberry.field(description="First day of this segment.")
-    effective_end_date: date | None = strawberry.field(description="Day the segment ends (exclusive), if it does.")
+    effective_end_date: date | None = strawberry.field(
+        description="Day the segment ends (exclusive), if it does."
+    )
     charged_through_date: date | None = strawberry.field(description="Billed up to (exclusive).")
     mrr: Decimal = strawberry.field(description="Monthly recurring revenue of this segment.")
 
@@ -92,15 +98,21 @@ class SubscriptionRatePlan:
     charges: list[SubscriptionCharge] = strawberry.field(description="Charge segments of the plan.")
 
 
-@strawberry.type(description="A subscription: owned by one account, invoiced to another (or the same).")
+@strawberry.type(
+    description="A subscription: owned by one account, invoiced to another (or the same)."
+)
 class Subscription:
     db_id: Private[int]
     owner_id: Private[int]
     invoice_owner_id: Private[int]
     id: strawberry.ID = strawberry.field(description="Opaque identifier.")
     subscription_number: str = strawberry.field(description="Business number (S...).")
-    subscription_owner_account_number: str = strawberry.field(description="Account carrying its contractedMrr.")
-    invoice_owner_account_number: str = strawberry.field(description="Account receiving its invoices.")
+    subscription_owner_account_number: str = strawberry.field(
+        description="Account carrying its contractedMrr."
+    )
+    invoice_owner_account_number: str = strawberry.field(
+        description="Account receiving its invoices."
+    )
     currency: str = strawberry.field(description="Currency of both owners.")
     status: SubscriptionStatus = strawberry.field(description="Lifecycle status.")
     term_type: TermType = strawberry.field(description="TERMED or EVERGREEN.")
@@ -109,19 +121,27 @@ class Subscription:
     auto_renew: bool = strawberry.field(description="Renews itself at term end.")
     contract_effective_date: date = strawberry.field(description="When the contract starts.")
     term_start_date: date = strawberry.field(description="Start of the current term.")
-    term_end_date: date | None = strawberry.field(description="End of the current term (none when EVERGREEN).")
-    cancelled_date: date | None = strawberry.field(description="When the cancellation takes effect.")
+    term_end_date: date | None = strawberry.field(
+        description="End of the current term (none when EVERGREEN)."
+    )
+    cancelled_date: date | None = strawberry.field(
+        description="When the cancellation takes effect."
+    )
     invoice_separately: bool = strawberry.field(description="Billed on its own invoice.")
     mrr: Decimal = strawberry.field(description="Sum of the MRR of its current recurring charges.")
     version: int = strawberry.field(description="Incremented by amending actions.")
     rate_plans: list[SubscriptionRatePlan] = strawberry.field(description="Rate plans and charges.")
 
     @strawberry.field(description="The subscription owner.")
-    async def subscription_owner(self, info: strawberry.Info) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
+    async def subscription_owner(
+        self, info: strawberry.Info
+    ) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
         return await info.context.fetch.account(self.owner_id)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The invoice owner.")
-    async def invoice_owner(self, info: strawberry.Info) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
+    async def invoice_owner(
+        self, info: strawberry.Info
+    ) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
         return await info.context.fetch.account(self.invoice_owner_id)  # type: ignore[no-any-return]
 
 
@@ -142,7 +162,9 @@ class Order:
     status: OrderStatus = strawberry.field(description="COMPLETED once applied.")
     account_number: str = strawberry.field(description="The order's account.")
     order_actions: list[OrderAction] = strawberry.field(description="Its actions, in order.")
-    subscription_numbers: list[str] = strawberry.field(description="The subscriptions it touched, in order.")
+    subscription_numbers: list[str] = strawberry.field(
+        description="The subscriptions it touched, in order."
+    )
     created_at: datetime = strawberry.field(description="When it was placed.")
 
     @strawberry.field(
@@ -200,7 +222,9 @@ class CreateSubscriptionActionInput:
     terms: TermsInput | None = None
     invoice_separately: bool = False
     rate_plans: list[RatePlanInput] = strawberry.field(default_factory=list)
-    effective_date: date | None = strawberry.field(default=None, description="Defaults to orderDate.")
+    effective_date: date | None = strawberry.field(
+        default=None, description="Defaults to orderDate."
+    )
 
 
 EFF = "Defaults to orderDate."
@@ -213,7 +237,9 @@ class AddProductInput:
     effective_date: date | None = strawberry.field(default=None, description=EFF)
 
 
-@strawberry.input(description="A new price and/or quantity of a charge from a date (a new segment).")
+@strawberry.input(
+    description="A new price and/or quantity of a charge from a date (a new segment)."
+)
 class UpdateProductInput:
     charge_number: str
     price: Decimal | None = None
@@ -255,7 +281,9 @@ class TermsAndConditionsInput:
     effective_date: date | None = strawberry.field(default=None, description=EFF)
 
 
-@strawberry.input(description="Move the subscription to a new subscription owner and/or invoice owner.")
+@strawberry.input(
+    description="Move the subscription to a new subscription owner and/or invoice owner."
+)
 class OwnerTransferInput:
     destination_account_number: str | None = None
     destination_invoice_account_number: str | None = None
@@ -296,7 +324,9 @@ class CreateOrderInput:
     order_date: date
     subscriptions: list[OrderSubscriptionInput]
     order_number: str | None = None
-    existing_account_number: str | None = strawberry.field(default=None, description="Exactly one of this and newAccount.")
+    existing_account_number: str | None = strawberry.field(
+        default=None, description="Exactly one of this and newAccount."
+    )
     new_account: CreateAccountInput | None = None
     processing_options: ProcessingOptionsInput | None = None
     idempotency_key: str | None = None
@@ -305,7 +335,9 @@ class CreateOrderInput:
 @strawberry.input(description="Shorthand: one order with one CreateSubscription.")
 class CreateSubscriptionInput:
     account_number: str = strawberry.field(description="The order's account.")
-    order_date: date | None = strawberry.field(default=None, description="Defaults to contractEffectiveDate.")
+    order_date: date | None = strawberry.field(
+        default=None, description="Defaults to contractEffectiveDate."
+    )
     contract_effective_date: date | None = None
     subscription_number: str | None = None
     subscription_owner_account_number: str | None = None
@@ -327,14 +359,20 @@ class CreateOrdersInput:
 @strawberry.type(description="Result of an order mutation.")
 class OrderPayload:
     order: Order | None = strawberry.field(default=None, description="The order applied.")
-    subscriptions: list[Subscription] = strawberry.field(default_factory=list, description="Subscriptions it touched.")
-    errors: list[UserError] = strawberry.field(default_factory=list, description="Why nothing was written.")
+    subscriptions: list[Subscription] = strawberry.field(
+        default_factory=list, description="Subscriptions it touched."
+    )
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why nothing was written."
+    )
 
 
 @strawberry.type(description="One order of a bulk request.")
 class BulkOrderResult:
     order: Order | None = strawberry.field(default=None, description="The order, when applied.")
-    errors: list[UserError] = strawberry.field(default_factory=list, description="Why this order failed.")
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why this order failed."
+    )
 
 
 @strawberry.type(description="Result of createOrders: one result per input, same order.")
@@ -346,4 +384,6 @@ class BulkOrderPayload:
 @strawberry.type(description="Result of createOrderAsync.")
 class JobPayload:
     job: Job | None = strawberry.field(default=None, description="Poll it with job(id).")
-    errors: list[UserError] = strawberry.field(default_factory=list, description="Why nothing was queued.")
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why nothing was queued."
+    )

@@ -87,6 +87,7 @@ def servers(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
             pg.stop()
         SIGNALS.stopping = False
 
+
 # Idle keep-alive connections are closed after this many seconds. Longer than the idle time
 # of common client pools (httpx keeps idle connections 5 s, uvicorn's own default): with equal
 # times the server may close a connection the client is just reusing (httpx.ReadError).

@@ -38,7 +38,9 @@ def _servers() -> Iterator[dict[str, str]]:
     if not db_url or not redis_url:
         from server.embedded import EmbeddedPostgres, EmbeddedRedis
 
-        tmp = tempfile.mkdtemp(prefix="partnerbill-test-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        tmp = tempfile.mkdtemp(
+            prefix="partnerbill-test-", dir="/tmp" if os.path.isdir("/tmp") else None
+        )
         if not db_url:
             pg = EmbeddedPostgres(Path(tmp))
             db_url = pg.start()

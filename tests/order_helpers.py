@@ -74,29 +74,56 @@ async def make_catalog(gql: Gql) -> None:
                     "name": "Basic",
                     "productRatePlanNumber": "PRP-BASIC",
                     "charges": [
-                        {"name": "Platform", "productRatePlanChargeNumber": "PRPC-PLATFORM",
-                         "chargeType": "RECURRING", "chargeModel": "FLAT_FEE", "listPrice": "30"},
-                        {"name": "Seats", "productRatePlanChargeNumber": "PRPC-SEATS",
-                         "chargeType": "RECURRING", "chargeModel": "PER_UNIT", "listPrice": "10", "uom": "seat"},
-                        {"name": "Setup", "productRatePlanChargeNumber": "PRPC-SETUP",
-                         "chargeType": "ONE_TIME", "chargeModel": "FLAT_FEE", "listPrice": "100"},
+                        {
+                            "name": "Platform",
+                            "productRatePlanChargeNumber": "PRPC-PLATFORM",
+                            "chargeType": "RECURRING",
+                            "chargeModel": "FLAT_FEE",
+                            "listPrice": "30",
+                        },
+                        {
+                            "name": "Seats",
+                            "productRatePlanChargeNumber": "PRPC-SEATS",
+                            "chargeType": "RECURRING",
+                            "chargeModel": "PER_UNIT",
+                            "listPrice": "10",
+                            "uom": "seat",
+                        },
+                        {
+                            "name": "Setup",
+                            "productRatePlanChargeNumber": "PRPC-SETUP",
+                            "chargeType": "ONE_TIME",
+                            "chargeModel": "FLAT_FEE",
+                            "listPrice": "100",
+                        },
                     ],
                 },
                 {
                     "name": "Annual",
                     "productRatePlanNumber": "PRP-ANNUAL",
                     "charges": [
-                        {"name": "Annual fee", "productRatePlanChargeNumber": "PRPC-ANNUAL",
-                         "chargeType": "RECURRING", "chargeModel": "FLAT_FEE", "listPrice": "1200",
-                         "billingPeriod": "ANNUAL", "billingTiming": "IN_ARREARS"},
+                        {
+                            "name": "Annual fee",
+                            "productRatePlanChargeNumber": "PRPC-ANNUAL",
+                            "chargeType": "RECURRING",
+                            "chargeModel": "FLAT_FEE",
+                            "listPrice": "1200",
+                            "billingPeriod": "ANNUAL",
+                            "billingTiming": "IN_ARREARS",
+                        },
                     ],
                 },
                 {
                     "name": "Usage",
                     "productRatePlanNumber": "PRP-USAGE",
                     "charges": [
-                        {"name": "Pings", "productRatePlanChargeNumber": "PRPC-PINGS",
-                         "chargeType": "USAGE", "chargeModel": "PER_UNIT", "listPrice": "0.5"},
+                        {
+                            "name": "Pings",
+                            "productRatePlanChargeNumber": "PRPC-PINGS",
+                            "chargeType": "USAGE",
+                            "chargeModel": "PER_UNIT",
+                            "listPrice": "0.5",
+                        },
                     ],
                 },
             ],
@@ -105,12 +132,21 @@ async def make_catalog(gql: Gql) -> None:
     assert data["createProduct"]["errors"] == []
 
 
-def create_action(owner: str | None = None, invoice_owner: str | None = None, number: str | None = None,
-                  seats: str = "1", **extra: Any) -> dict[str, Any]:
+def create_action(
+    owner: str | None = None,
+    invoice_owner: str | None = None,
+    number: str | None = None,
+    seats: str = "1",
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "ratePlans": [
-            {"productRatePlanNumber": "PRP-BASIC",
-             "chargeOverrides": [{"productRatePlanChargeNumber": "PRPC-SEATS", "quantity": seats}]}
+            {
+                "productRatePlanNumber": "PRP-BASIC",
+                "chargeOverrides": [
+                    {"productRatePlanChargeNumber": "PRPC-SEATS", "quantity": seats}
+                ],
+            }
         ],
     }
     if owner:
@@ -123,7 +159,9 @@ def create_action(owner: str | None = None, invoice_owner: str | None = None, nu
     return {"createSubscription": body}
 
 
-def order(account: str, groups: list[dict[str, Any]], date: str = "2026-01-01", **extra: Any) -> dict[str, Any]:
+def order(
+    account: str, groups: list[dict[str, Any]], date: str = "2026-01-01", **extra: Any
+) -> dict[str, Any]:
     return {"existingAccountNumber": account, "orderDate": date, "subscriptions": groups, **extra}
 
 

@@ -72,7 +72,9 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def test_every_domain_error_maps_to_an_error_code() -> None:
-    missing = [c.__name__ for c in _subclasses(be.BillingError) if not any(k in CODE_OF for k in c.__mro__)]
+    missing = [
+        c.__name__ for c in _subclasses(be.BillingError) if not any(k in CODE_OF for k in c.__mro__)
+    ]
     assert missing == []
     assert set(be.ALL_ERRORS) <= set(CODE_OF)
 
@@ -83,7 +85,9 @@ def test_public_billing_functions_state_their_rule() -> None:
     for path in sorted((ROOT / "billing").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+            if isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef
+            ) and not node.name.startswith("_"):
                 if ast.get_docstring(node) is None:
                     missing.append(f"{path.name}:{node.name}")
     assert missing == []

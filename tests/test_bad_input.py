@@ -27,20 +27,24 @@ async def gql(sessionmaker: Any, tenant: Any) -> Gql:
 async def counts(sessionmaker: Any, tenant_id: int) -> dict[str, Any]:
     async with sessionmaker() as s:
         row = (
-            await s.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM invoice WHERE tenant_id = :t) AS invoices,"
-                    " (SELECT count(*) FROM invoice_item WHERE tenant_id = :t) AS items,"
-                    " (SELECT count(*) FROM payment WHERE tenant_id = :t) AS payments,"
-                    " (SELECT count(*) FROM application WHERE tenant_id = :t) AS applications,"
-                    " (SELECT count(*) FROM metrics_change WHERE tenant_id = :t) AS ledger,"
-                    " (SELECT array_agg(ARRAY[total_invoice_balance, unapplied_payment_amount]"
-                    "   ORDER BY account_id) FROM account_metrics WHERE tenant_id = :t) AS metrics,"
-                    " (SELECT array_agg(balance ORDER BY id) FROM invoice WHERE tenant_id = :t) AS balances"
-                ),
-                {"t": tenant_id},
+            (
+                await s.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM invoice WHERE tenant_id = :t) AS invoices,"
+                        " (SELECT count(*) FROM invoice_item WHERE tenant_id = :t) AS items,"
+                        " (SELECT count(*) FROM payment WHERE tenant_id = :t) AS payments,"
+                        " (SELECT count(*) FROM application WHERE tenant_id = :t) AS applications,"
+                        " (SELECT count(*) FROM metrics_change WHERE tenant_id = :t) AS ledger,"
+                        " (SELECT array_agg(ARRAY[total_invoice_balance, unapplied_payment_amount]"
+                        "   ORDER BY account_id) FROM account_metrics WHERE tenant_id = :t) AS metrics,"
+                        " (SELECT array_agg(balance ORDER BY id) FROM invoice WHERE tenant_id = :t) AS balances"
+                    ),
+                    {"t": tenant_id},
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
     return dict(row)
 
 
@@ -69,9 +73,19 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "op", "field", "inp", "typename", "path"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "op", "field", "inp", "typename", "path"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_rejected_and_nothing_written(
-    gql: Gql, sessionmaker: Any, tenant: Any, case: str, op: str, field: str, inp: dict[str, Any], typename: str, path: list[str]
+    gql: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    case: str,
+    op: str,
+    field: str,
+    inp: dict[str, Any],
+    typename: str,
+    path: list[str],
 ) -> None:
     before = await counts(sessionmaker, tenant.id)
     data = await gql(op, input=inp)
@@ -83,19 +97,35 @@ async def test_rejected_and_nothing_written(
 
 
 async def test_state_and_balance_rules(gql: Gql, sessionmaker: Any, tenant: Any) -> None:
-    inv = (await gql(INVOICE, input=invoice_input(invoiceNumber="MIG-1")))["createStandaloneInvoice"]
+    inv = (await gql(INVOICE, input=invoice_input(invoiceNumber="MIG-1")))[
+        "createStandaloneInvoice"
+    ]
     assert inv["errors"] == []
-    draft = (await gql(INVOICE, input=invoice_input(invoiceNumber="MIG-2", status="DRAFT")))["createStandaloneInvoice"]
+    draft = (await gql(INVOICE, input=invoice_input(invoiceNumber="MIG-2", status="DRAFT")))[
+        "createStandaloneInvoice"
+    ]
     assert draft["errors"] == []
-    pay = (await gql(PAYMENT, input={"accountNumber": "ACC", "amount": "8", "effectiveDate": "2026-11-02"}))["createPayment"]
+    pay = (
+        await gql(
+            PAYMENT, input={"accountNumber": "ACC", "amount": "8", "effectiveDate": "2026-11-02"}
+        )
+    )["createPayment"]
     pnum = pay["payment"]["paymentNumber"]
     before = await counts(sessionmaker, tenant.id)
 
     dup = await gql(INVOICE, input=invoice_input(invoiceNumber="MIG-1"))
-    assert dup["createStandaloneInvoice"]["errors"] == [{"__typename": "DuplicateError", "code": "DUPLICATE", "field": ["invoiceNumber"]}]
+    assert dup["createStandaloneInvoice"]["errors"] == [
+        {"__typename": "DuplicateError", "code": "DUPLICATE", "field": ["invoiceNumber"]}
+    ]
     posted_again = await gql(POST, n="MIG-1")
-    assert posted_again["postInvoice"] == {"invoice": None, "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE", "field": None}]}
-    to_draft = await gql(APPLY, input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-2", "amount": "1"}]})
+    assert posted_again["postInvoice"] == {
+        "invoice": None,
+        "errors": [{"__typename": "InvalidStateError", "code": "INVALID_STATE", "field": None}],
+    }
+    to_draft = await gql(
+        APPLY,
+        input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-2", "amount": "1"}]},
+    )
     assert to_draft["applyPayment"]["errors"][0]["code"] == "INVALID_STATE"
     over_balance = await gql(
         PAYMENT,
@@ -103,11 +133,17 @@ async def test_state_and_balance_rules(gql: Gql, sessionmaker: Any, tenant: Any)
                "invoices": [{"invoiceNumber": "MIG-1", "amount": "10.01"}]},
     )  # fmt: skip
     assert over_balance["createPayment"]["errors"][0]["code"] == "AMOUNT_EXCEEDS_OPEN_BALANCE"
-    over_unapplied = await gql(APPLY, input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-1", "amount": "8.01"}]})
+    over_unapplied = await gql(
+        APPLY,
+        input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-1", "amount": "8.01"}]},
+    )
     assert over_unapplied["applyPayment"]["errors"][0]["code"] == "AMOUNT_EXCEEDS_UNAPPLIED"
     assert await counts(sessionmaker, tenant.id) == before
 
-    ok = await gql(APPLY, input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-1", "amount": "8"}]})
+    ok = await gql(
+        APPLY,
+        input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-1", "amount": "8"}]},
+    )
     assert ok["applyPayment"] == {"payment": {"appliedAmount": "8.0000"}, "errors": []}
     before = await counts(sessionmaker, tenant.id)
     unpost = await gql(UNPOST, n="MIG-1")
@@ -115,12 +151,21 @@ async def test_state_and_balance_rules(gql: Gql, sessionmaker: Any, tenant: Any)
     assert await counts(sessionmaker, tenant.id) == before
 
 
-async def test_idempotency_key_replays_and_refuses_reuse(gql: Gql, sessionmaker: Any, tenant: Any) -> None:
+async def test_idempotency_key_replays_and_refuses_reuse(
+    gql: Gql, sessionmaker: Any, tenant: Any
+) -> None:
     first = await gql(INVOICE, input=invoice_input(idempotencyKey="k-1"))
     again = await gql(INVOICE, input=invoice_input(idempotencyKey="k-1"))
     assert again == first
-    other = await gql(INVOICE, input=invoice_input(idempotencyKey="k-1", items=[{"chargeName": "y", "amount": "3.00"}]))
+    other = await gql(
+        INVOICE,
+        input=invoice_input(idempotencyKey="k-1", items=[{"chargeName": "y", "amount": "3.00"}]),
+    )
     assert other["createStandaloneInvoice"]["errors"] == [
-        {"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED", "field": ["idempotencyKey"]}
+        {
+            "__typename": "IdempotencyKeyReusedError",
+            "code": "IDEMPOTENCY_KEY_REUSED",
+            "field": ["idempotencyKey"],
+        }
     ]
     assert (await counts(sessionmaker, tenant.id))["invoices"] == 1

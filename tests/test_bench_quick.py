@@ -57,14 +57,20 @@ async def test_seed_scenario_quick_is_exact(database_url: str, redis_url: str) -
     assert out["ok"]
 
 
-async def test_hot_account_quick_partner_takes_every_write(database_url: str, redis_url: str) -> None:
+async def test_hot_account_quick_partner_takes_every_write(
+    database_url: str, redis_url: str
+) -> None:
     """The hot-account load (orders, invoices, payments) through real uvicorn and arq
     processes: the partner account takes every write and is exact after its refresh."""
     out = await hot.run(database_url, [4], 2.0, spread=20, redis=redis_url)
     (row,) = out["runs"]
     partner = row["partner"]
     assert partner["lock_competition"] == 0 and partner["other_errors"] == {}
-    assert set(partner["ok_by_mutation"]) == {"createOrder", "createStandaloneInvoice", "createPayment"}
+    assert set(partner["ok_by_mutation"]) == {
+        "createOrder",
+        "createStandaloneInvoice",
+        "createPayment",
+    }
     for label in ("ordinary", "spread"):
         assert row[label]["ok"] > 0 and row[label]["other_errors"] == {}
     assert row["hot_ratio"] > 0
@@ -80,10 +86,14 @@ async def test_framework_quick_serves_both_paths(database_url: str, redis_url: s
     assert out["ratio_graphql_to_bare"] > 0
 
 
-async def test_freshness_quick_every_write_reaches_the_metrics(database_url: str, redis_url: str) -> None:
+async def test_freshness_quick_every_write_reaches_the_metrics(
+    database_url: str, redis_url: str
+) -> None:
     """Sustained partner writes with a 1 s interval: the worker's periodic refresh covers
     every write, its ticks report their cost, and the metrics end exact."""
-    out = await freshness.run(database_url, seconds=3, interval=1, accounts=5, clients=2, redis=redis_url)
+    out = await freshness.run(
+        database_url, seconds=3, interval=1, accounts=5, clients=2, redis=redis_url
+    )
     assert out["writes_ok"] > 0
     assert out["lock_competition"] == 0 and out["other_errors"] == {}
     assert out["writes_not_covered_by_a_refresh"] == 0

@@ -900,7 +900,9 @@ async def test_when_accounts_keep_failing_in_a_row_the_rest_waits_for_the_next_r
     }
 
 
-async def test_first_drive_job_id_is_unique_per_run_even_when_ids_start_over(redis_url: str) -> None:
+async def test_first_drive_job_id_is_unique_per_run_even_when_ids_start_over(
+    redis_url: str,
+) -> None:
     """A database created afresh numbers its tenants and runs from 1 again; arq keeps a
     finished job's id for an hour and ignores an enqueue under it. The first drive's id
     carries the run's creation time, so the new run is queued; a repeat of the same run's
@@ -938,7 +940,9 @@ async def test_an_auto_post_that_fails_transiently_is_retried_by_its_job(
     from billing.errors import LockCompetition
     from jobs import tasks
 
-    number, run_id, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
+    number, run_id, _ = await completed_run(
+        gql, sessionmaker, tenant.id, database_url, redis_url, 3
+    )
     async with sessionmaker.begin() as s:  # as if created with autoPost
         await s.execute(text("UPDATE bill_run SET auto_post = true WHERE id = :r"), {"r": run_id})
     monkeypatch.setattr(billruns, "POST_CHUNK", 2)

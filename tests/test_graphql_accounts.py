@@ -116,7 +116,14 @@ async def test_ordinary_account_metrics_move_synchronously(gql: Gql) -> None:
             "amount": "31.5000",
             "balance": "31.5000",
             "dueDate": "2026-12-01",
-            "items": [{"chargeName": "Fleet", "quantity": "3.0000", "unitPrice": "10.5000", "amount": "31.5000"}],
+            "items": [
+                {
+                    "chargeName": "Fleet",
+                    "quantity": "3.0000",
+                    "unitPrice": "10.5000",
+                    "amount": "31.5000",
+                }
+            ],
         },
         "errors": [],
     }

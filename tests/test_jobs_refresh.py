@@ -56,7 +56,9 @@ async def test_refresh_job_runs_in_a_real_worker(
         assert m.values() == (await met.recompute(s, a["id"])).values()
 
 
-async def test_cron_tick_refreshes_due_tenants(database_url: str, sessionmaker: Any, engine: Any, tenant: Any) -> None:
+async def test_cron_tick_refreshes_due_tenants(
+    database_url: str, sessionmaker: Any, engine: Any, tenant: Any
+) -> None:
     from jobs.tasks import refresh_due_tenants
 
     a = await make_account(sessionmaker, tenant.id, "CRON", partner=True)
@@ -64,13 +66,19 @@ async def test_cron_tick_refreshes_due_tenants(database_url: str, sessionmaker: 
         await inv.create_standalone_invoice(s, tenant.id, posted_invoice("CRON", "8.00"))
         await update_settings(s, tenant.id, metrics_refresh_interval=10)
         await s.execute(
-            text("UPDATE tenant SET metrics_refreshed_at = now() - interval '11 seconds' WHERE id = :t"),
+            text(
+                "UPDATE tenant SET metrics_refreshed_at = now() - interval '11 seconds' WHERE id = :t"
+            ),
             {"t": tenant.id},
         )
     done = await refresh_due_tenants({"engine": engine})
     assert done["accounts"] >= 1
     assert done["changes"] >= 1
-    assert done["by_tenant"][tenant.id] == {**done["by_tenant"][tenant.id], "accounts": 1, "changes": 1}
+    assert done["by_tenant"][tenant.id] == {
+        **done["by_tenant"][tenant.id],
+        "accounts": 1,
+        "changes": 1,
+    }
     assert done["seconds"] > 0
     m = await stored(sessionmaker, a["id"])
     assert m.total_invoice_balance == Decimal("8")

@@ -325,7 +325,13 @@ async def test_concurrent_applications_never_exceed_the_memo(
         return [e["code"] for e in data["applyCreditMemo"]["errors"]]
 
     results = await asyncio.gather(*(one() for _ in range(5)))
-    assert sorted(results) == [[], [], [], ["AMOUNT_EXCEEDS_UNAPPLIED"], ["AMOUNT_EXCEEDS_UNAPPLIED"]]
+    assert sorted(results) == [
+        [],
+        [],
+        [],
+        ["AMOUNT_EXCEEDS_UNAPPLIED"],
+        ["AMOUNT_EXCEEDS_UNAPPLIED"],
+    ]
     assert await api.metrics("C", partner) == expect("70", "0", "0", "0")
 
 

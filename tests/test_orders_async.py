@@ -41,7 +41,9 @@ async def gql(sessionmaker: Any, tenant: Any, pool: Any) -> Gql:
 
 async def run_worker(database_url: str, redis_url: str) -> None:
     kwargs = worker_kwargs(database_url)
-    kwargs.pop("cron_jobs")  # the metrics tick re-queues itself every second: burst mode would never end
+    kwargs.pop(
+        "cron_jobs"
+    )  # the metrics tick re-queues itself every second: burst mode would never end
     worker = Worker(
         **kwargs,
         redis_settings=redis_settings_from_url(redis_url),
@@ -59,20 +61,48 @@ async def test_async_orders_complete_or_fail_with_typed_error(
 ) -> None:
     # Unique per run: arq keeps results (and so blocks the same job id) across test databases.
     key = f"k-{uuid.uuid4().hex}"
-    good = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key))
-    bad = await gql(ASYNC, input=order("R", [{"orderActions": [
-        {"createSubscription": {"subscriptionOwnerAccountNumber": "E1",
-                                "ratePlans": [{"productRatePlanNumber": "NOPE"}]}}]}]))
+    good = await gql(
+        ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key)
+    )
+    bad = await gql(
+        ASYNC,
+        input=order(
+            "R",
+            [
+                {
+                    "orderActions": [
+                        {
+                            "createSubscription": {
+                                "subscriptionOwnerAccountNumber": "E1",
+                                "ratePlans": [{"productRatePlanNumber": "NOPE"}],
+                            }
+                        }
+                    ]
+                }
+            ],
+        ),
+    )
     good_job, bad_job = good["createOrderAsync"]["job"], bad["createOrderAsync"]["job"]
     assert good["createOrderAsync"]["errors"] == bad["createOrderAsync"]["errors"] == []
     assert {k: v for k, v in good_job.items() if k != "id"} == {
-        "kind": "create_order", "status": "QUEUED", "orderNumber": None, "errors": []}
+        "kind": "create_order",
+        "status": "QUEUED",
+        "orderNumber": None,
+        "errors": [],
+    }
     # The same idempotency key gives the same job (and does not enqueue twice).
-    again = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key))
+    again = await gql(
+        ASYNC, input=order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey=key)
+    )
     assert again["createOrderAsync"]["job"]["id"] == good_job["id"]
-    other = await gql(ASYNC, input=order("R", [{"orderActions": [create_action("E1", seats="2")]}], idempotencyKey=key))
-    assert other["createOrderAsync"] == {"job": None, "errors": [
-        {"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED"}]}
+    other = await gql(
+        ASYNC,
+        input=order("R", [{"orderActions": [create_action("E1", seats="2")]}], idempotencyKey=key),
+    )
+    assert other["createOrderAsync"] == {
+        "job": None,
+        "errors": [{"__typename": "IdempotencyKeyReusedError", "code": "IDEMPOTENCY_KEY_REUSED"}],
+    }
     assert await mrr(gql, "E1") == "0.000000"
 
     await run_worker(database_url, redis_url)
@@ -80,22 +110,49 @@ async def test_async_orders_complete_or_fail_with_typed_error(
     done = (await gql(JOB, id=good_job["id"]))["job"]
     # The two jobs run concurrently: which one drew O00000001 from the sequence varies.
     assert done["orderNumber"] in ("O00000001", "O00000002")
-    assert done == {"id": good_job["id"], "status": "COMPLETED", "orderNumber": done["orderNumber"], "errors": []}
-    placed = await gql('query($n: String!) { order(orderNumber: $n) { accountNumber orderActions { type } } }',
-                       n=done["orderNumber"])
-    assert placed == {"order": {"accountNumber": "R", "orderActions": [{"type": "CreateSubscription"}]}}
+    assert done == {
+        "id": good_job["id"],
+        "status": "COMPLETED",
+        "orderNumber": done["orderNumber"],
+        "errors": [],
+    }
+    placed = await gql(
+        "query($n: String!) { order(orderNumber: $n) { accountNumber orderActions { type } } }",
+        n=done["orderNumber"],
+    )
+    assert placed == {
+        "order": {"accountNumber": "R", "orderActions": [{"type": "CreateSubscription"}]}
+    }
     failed = (await gql(JOB, id=bad_job["id"]))["job"]
     assert failed == {
         "id": bad_job["id"],
         "status": "FAILED",
         "orderNumber": None,
-        "errors": [{"__typename": "NotFoundError", "code": "NOT_FOUND", "message": "Product rate plan NOPE not found",
-                    "field": ["subscriptions", "0", "orderActions", "0", "ratePlans", "0", "productRatePlanNumber"],
-                    "retryable": False}],
+        "errors": [
+            {
+                "__typename": "NotFoundError",
+                "code": "NOT_FOUND",
+                "message": "Product rate plan NOPE not found",
+                "field": [
+                    "subscriptions",
+                    "0",
+                    "orderActions",
+                    "0",
+                    "ratePlans",
+                    "0",
+                    "productRatePlanNumber",
+                ],
+                "retryable": False,
+            }
+        ],
     }
     assert await mrr(gql, "E1") == "40.000000"
     async with sessionmaker() as s:
-        n = (await s.execute(text("SELECT count(*) FROM subscription WHERE tenant_id = :t"), {"t": tenant.id})).scalar_one()
+        n = (
+            await s.execute(
+                text("SELECT count(*) FROM subscription WHERE tenant_id = :t"), {"t": tenant.id}
+            )
+        ).scalar_one()
     assert n == 1
 
     # Running the job again (arq may) changes nothing.
@@ -105,4 +162,4 @@ async def test_async_orders_complete_or_fail_with_typed_error(
     assert await create_order(ctx, good_job["id"]) == "COMPLETED"
     assert await create_order(ctx, bad_job["id"]) == "FAILED"
     assert await mrr(gql, "E1") == "40.000000"
-    assert (await gql("{ job(id: \"nope\") { id } }")) == {"job": None}
+    assert (await gql('{ job(id: "nope") { id } }')) == {"job": None}

@@ -22,7 +22,9 @@ async def world(gql: Gql) -> Gql:
     for n in ("R", "E1"):
         await make_account(gql, n)
     await make_account(gql, "EUR1", currency="EUR")
-    data = await gql(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E1", number="S-1")]}]))
+    data = await gql(
+        CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E1", number="S-1")]}])
+    )
     assert data["createOrder"]["errors"] == []
     return gql
 
@@ -30,12 +32,27 @@ async def world(gql: Gql) -> Gql:
 async def counts(sessionmaker: Any, tenant_id: int) -> dict[str, int]:
     out = {}
     async with sessionmaker() as s:
-        for table in ("account", "sales_order", "order_action", "subscription", "subscription_rate_plan",
-                      "subscription_charge", "subscription_suspension", "metrics_change"):
-            out[table] = (await s.execute(text(f"SELECT count(*) FROM {table} WHERE tenant_id = :t"),
-                                          {"t": tenant_id})).scalar_one()
-        out["sub_version"] = (await s.execute(text("SELECT coalesce(sum(version), 0) FROM subscription WHERE tenant_id = :t"),
-                                              {"t": tenant_id})).scalar_one()
+        for table in (
+            "account",
+            "sales_order",
+            "order_action",
+            "subscription",
+            "subscription_rate_plan",
+            "subscription_charge",
+            "subscription_suspension",
+            "metrics_change",
+        ):
+            out[table] = (
+                await s.execute(
+                    text(f"SELECT count(*) FROM {table} WHERE tenant_id = :t"), {"t": tenant_id}
+                )
+            ).scalar_one()
+        out["sub_version"] = (
+            await s.execute(
+                text("SELECT coalesce(sum(version), 0) FROM subscription WHERE tenant_id = :t"),
+                {"t": tenant_id},
+            )
+        ).scalar_one()
     return out
 
 
@@ -47,14 +64,46 @@ A0 = ["subscriptions", "0", "orderActions", "0"]
 CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
     (
         "unknown rate plan",
-        order("R", [{"orderActions": [{"createSubscription": {"ratePlans": [{"productRatePlanNumber": "NOPE"}]}}]}]),
+        order(
+            "R",
+            [
+                {
+                    "orderActions": [
+                        {"createSubscription": {"ratePlans": [{"productRatePlanNumber": "NOPE"}]}}
+                    ]
+                }
+            ],
+        ),
         err("NotFoundError", "NOT_FOUND", [*A0, "ratePlans", "0", "productRatePlanNumber"]),
     ),
     (
         "unknown charge override",
-        order("R", [{"orderActions": [{"createSubscription": {"ratePlans": [
-            {"productRatePlanNumber": "PRP-BASIC", "chargeOverrides": [{"productRatePlanChargeNumber": "PRPC-ANNUAL"}]}]}}]}]),
-        err("NotFoundError", "NOT_FOUND", [*A0, "ratePlans", "0", "chargeOverrides", "0", "productRatePlanChargeNumber"]),
+        order(
+            "R",
+            [
+                {
+                    "orderActions": [
+                        {
+                            "createSubscription": {
+                                "ratePlans": [
+                                    {
+                                        "productRatePlanNumber": "PRP-BASIC",
+                                        "chargeOverrides": [
+                                            {"productRatePlanChargeNumber": "PRPC-ANNUAL"}
+                                        ],
+                                    }
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        ),
+        err(
+            "NotFoundError",
+            "NOT_FOUND",
+            [*A0, "ratePlans", "0", "chargeOverrides", "0", "productRatePlanChargeNumber"],
+        ),
     ),
     (
         "unknown order account",
@@ -78,8 +127,14 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
     ),
     (
         "both accounts",
-        {**order("R", [{"orderActions": [create_action()]}]),
-         "newAccount": {"name": "N", "currency": "USD", "billToContact": {"firstName": "A", "lastName": "B"}}},
+        {
+            **order("R", [{"orderActions": [create_action()]}]),
+            "newAccount": {
+                "name": "N",
+                "currency": "USD",
+                "billToContact": {"firstName": "A", "lastName": "B"},
+            },
+        },
         err("ValidationError", "VALIDATION", ["existingAccountNumber"]),
     ),
     (
@@ -94,28 +149,58 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
     ),
     (
         "owner transfer to another currency",
-        order("R", [{"subscriptionNumber": "S-1", "orderActions": [{"ownerTransfer": {"destinationAccountNumber": "EUR1"}}]}]),
+        order(
+            "R",
+            [
+                {
+                    "subscriptionNumber": "S-1",
+                    "orderActions": [{"ownerTransfer": {"destinationAccountNumber": "EUR1"}}],
+                }
+            ],
+        ),
         err("CurrencyMismatchError", "CURRENCY_MISMATCH", A0),
     ),
     (
         "a later action fails: the earlier ones are not kept",
-        order("R", [
-            {"orderActions": [create_action("E1")]},
-            {"subscriptionNumber": "S-1", "orderActions": [{"suspend": {}}, {"updateProduct": {"chargeNumber": "C-NOPE", "price": "1"}}]},
-        ]),
-        err("NotFoundError", "NOT_FOUND", ["subscriptions", "1", "orderActions", "1", "chargeNumber"]),
+        order(
+            "R",
+            [
+                {"orderActions": [create_action("E1")]},
+                {
+                    "subscriptionNumber": "S-1",
+                    "orderActions": [
+                        {"suspend": {}},
+                        {"updateProduct": {"chargeNumber": "C-NOPE", "price": "1"}},
+                    ],
+                },
+            ],
+        ),
+        err(
+            "NotFoundError",
+            "NOT_FOUND",
+            ["subscriptions", "1", "orderActions", "1", "chargeNumber"],
+        ),
     ),
     (
         "bad override quantity",
         order("R", [{"orderActions": [create_action("E1", seats="-1")]}]),
-        err("ValidationError", "VALIDATION", [*A0, "ratePlans", "0", "chargeOverrides", "0", "quantity"]),
+        err(
+            "ValidationError",
+            "VALIDATION",
+            [*A0, "ratePlans", "0", "chargeOverrides", "0", "quantity"],
+        ),
     ),
 ]
 
 
 @pytest.mark.parametrize(("name", "payload", "errors"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_order_writes_nothing(
-    world: Gql, sessionmaker: Any, tenant: Any, name: str, payload: dict[str, Any], errors: list[dict[str, Any]]
+    world: Gql,
+    sessionmaker: Any,
+    tenant: Any,
+    name: str,
+    payload: dict[str, Any],
+    errors: list[dict[str, Any]],
 ) -> None:
     before = await counts(sessionmaker, tenant.id)
     data = await world(CREATE_ORDER, input=payload)
@@ -124,24 +209,58 @@ async def test_bad_order_writes_nothing(
     assert await mrr(world, "E1") == "40.000000"
 
 
-async def test_actions_on_a_cancelled_subscription_are_refused(world: Gql, sessionmaker: Any, tenant: Any) -> None:
-    data = await world(CREATE_ORDER, input=order("R", [{"subscriptionNumber": "S-1", "orderActions": [
-        {"cancelSubscription": {"cancellationPolicy": "SPECIFIC_DATE", "cancellationEffectiveDate": "2026-03-01"}}]}]))
+async def test_actions_on_a_cancelled_subscription_are_refused(
+    world: Gql, sessionmaker: Any, tenant: Any
+) -> None:
+    data = await world(
+        CREATE_ORDER,
+        input=order(
+            "R",
+            [
+                {
+                    "subscriptionNumber": "S-1",
+                    "orderActions": [
+                        {
+                            "cancelSubscription": {
+                                "cancellationPolicy": "SPECIFIC_DATE",
+                                "cancellationEffectiveDate": "2026-03-01",
+                            }
+                        }
+                    ],
+                }
+            ],
+        ),
+    )
     assert data["createOrder"]["errors"] == []
     before = await counts(sessionmaker, tenant.id)
-    for action in ({"suspend": {}}, {"addProduct": {"productRatePlanNumber": "PRP-ANNUAL"}},
-                   {"cancelSubscription": {}}, {"ownerTransfer": {"destinationAccountNumber": "R"}},
-                   {"renewSubscription": {}}):
-        data = await world(CREATE_ORDER, input=order("R", [{"subscriptionNumber": "S-1", "orderActions": [action]}]))
-        assert data["createOrder"]["errors"] == err("InvalidStateError", "INVALID_STATE", A0), action
+    for action in (
+        {"suspend": {}},
+        {"addProduct": {"productRatePlanNumber": "PRP-ANNUAL"}},
+        {"cancelSubscription": {}},
+        {"ownerTransfer": {"destinationAccountNumber": "R"}},
+        {"renewSubscription": {}},
+    ):
+        data = await world(
+            CREATE_ORDER,
+            input=order("R", [{"subscriptionNumber": "S-1", "orderActions": [action]}]),
+        )
+        assert data["createOrder"]["errors"] == err("InvalidStateError", "INVALID_STATE", A0), (
+            action
+        )
     assert await counts(sessionmaker, tenant.id) == before
     assert await mrr(world, "E1") == "0.000000"
 
 
-async def test_one_of_with_two_members_is_refused(world: Gql, sessionmaker: Any, tenant: Any) -> None:
+async def test_one_of_with_two_members_is_refused(
+    world: Gql, sessionmaker: Any, tenant: Any
+) -> None:
     before = await counts(sessionmaker, tenant.id)
-    res = await world.raw(CREATE_ORDER, input=order("R", [{"subscriptionNumber": "S-1", "orderActions": [
-        {"suspend": {}, "resume": {}}]}]))
+    res = await world.raw(
+        CREATE_ORDER,
+        input=order(
+            "R", [{"subscriptionNumber": "S-1", "orderActions": [{"suspend": {}, "resume": {}}]}]
+        ),
+    )
     assert res.data is None
     assert [e.message for e in res.errors] == [
         "OneOf Input Object 'OrderActionInput' must specify exactly one key."
@@ -149,7 +268,9 @@ async def test_one_of_with_two_members_is_refused(world: Gql, sessionmaker: Any,
     assert await counts(sessionmaker, tenant.id) == before
 
 
-async def test_one_of_is_checked_again_in_the_domain(sessionmaker: Any, tenant: Any, world: Gql) -> None:
+async def test_one_of_is_checked_again_in_the_domain(
+    sessionmaker: Any, tenant: Any, world: Gql
+) -> None:
     """Jobs and bulk paths hand the domain plain data: it checks the oneOf rule itself."""
     from billing.errors import ValidationFailed
     from billing.orders import create_order
@@ -157,8 +278,19 @@ async def test_one_of_is_checked_again_in_the_domain(sessionmaker: Any, tenant: 
     before = await counts(sessionmaker, tenant.id)
     with pytest.raises(ValidationFailed) as exc:
         async with sessionmaker.begin() as s:
-            await create_order(s, tenant.id, {
-                "existing_account_number": "R", "order_date": "2026-01-01",
-                "subscriptions": [{"subscription_number": "S-1", "order_actions": [{"suspend": {}, "resume": {}}]}]})
+            await create_order(
+                s,
+                tenant.id,
+                {
+                    "existing_account_number": "R",
+                    "order_date": "2026-01-01",
+                    "subscriptions": [
+                        {
+                            "subscription_number": "S-1",
+                            "order_actions": [{"suspend": {}, "resume": {}}],
+                        }
+                    ],
+                },
+            )
     assert exc.value.field == A0
     assert await counts(sessionmaker, tenant.id) == before

@@ -26,22 +26,39 @@ def gql(sessionmaker: Any, tenant: Any) -> Gql:
 
 async def account_id(sessionmaker: Any, tenant_id: int, number: str) -> int:
     async with sessionmaker() as s:
-        return int((await s.execute(text("SELECT id FROM account WHERE tenant_id = :t AND account_number = :n"),
-                                    {"t": tenant_id, "n": number})).scalar_one())
+        return int(
+            (
+                await s.execute(
+                    text("SELECT id FROM account WHERE tenant_id = :t AND account_number = :n"),
+                    {"t": tenant_id, "n": number},
+                )
+            ).scalar_one()
+        )
 
 
 async def count(sessionmaker: Any, tenant_id: int, table: str) -> int:
     async with sessionmaker() as s:
-        return int((await s.execute(text(f"SELECT count(*) FROM {table} WHERE tenant_id = :t"), {"t": tenant_id})).scalar_one())
+        return int(
+            (
+                await s.execute(
+                    text(f"SELECT count(*) FROM {table} WHERE tenant_id = :t"), {"t": tenant_id}
+                )
+            ).scalar_one()
+        )
 
 
 async def stored_and_oracle(sessionmaker: Any, ident: int) -> tuple[Decimal, Decimal]:
     async with sessionmaker() as s:
-        return (await stored_metrics(s, ident)).contracted_mrr, (await recompute(s, ident)).contracted_mrr
+        return (await stored_metrics(s, ident)).contracted_mrr, (
+            await recompute(s, ident)
+        ).contracted_mrr
 
 
 async def parallel_orders(gql: Gql, n: int) -> list[dict[str, Any]]:
-    calls = [gql(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E", "R")]}])) for _ in range(n)]
+    calls = [
+        gql(CREATE_ORDER, input=order("R", [{"orderActions": [create_action("E", "R")]}]))
+        for _ in range(n)
+    ]
     return [d["createOrder"] for d in await asyncio.gather(*calls)]
 
 
@@ -77,7 +94,8 @@ async def test_parallel_orders_on_ordinary_owner_succeed_or_compete(
     failed = [r for r in results if r["errors"]]
     assert all(
         r["order"] is None
-        and r["errors"] == [{"__typename": "LockCompetitionError", "code": "LOCK_COMPETITION", "field": None}]
+        and r["errors"]
+        == [{"__typename": "LockCompetitionError", "code": "LOCK_COMPETITION", "field": None}]
         for r in failed
     )
     assert ok, "at least one order must get the lock"
@@ -85,7 +103,9 @@ async def test_parallel_orders_on_ordinary_owner_succeed_or_compete(
     assert await count(sessionmaker, tenant.id, "sales_order") == len(ok)
     assert await count(sessionmaker, tenant.id, "subscription") == len(ok)
     assert await count(sessionmaker, tenant.id, "subscription_charge") == 3 * len(ok)
-    stored, oracle = await stored_and_oracle(sessionmaker, await account_id(sessionmaker, tenant.id, "E"))
+    stored, oracle = await stored_and_oracle(
+        sessionmaker, await account_id(sessionmaker, tenant.id, "E")
+    )
     assert stored == oracle == EACH * len(ok)
 
 
@@ -96,16 +116,37 @@ async def test_concurrent_owner_transfers_between_partner_accounts(
     await make_account(gql, "P1", partner=True)
     await make_account(gql, "P2", partner=True)
     groups = [{"orderActions": [create_action("P1", "P1", number=f"A-{i}")]} for i in range(20)]
-    groups += [{"orderActions": [create_action("P2", "P2", number=f"B-{i}", seats="3")]} for i in range(10)]
+    groups += [
+        {"orderActions": [create_action("P2", "P2", number=f"B-{i}", seats="3")]} for i in range(10)
+    ]
     data = await gql(CREATE_ORDER, input=order("P1", groups))
     assert data["createOrder"]["errors"] == []
 
     def transfer(sub: str, dest: str) -> Any:
-        return gql(CREATE_ORDER, input=order(dest, [{"subscriptionNumber": sub, "orderActions": [
-            {"ownerTransfer": {"destinationAccountNumber": dest, "destinationInvoiceAccountNumber": dest}}]}]))
+        return gql(
+            CREATE_ORDER,
+            input=order(
+                dest,
+                [
+                    {
+                        "subscriptionNumber": sub,
+                        "orderActions": [
+                            {
+                                "ownerTransfer": {
+                                    "destinationAccountNumber": dest,
+                                    "destinationInvoiceAccountNumber": dest,
+                                }
+                            }
+                        ],
+                    }
+                ],
+            ),
+        )
 
     # A-* go to P2 (each twice, concurrently), B-* (60/month each) come to P1.
-    calls = [transfer(f"A-{i}", "P2") for i in range(20)] * 2 + [transfer(f"B-{i}", "P1") for i in range(10)]
+    calls = [transfer(f"A-{i}", "P2") for i in range(20)] * 2 + [
+        transfer(f"B-{i}", "P1") for i in range(10)
+    ]
     results = await asyncio.gather(*calls)
     assert [r["createOrder"]["errors"] for r in results] == [[]] * 50
     await refresh_tenant(engine, tenant.id)

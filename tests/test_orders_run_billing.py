@@ -16,7 +16,9 @@ mutation($input: CreateOrderInput!) {
 INVOICE = """
 query($n: String!) { invoice(invoiceNumber: $n) {
   status source amount balance items { chargeName amount serviceStartDate serviceEndDate } } }"""
-BALANCE = 'query { account(accountNumber: "R") { metrics { totalInvoiceBalance lastInvoiceDate } } }'
+BALANCE = (
+    'query { account(accountNumber: "R") { metrics { totalInvoiceBalance lastInvoiceDate } } }'
+)
 
 
 @pytest.fixture

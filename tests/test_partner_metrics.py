@@ -77,7 +77,10 @@ async def test_partner_writes_leave_metrics_until_refresh(sessionmaker: Any, ten
     assert after.unapplied_payment_amount == D("20")
     assert after.balance == D("40")
     assert after.last_invoice_date == date(2026, 11, 3)
-    assert after.last_metrics_update is not None and after.last_metrics_update > before.last_metrics_update
+    assert (
+        after.last_metrics_update is not None
+        and after.last_metrics_update > before.last_metrics_update
+    )
 
 
 async def test_ordinary_account_metrics_equal_oracle_after_every_commit(
@@ -88,21 +91,39 @@ async def test_ordinary_account_metrics_equal_oracle_after_every_commit(
     for n in range(3):
         async with sessionmaker.begin() as s:
             numbers.append(
-                (await inv.create_standalone_invoice(s, tenant.id, posted_invoice("O1", f"{10 + n}.25", n + 1)))["invoice_number"]
+                (
+                    await inv.create_standalone_invoice(
+                        s, tenant.id, posted_invoice("O1", f"{10 + n}.25", n + 1)
+                    )
+                )["invoice_number"]
             )
-        assert (await stored(sessionmaker, a["id"])).values() == (await oracle(sessionmaker, a["id"])).values()
+        assert (await stored(sessionmaker, a["id"])).values() == (
+            await oracle(sessionmaker, a["id"])
+        ).values()
     async with sessionmaker.begin() as s:
-        p = await pay.create_payment(s, tenant.id, pay.PaymentData("O1", D("15"), date(2026, 11, 5)))
+        p = await pay.create_payment(
+            s, tenant.id, pay.PaymentData("O1", D("15"), date(2026, 11, 5))
+        )
     async with sessionmaker.begin() as s:
-        await pay.apply_payment(s, tenant.id, p["payment_number"], [TargetAmount(numbers[2], D("12.25"))], [])
+        await pay.apply_payment(
+            s, tenant.id, p["payment_number"], [TargetAmount(numbers[2], D("12.25"))], []
+        )
     async with sessionmaker.begin() as s:
-        await pay.unapply_payment(s, tenant.id, p["payment_number"], [TargetAmount(numbers[2], D("2.25"))], [])
+        await pay.unapply_payment(
+            s, tenant.id, p["payment_number"], [TargetAmount(numbers[2], D("2.25"))], []
+        )
     async with sessionmaker.begin() as s:
-        await pay.apply_payment(s, tenant.id, p["payment_number"], [TargetAmount(numbers[0], D("5"))], [])
+        await pay.apply_payment(
+            s, tenant.id, p["payment_number"], [TargetAmount(numbers[0], D("5"))], []
+        )
     m = await stored(sessionmaker, a["id"])
     assert m.values() == (await oracle(sessionmaker, a["id"])).values()
     # 10.25 + 11.25 + 12.25 = 33.75 invoiced; 15 paid and all applied.
-    assert (m.total_invoice_balance, m.unapplied_payment_amount, m.balance) == (D("18.75"), D("0"), D("18.75"))
+    assert (m.total_invoice_balance, m.unapplied_payment_amount, m.balance) == (
+        D("18.75"),
+        D("0"),
+        D("18.75"),
+    )
     # Unposting the untouched invoice lowers lastInvoiceDate back.
     async with sessionmaker.begin() as s:
         await inv.unpost_invoice(s, tenant.id, numbers[1])
@@ -115,7 +136,9 @@ async def _invoice_then_pay(sm: Any, tenant_id: int, number: str, n: int) -> str
     """One posted invoice and one payment applied to half of it (two transactions)."""
     try:
         async with sm.begin() as s:
-            row = await inv.create_standalone_invoice(s, tenant_id, posted_invoice(number, f"{n + 1}.00"))
+            row = await inv.create_standalone_invoice(
+                s, tenant_id, posted_invoice(number, f"{n + 1}.00")
+            )
         async with sm.begin() as s:
             await pay.create_payment(
                 s, tenant_id,
@@ -131,7 +154,9 @@ async def test_50_concurrent_writes_on_a_partner_account(sessionmaker: Any, tena
     a = await make_account(sessionmaker, tenant.id, "HOT", partner=True)
     async with sessionmaker.begin() as s:  # a tight lock wait would fail ordinary accounts
         await update_settings(s, tenant.id, lock_wait_ms=1)
-    results = await asyncio.gather(*(_invoice_then_pay(sessionmaker, tenant.id, "HOT", n) for n in range(50)))
+    results = await asyncio.gather(
+        *(_invoice_then_pay(sessionmaker, tenant.id, "HOT", n) for n in range(50))
+    )
     assert results == ["ok"] * 50
     async with sessionmaker.begin() as s:
         await met.refresh_account(s, tenant.id, a["id"])
@@ -152,7 +177,9 @@ async def test_50_concurrent_writes_on_an_ordinary_account(sessionmaker: Any, te
         # Hold the account lock a while so that some writers time out.
         try:
             async with sessionmaker.begin() as s:
-                await inv.create_standalone_invoice(s, tenant.id, posted_invoice("SYNC", f"{n + 1}.00"))
+                await inv.create_standalone_invoice(
+                    s, tenant.id, posted_invoice("SYNC", f"{n + 1}.00")
+                )
                 await s.execute(text("SELECT pg_sleep(0.01)"))
             return "ok"
         except LockCompetition:
@@ -163,7 +190,11 @@ async def test_50_concurrent_writes_on_an_ordinary_account(sessionmaker: Any, te
     assert "LOCK_COMPETITION" in results  # the feature's reason to exist
     ok = [n for n, r in enumerate(results) if r == "ok"]
     async with sessionmaker() as s:
-        count = (await s.execute(text("SELECT count(*) FROM invoice WHERE account_id = :a"), {"a": a["id"]})).scalar_one()
+        count = (
+            await s.execute(
+                text("SELECT count(*) FROM invoice WHERE account_id = :a"), {"a": a["id"]}
+            )
+        ).scalar_one()
     assert count == len(ok)  # a lock competition wrote nothing
     m = await stored(sessionmaker, a["id"])
     assert m.values() == (await oracle(sessionmaker, a["id"])).values()
@@ -193,13 +224,17 @@ async def test_change_committed_during_refresh_is_seen_by_the_next(
     assert m.total_invoice_balance == D("12")
 
 
-async def test_two_refreshers_never_write_one_account_at_once(sessionmaker: Any, tenant: Any) -> None:
+async def test_two_refreshers_never_write_one_account_at_once(
+    sessionmaker: Any, tenant: Any
+) -> None:
     a = await make_account(sessionmaker, tenant.id, "TWO", partner=True)
     async with sessionmaker.begin() as s:
         await inv.create_standalone_invoice(s, tenant.id, posted_invoice("TWO", "9.00"))
     first = sessionmaker()
     await first.begin()
-    refresh = text("SELECT r_account, r_folded FROM pb_refresh_accounts(:t, ARRAY[CAST(:a AS bigint)])")
+    refresh = text(
+        "SELECT r_account, r_folded FROM pb_refresh_accounts(:t, ARRAY[CAST(:a AS bigint)])"
+    )
     folded = (await first.execute(refresh, {"t": tenant.id, "a": a["id"]})).all()
     assert folded == [(a["id"], 1)]
     async with sessionmaker() as s:  # the second refresher is turned away while the first holds it
@@ -218,15 +253,21 @@ async def test_tenant_refresh_batches_skip_a_held_account_and_fold_it_next_time(
 ) -> None:
     """Batches of 2 over 5 changed accounts; one account's metrics row is held by another
     transaction: the refresh folds the other 4, leaves that one, and the next run folds it."""
-    accounts = [await make_account(sessionmaker, tenant.id, f"B{i}", partner=True) for i in range(5)]
+    accounts = [
+        await make_account(sessionmaker, tenant.id, f"B{i}", partner=True) for i in range(5)
+    ]
     for i, a in enumerate(accounts):
         async with sessionmaker.begin() as s:
-            await inv.create_standalone_invoice(s, tenant.id, posted_invoice(f"B{i}", f"{i + 1}.00"))
+            await inv.create_standalone_invoice(
+                s, tenant.id, posted_invoice(f"B{i}", f"{i + 1}.00")
+            )
             await inv.create_standalone_invoice(s, tenant.id, posted_invoice(f"B{i}", "10.00", 2))
     held = accounts[2]["id"]
     holder = sessionmaker()
     await holder.begin()
-    await holder.execute(text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"), {"a": held})
+    await holder.execute(
+        text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"), {"a": held}
+    )
     report = await met.refresh_tenant(engine, tenant.id, batch=2)
     assert report.accounts_refreshed == 4
     assert report.accounts_skipped == 1
@@ -251,7 +292,9 @@ async def test_turning_partner_off_brings_metrics_current(sessionmaker: Any, ten
         await inv.create_standalone_invoice(s, tenant.id, posted_invoice("FLIP", "3.00"))
     assert (await stored(sessionmaker, a["id"])).total_invoice_balance == 0
     async with sessionmaker.begin() as s:
-        row = await acc.update_account(s, tenant.id, "FLIP", acc.AccountChanges(partner_account=False))
+        row = await acc.update_account(
+            s, tenant.id, "FLIP", acc.AccountChanges(partner_account=False)
+        )
     assert row["partner_account"] is False
     assert (await stored(sessionmaker, a["id"])).total_invoice_balance == D("3")
     async with sessionmaker.begin() as s:  # now synchronous
@@ -261,16 +304,22 @@ async def test_turning_partner_off_brings_metrics_current(sessionmaker: Any, ten
     assert m.values() == (await oracle(sessionmaker, a["id"])).values()
 
 
-async def test_tenant_interval_decides_which_tenants_refresh(engine: Any, sessionmaker: Any, tenant: Any) -> None:
+async def test_tenant_interval_decides_which_tenants_refresh(
+    engine: Any, sessionmaker: Any, tenant: Any
+) -> None:
     a = await make_account(sessionmaker, tenant.id, "DUE", partner=True)
     async with sessionmaker.begin() as s:
         await inv.create_standalone_invoice(s, tenant.id, posted_invoice("DUE", "2.00"))
-        await s.execute(text("UPDATE tenant SET metrics_refreshed_at = now() WHERE id = :t"), {"t": tenant.id})
+        await s.execute(
+            text("UPDATE tenant SET metrics_refreshed_at = now() WHERE id = :t"), {"t": tenant.id}
+        )
     assert tenant.id not in await met.claim_due_tenants(engine)  # default 3600 s not passed
     async with sessionmaker.begin() as s:
         await update_settings(s, tenant.id, metrics_refresh_interval=1)
         await s.execute(
-            text("UPDATE tenant SET metrics_refreshed_at = now() - interval '2 seconds' WHERE id = :t"),
+            text(
+                "UPDATE tenant SET metrics_refreshed_at = now() - interval '2 seconds' WHERE id = :t"
+            ),
             {"t": tenant.id},
         )
     claimed = await met.claim_due_tenants(engine)
@@ -281,7 +330,9 @@ async def test_tenant_interval_decides_which_tenants_refresh(engine: Any, sessio
 
 
 @pytest.mark.parametrize("partner", [True, False])
-async def test_lock_wait_is_bounded_and_retryable(sessionmaker: Any, tenant: Any, partner: bool) -> None:
+async def test_lock_wait_is_bounded_and_retryable(
+    sessionmaker: Any, tenant: Any, partner: bool
+) -> None:
     """A write on an ordinary account whose lock is held answers LOCK_COMPETITION; a
     partner account's write does not wait at all."""
     a = await make_account(sessionmaker, tenant.id, "LW", partner=partner)
@@ -301,5 +352,9 @@ async def test_lock_wait_is_bounded_and_retryable(sessionmaker: Any, tenant: Any
     await holder.close()
     assert outcome == ("ok" if partner else "LOCK_COMPETITION")
     async with sessionmaker() as s:
-        count = (await s.execute(text("SELECT count(*) FROM invoice WHERE account_id = :a"), {"a": a["id"]})).scalar_one()
+        count = (
+            await s.execute(
+                text("SELECT count(*) FROM invoice WHERE account_id = :a"), {"a": a["id"]}
+            )
+        ).scalar_one()
     assert count == (1 if partner else 0)

@@ -43,7 +43,9 @@ def no_errors(data: Any) -> None:
             assert value["errors"] == [], value
 
 
-async def test_walkthrough(database_url: str, redis_url: str, sessionmaker: Any, tenant: Any) -> None:
+async def test_walkthrough(
+    database_url: str, redis_url: str, sessionmaker: Any, tenant: Any
+) -> None:
     pool = await arq_pool(redis_url)
     try:
         gql = Gql(sessionmaker, tenant.id, redis=pool)
@@ -72,13 +74,20 @@ async def test_walkthrough(database_url: str, redis_url: str, sessionmaker: Any,
         no_errors(run)
         await drain(database_url, redis_url)
         number = run["createBillRun"]["billRun"]["billRunNumber"]
-        status = await gql('query($n: String!) { billRun(billRunNumber: $n) { status } }', n=number)
+        status = await gql("query($n: String!) { billRun(billRunNumber: $n) { status } }", n=number)
         assert status == {"billRun": {"status": "POSTED"}}
         invoices = (await gql(steps[7]))["account"]["invoices"]
         assert invoices["totalCount"] == 2
         assert sorted(e["node"]["amount"] for e in invoices["edges"]) == ["100.0000", "50.0000"]
         async with sessionmaker.begin() as s:
-            rid = (await s.execute(text("SELECT id FROM account WHERE tenant_id = :t AND account_number = 'RESELLER'"), {"t": tenant.id})).scalar_one()
+            rid = (
+                await s.execute(
+                    text(
+                        "SELECT id FROM account WHERE tenant_id = :t AND account_number = 'RESELLER'"
+                    ),
+                    {"t": tenant.id},
+                )
+            ).scalar_one()
             await met.refresh_account(s, tenant.id, rid)
         async with sessionmaker() as s:
             m = await met.stored_metrics(s, rid)

@@ -9,4 +9,6 @@ from schema.export import sdl
 
 def test_schema_graphql_matches_the_schema() -> None:
     committed = (Path(__file__).resolve().parent.parent / "schema.graphql").read_text()
-    assert committed == sdl(), "schema.graphql is stale: run `python -m schema.export > schema.graphql`"
+    assert committed == sdl(), (
+        "schema.graphql is stale: run `python -m schema.export > schema.graphql`"
+    )

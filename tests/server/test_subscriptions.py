@@ -412,7 +412,12 @@ async def test_bill_run_progress_through_the_worker_completes_without_auto_post(
 
 
 async def test_bill_run_progress_follows_a_post_under_way_until_posted(
-    base: str, redis: Any, tenant: Any, sessionmaker: Any, database_url: str, redis_url: str,
+    base: str,
+    redis: Any,
+    tenant: Any,
+    sessionmaker: Any,
+    database_url: str,
+    redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from billing import billruns

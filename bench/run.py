@@ -112,7 +112,8 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
             res = await one(name, args)
             out.setdefault(name, []).append(res)
             if args.json:  # after every run, so a later failure keeps what was measured
-                Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+                dump = json.dumps(out, indent=1, default=str)
+                await asyncio.to_thread(Path(args.json).write_text, dump)
             if name != "hot":
                 print(json.dumps(res, indent=1, default=str), flush=True)
     return out, args.json

@@ -87,13 +87,15 @@ async def resolve_targets(
                 raise CurrencyMismatch(f"{LABEL[kind]} {num} is in {row['currency']}", f)
             if row["status"] != "POSTED":
                 raise InvalidState(
-                    f"{LABEL[kind]} {num} is {row['status']}; only POSTED documents take applications",
+                    f"{LABEL[kind]} {num} is {row['status']}; "
+                    "only POSTED documents take applications",
                     f,
                 )
             amount = wanted[(kind, num)]
             if amount > row["balance"]:
                 raise AmountExceedsOpenBalance(
-                    f"{amount} exceeds the open balance {row['balance']} of {LABEL[kind].lower()} {num}",
+                    f"{amount} exceeds the open balance {row['balance']} "
+                    f"of {LABEL[kind].lower()} {num}",
                     [*f, "amount"],
                 )
             out.append(Target(kind, row, amount))

@@ -156,7 +156,8 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
         room = invoice["amount"] - await credited_from_invoice(session, invoice["id"])
         if total > room:
             raise AmountExceedsOpenBalance(
-                f"{total} exceeds what invoice {invoice['invoice_number']} has left to credit ({room})",
+                f"{total} exceeds what invoice {invoice['invoice_number']} "
+                f"has left to credit ({room})",
                 ["amount"],
             )
     number = await numbering.next_number(session, tenant_id, "credit_memo")

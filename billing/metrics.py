@@ -175,7 +175,8 @@ class MetricsWriter:
         d.invoice_dates = d.invoice_dates or invoice_dates
 
     async def flush(self) -> None:
-        """Write the collected deltas: metrics rows for ordinary accounts, the ledger for partners."""
+        """Write the collected deltas: metrics rows for ordinary accounts, the ledger for
+        partners."""
         ledger = []
         for account_id, d in sorted(self.deltas.items()):
             if d.is_zero():

@@ -750,7 +750,8 @@ async def _apply(run: _Run, sub: dict[str, Any], a: Action) -> None:
         res = await s.execute(
             text(
                 "SELECT srp.id, srp.effective_start_date FROM subscription_rate_plan srp "
-                "JOIN product_rate_plan p ON p.id = srp.product_rate_plan_id WHERE srp.subscription_id = :s "
+                "JOIN product_rate_plan p ON p.id = srp.product_rate_plan_id "
+                "WHERE srp.subscription_id = :s "
                 "AND p.rate_plan_number = :n AND srp.effective_end_date IS NULL"
             ),
             {"s": sub["id"], "n": number},
@@ -928,7 +929,8 @@ async def _cancel(
     elif policy == "END_OF_LAST_INVOICE_PERIOD":
         res = await s.execute(
             text(
-                "SELECT max(charged_through_date) FROM subscription_charge WHERE subscription_id = :s AND is_last_segment"
+                "SELECT max(charged_through_date) FROM subscription_charge "
+                "WHERE subscription_id = :s AND is_last_segment"
             ),
             {"s": sub["id"]},
         )
@@ -972,7 +974,8 @@ async def get_order(
     stmt = select(
         SO,
         text(
-            "(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number"
+            "(SELECT account_number FROM account WHERE id = sales_order.account_id) "
+            "AS account_number"
         ),
     ).where(SO.c.tenant_id == tenant_id)
     stmt = (
@@ -990,7 +993,8 @@ async def order_actions(session: AsyncSession, order_ids: list[int]) -> dict[int
         res = await session.execute(
             text(
                 "SELECT oa.*, s.subscription_number FROM order_action oa JOIN subscription s "
-                "ON s.id = oa.subscription_id WHERE oa.order_id = ANY(:i) ORDER BY oa.order_id, oa.sequence"
+                "ON s.id = oa.subscription_id WHERE oa.order_id = ANY(:i) "
+                "ORDER BY oa.order_id, oa.sequence"
             ),
             {"i": order_ids},
         )
@@ -1006,7 +1010,8 @@ async def orders_of_account(
     stmt = select(
         SO,
         text(
-            "(SELECT account_number FROM account WHERE id = sales_order.account_id) AS account_number"
+            "(SELECT account_number FROM account WHERE id = sales_order.account_id) "
+            "AS account_number"
         ),
     ).where(SO.c.account_id == account_id)
     return await paginate(session, stmt, SO.c.id, first, after)
@@ -1031,7 +1036,8 @@ async def create_order_job(
     res = await session.execute(
         text(
             "INSERT INTO job (id, tenant_id, kind, status, input, errors) VALUES "
-            "(:id, :t, 'create_order', 'QUEUED', CAST(:i AS json), CAST('[]' AS json)) ON CONFLICT (id) DO NOTHING RETURNING id"
+            "(:id, :t, 'create_order', 'QUEUED', CAST(:i AS json), CAST('[]' AS json)) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
         {"id": job_id, "t": tenant_id, "i": json.dumps(payload)},
     )

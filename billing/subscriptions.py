@@ -59,10 +59,12 @@ def contribution(sub: dict[str, Any] | RowMapping | None) -> tuple[int | None, D
 def subscription_select() -> Any:
     """Subscriptions with their owners' account numbers."""
     owner = text(
-        "(SELECT account_number FROM account WHERE id = subscription.owner_account_id) AS owner_account_number"
+        "(SELECT account_number FROM account WHERE id = subscription.owner_account_id) "
+        "AS owner_account_number"
     )
     inv = text(
-        "(SELECT account_number FROM account WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number"
+        "(SELECT account_number FROM account "
+        "WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number"
     )
     return select(S, owner, inv)
 
@@ -83,7 +85,8 @@ async def subscription_trees(
     if ids:
         res = await session.execute(
             text(
-                "SELECT srp.*, prp.rate_plan_number AS product_rate_plan_number FROM subscription_rate_plan srp "
+                "SELECT srp.*, prp.rate_plan_number AS product_rate_plan_number "
+                "FROM subscription_rate_plan srp "
                 "JOIN product_rate_plan prp ON prp.id = srp.product_rate_plan_id "
                 "WHERE srp.subscription_id = ANY(:i) ORDER BY srp.id"
             ),
@@ -98,7 +101,8 @@ async def subscription_trees(
                     "SELECT sc.*, prpc.charge_number AS product_rate_plan_charge_number "
                     "FROM subscription_charge sc JOIN product_rate_plan_charge prpc "
                     "ON prpc.id = sc.product_rate_plan_charge_id "
-                    "WHERE sc.subscription_rate_plan_id = ANY(:i) ORDER BY sc.charge_number, sc.segment"
+                    "WHERE sc.subscription_rate_plan_id = ANY(:i) "
+                    "ORDER BY sc.charge_number, sc.segment"
                 ),
                 {"i": list(charges)},
             )

@@ -14,11 +14,11 @@ ids of a killed worker's jobs stay taken until arq's in-progress timeout."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BATCH_SIZE = 200
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def drive_job_id(tenant_id: int, run_id: int, generation: str) -> str:

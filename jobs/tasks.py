@@ -37,7 +37,8 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
         if report.accounts_refreshed or report.accounts_skipped:
             log.info(
                 "tenant %s: refreshed %s accounts (%s changes), skipped %s",
-                tenant_id, report.accounts_refreshed, report.changes_folded, report.accounts_skipped,
+                tenant_id, report.accounts_refreshed, report.changes_folded,
+                report.accounts_skipped,
             )  # fmt: skip
     done: dict[str, Any] = {
         k: sum(t[k] for t in by_tenant.values()) for k in ("accounts", "skipped", "changes")

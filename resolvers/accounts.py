@@ -123,7 +123,8 @@ class AccountMutations:
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
     @strawberry.mutation(
-        description="Change an account; switching partnerAccount off brings the metrics current first."
+        description="Change an account; switching partnerAccount off "
+        "brings the metrics current first."
     )
     async def update_account(
         self, info: strawberry.Info, input: UpdateAccountInput
@@ -145,7 +146,8 @@ class AccountMutations:
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
     @strawberry.mutation(
-        description="Fold the account's pending metric changes now, under its lock, and stamp lastMetricsUpdate."
+        description="Fold the account's pending metric changes now, under its lock, "
+        "and stamp lastMetricsUpdate."
     )
     async def refresh_account_metrics(
         self, info: strawberry.Info, input: RefreshAccountMetricsInput

@@ -194,7 +194,8 @@ class DocumentMutations:
             ctx,
             lambda s: pay.apply_payment(
                 s, ctx.tenant_id, input.payment_number,
-                targets(input.invoices, "invoice_number"), targets(input.debit_memos, "memo_number"),
+                targets(input.invoices, "invoice_number"),
+                targets(input.debit_memos, "memo_number"),
             ),
         )  # fmt: skip
 
@@ -207,6 +208,7 @@ class DocumentMutations:
             ctx,
             lambda s: pay.unapply_payment(
                 s, ctx.tenant_id, input.payment_number,
-                targets(input.invoices, "invoice_number"), targets(input.debit_memos, "memo_number"),
+                targets(input.invoices, "invoice_number"),
+                targets(input.debit_memos, "memo_number"),
             ),
         )  # fmt: skip

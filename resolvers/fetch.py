@@ -46,7 +46,8 @@ class Fetcher:
         async def go(s: AsyncSession) -> dict[int, AccountMetrics]:
             res = await s.execute(
                 text(
-                    "SELECT m.*, a.currency FROM account_metrics m JOIN account a ON a.id = m.account_id "
+                    "SELECT m.*, a.currency FROM account_metrics m "
+                    "JOIN account a ON a.id = m.account_id "
                     "WHERE m.account_id = ANY(:ids) AND m.tenant_id = :t"
                 ),
                 {"ids": list(ids), "t": self.ctx.tenant_id},

@@ -223,7 +223,8 @@ class MemoMutations:
             ctx,
             lambda s: memos.apply_credit_memo(
                 s, ctx.tenant_id, input.memo_number,
-                targets(input.invoices, "invoice_number"), targets(input.debit_memos, "memo_number"),
+                targets(input.invoices, "invoice_number"),
+                targets(input.debit_memos, "memo_number"),
             ),
         )  # fmt: skip
 
@@ -236,7 +237,8 @@ class MemoMutations:
             ctx,
             lambda s: memos.unapply_credit_memo(
                 s, ctx.tenant_id, input.memo_number,
-                targets(input.invoices, "invoice_number"), targets(input.debit_memos, "memo_number"),
+                targets(input.invoices, "invoice_number"),
+                targets(input.debit_memos, "memo_number"),
             ),
         )  # fmt: skip
 

@@ -73,7 +73,8 @@ class AccountMetrics:
         "- unappliedCreditMemoAmount."
     )
     credit_balance: Decimal = strawberry.field(
-        description="Kept for compatibility; always 0 (credit lives in memos and unapplied payments)."
+        description="Kept for compatibility; always 0 "
+        "(credit lives in memos and unapplied payments)."
     )
     total_invoice_balance: Decimal = strawberry.field(
         description="Open balance of posted invoices."

@@ -10,8 +10,14 @@ from sqlalchemy import text
 from tests.helpers import Gql
 from tests.test_graphql_accounts import CREATE, INVOICE, PAYMENT, account_input
 
-POST = "mutation($n: String!) { postInvoice(input: {invoiceNumber: $n}) { invoice { status } errors { __typename code field } } }"
-UNPOST = "mutation($n: String!) { unpostInvoice(input: {invoiceNumber: $n}) { invoice { status } errors { __typename code field } } }"
+POST = (
+    "mutation($n: String!) { postInvoice(input: {invoiceNumber: $n}) "
+    "{ invoice { status } errors { __typename code field } } }"
+)
+UNPOST = (
+    "mutation($n: String!) { unpostInvoice(input: {invoiceNumber: $n}) "
+    "{ invoice { status } errors { __typename code field } } }"
+)
 APPLY = """mutation($input: PaymentApplicationInput!) { applyPayment(input: $input) {
   payment { appliedAmount } errors { __typename code field } } }"""
 
@@ -36,8 +42,10 @@ async def counts(sessionmaker: Any, tenant_id: int) -> dict[str, Any]:
                         " (SELECT count(*) FROM application WHERE tenant_id = :t) AS applications,"
                         " (SELECT count(*) FROM metrics_change WHERE tenant_id = :t) AS ledger,"
                         " (SELECT array_agg(ARRAY[total_invoice_balance, unapplied_payment_amount]"
-                        "   ORDER BY account_id) FROM account_metrics WHERE tenant_id = :t) AS metrics,"
-                        " (SELECT array_agg(balance ORDER BY id) FROM invoice WHERE tenant_id = :t) AS balances"
+                        "   ORDER BY account_id) FROM account_metrics WHERE tenant_id = :t)"
+                        " AS metrics,"
+                        " (SELECT array_agg(balance ORDER BY id) FROM invoice WHERE tenant_id = :t)"
+                        " AS balances"
                     ),
                     {"t": tenant_id},
                 )
@@ -60,16 +68,36 @@ def invoice_input(**over: Any) -> dict[str, Any]:
 
 
 CASES = [
-    ("unknown account", INVOICE, "createStandaloneInvoice", invoice_input(accountNumber="NOPE"), "NotFoundError", ["accountNumber"]),
-    ("wrong currency", INVOICE, "createStandaloneInvoice", invoice_input(currency="EUR"), "CurrencyMismatchError", ["currency"]),
-    ("negative amount", INVOICE, "createStandaloneInvoice", invoice_input(items=[{"chargeName": "x", "amount": "-1"}]), "ValidationError", ["items", "0", "amount"]),
-    ("zero amount", INVOICE, "createStandaloneInvoice", invoice_input(items=[{"chargeName": "x", "amount": "0"}]), "ValidationError", ["items", "0", "amount"]),
-    ("over-precise amount", INVOICE, "createStandaloneInvoice", invoice_input(items=[{"chargeName": "x", "amount": "1.005"}]), "ValidationError", ["items", "0", "amount"]),
-    ("yen has no cents", INVOICE, "createStandaloneInvoice", invoice_input(accountNumber="YEN", items=[{"chargeName": "x", "amount": "100.5"}]), "ValidationError", ["items", "0", "amount"]),
-    ("payment wrong currency", PAYMENT, "createPayment", {"accountNumber": "ACC", "amount": "5", "effectiveDate": "2026-11-01", "currency": "GBP"}, "CurrencyMismatchError", ["currency"]),
-    ("payment zero", PAYMENT, "createPayment", {"accountNumber": "ACC", "amount": "0", "effectiveDate": "2026-11-01"}, "ValidationError", ["amount"]),
-    ("payment over-precise", PAYMENT, "createPayment", {"accountNumber": "ACC", "amount": "0.001", "effectiveDate": "2026-11-01"}, "ValidationError", ["amount"]),
-    ("payment unknown account", PAYMENT, "createPayment", {"accountNumber": "NOPE", "amount": "5", "effectiveDate": "2026-11-01"}, "NotFoundError", ["accountNumber"]),
+    ("unknown account", INVOICE, "createStandaloneInvoice",
+     invoice_input(accountNumber="NOPE"),
+     "NotFoundError", ["accountNumber"]),
+    ("wrong currency", INVOICE, "createStandaloneInvoice",
+     invoice_input(currency="EUR"),
+     "CurrencyMismatchError", ["currency"]),
+    ("negative amount", INVOICE, "createStandaloneInvoice",
+     invoice_input(items=[{"chargeName": "x", "amount": "-1"}]),
+     "ValidationError", ["items", "0", "amount"]),
+    ("zero amount", INVOICE, "createStandaloneInvoice",
+     invoice_input(items=[{"chargeName": "x", "amount": "0"}]),
+     "ValidationError", ["items", "0", "amount"]),
+    ("over-precise amount", INVOICE, "createStandaloneInvoice",
+     invoice_input(items=[{"chargeName": "x", "amount": "1.005"}]),
+     "ValidationError", ["items", "0", "amount"]),
+    ("yen has no cents", INVOICE, "createStandaloneInvoice",
+     invoice_input(accountNumber="YEN", items=[{"chargeName": "x", "amount": "100.5"}]),
+     "ValidationError", ["items", "0", "amount"]),
+    ("payment wrong currency", PAYMENT, "createPayment",
+     {"accountNumber": "ACC", "amount": "5", "effectiveDate": "2026-11-01", "currency": "GBP"},
+     "CurrencyMismatchError", ["currency"]),
+    ("payment zero", PAYMENT, "createPayment",
+     {"accountNumber": "ACC", "amount": "0", "effectiveDate": "2026-11-01"},
+     "ValidationError", ["amount"]),
+    ("payment over-precise", PAYMENT, "createPayment",
+     {"accountNumber": "ACC", "amount": "0.001", "effectiveDate": "2026-11-01"},
+     "ValidationError", ["amount"]),
+    ("payment unknown account", PAYMENT, "createPayment",
+     {"accountNumber": "NOPE", "amount": "5", "effectiveDate": "2026-11-01"},
+     "NotFoundError", ["accountNumber"]),
 ]  # fmt: skip
 
 

@@ -3,7 +3,7 @@ post with deferred partner metrics, cancel with chargedThroughDate rollback."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal
 from typing import Any
 
@@ -408,7 +408,7 @@ async def test_idempotent_create_and_a_run_with_nothing_to_bill(
     }
 
 
-# --------------------------------------------------------------------------- post and cancel in chunks
+# ---------------------------------------------------------------------- post and cancel in chunks
 
 STATE = """
 query($n: String!) { billRun(billRunNumber: $n) { status posting postingStartedAt } }"""
@@ -558,7 +558,8 @@ async def test_posted_only_once_no_draft_is_left_and_an_interrupted_post_resumes
             (
                 await s.execute(
                     text(
-                        "SELECT total_invoice_balance FROM account_metrics WHERE account_id = ANY(:a)"
+                        "SELECT total_invoice_balance FROM account_metrics "
+                        "WHERE account_id = ANY(:a)"
                     ),
                     {"a": [a["id"] for a in accounts]},
                 )
@@ -907,14 +908,14 @@ async def test_first_drive_job_id_is_unique_per_run_even_when_ids_start_over(
     finished job's id for an hour and ignores an enqueue under it. The first drive's id
     carries the run's creation time, so the new run is queued; a repeat of the same run's
     enqueue is still a no-op."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     pool = await arq_pool(redis_url)
     try:
-        earlier = datetime(2026, 11, 24, 9, 0, 0, 123456, tzinfo=timezone.utc)
+        earlier = datetime(2026, 11, 24, 9, 0, 0, 123456, tzinfo=UTC)
         old_id = enqueue.drive_job_id(1, 1, enqueue.first_generation(earlier))
         await pool.set(f"arq:result:{old_id}", b"kept result of a run of an earlier database")
-        now = datetime(2026, 11, 24, 10, 0, 0, 654321, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 24, 10, 0, 0, 654321, tzinfo=UTC)
         await enqueue.enqueue_bill_run(pool, 1, 1, enqueue.first_generation(now))
         await enqueue.enqueue_bill_run(pool, 1, 1, enqueue.first_generation(now))  # a repeat
         queued = [j.job_id for j in await pool.queued_jobs()]
@@ -940,9 +941,7 @@ async def test_an_auto_post_that_fails_transiently_is_retried_by_its_job(
     from billing.errors import LockCompetition
     from jobs import tasks
 
-    number, run_id, _ = await completed_run(
-        gql, sessionmaker, tenant.id, database_url, redis_url, 3
-    )
+    _, run_id, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
     async with sessionmaker.begin() as s:  # as if created with autoPost
         await s.execute(text("UPDATE bill_run SET auto_post = true WHERE id = :r"), {"r": run_id})
     monkeypatch.setattr(billruns, "POST_CHUNK", 2)
@@ -964,7 +963,7 @@ async def test_an_auto_post_that_fails_transiently_is_retried_by_its_job(
     assert await observe(sessionmaker, run_id) == ("POSTED", None, {"POSTED": 3})
     # a failure that is not transient is not retried
     calls.clear()
-    number2, run2, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
+    _, run2, _ = await completed_run(gql, sessionmaker, tenant.id, database_url, redis_url, 3)
     async with sessionmaker.begin() as s:
         await s.execute(text("UPDATE bill_run SET auto_post = true WHERE id = :r"), {"r": run2})
 

@@ -19,13 +19,16 @@ mutation($input: CreateAccountInput!) {
 
 METRICS = """
 query($n: String!) { account(accountNumber: $n) { partnerAccount lastMetricsUpdate
-  metrics { balance creditBalance totalInvoiceBalance totalDebitMemoBalance unappliedPaymentAmount
-            unappliedCreditMemoAmount contractedMrr lastInvoiceDate lastMetricsUpdate currency } } }"""
+  metrics { balance creditBalance totalInvoiceBalance totalDebitMemoBalance
+            unappliedPaymentAmount unappliedCreditMemoAmount contractedMrr lastInvoiceDate
+            lastMetricsUpdate currency } } }"""
 
 INVOICE = """
 mutation($input: CreateStandaloneInvoiceInput!) {
   createStandaloneInvoice(input: $input) {
-    invoice { invoiceNumber status amount balance dueDate items { chargeName quantity unitPrice amount } }
+    invoice {
+      invoiceNumber status amount balance dueDate items { chargeName quantity unitPrice amount }
+    }
     errors { __typename code field }
   }
 }"""
@@ -33,7 +36,10 @@ mutation($input: CreateStandaloneInvoiceInput!) {
 PAYMENT = """
 mutation($input: CreatePaymentInput!) {
   createPayment(input: $input) {
-    payment { paymentNumber amount appliedAmount unappliedAmount status applications { invoiceNumber amount } }
+    payment {
+      paymentNumber amount appliedAmount unappliedAmount status
+      applications { invoiceNumber amount }
+    }
     errors { __typename code field }
   }
 }"""

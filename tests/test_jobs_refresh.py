@@ -67,7 +67,8 @@ async def test_cron_tick_refreshes_due_tenants(
         await update_settings(s, tenant.id, metrics_refresh_interval=10)
         await s.execute(
             text(
-                "UPDATE tenant SET metrics_refreshed_at = now() - interval '11 seconds' WHERE id = :t"
+                "UPDATE tenant SET metrics_refreshed_at = now() - interval '11 seconds' "
+                "WHERE id = :t"
             ),
             {"t": tenant.id},
         )

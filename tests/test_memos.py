@@ -19,33 +19,73 @@ ERR = "errors { __typename code field }"
 CM_FIELDS = "memoNumber invoiceNumber status amount appliedAmount refundAmount unappliedAmount"
 DM_FIELDS = "memoNumber invoiceNumber status amount balance dueDate"
 
+REFUND_FIELDS = "refund { refundNumber amount paymentNumber creditMemoNumber }"
+
 Q = {
-    "invoice": """mutation($input: CreateStandaloneInvoiceInput!) { createStandaloneInvoice(input: $input) {
-        invoice { invoiceNumber status amount balance } %s } }""" % ERR,
-    "postInvoice": "mutation($input: InvoiceNumberInput!) { postInvoice(input: $input) { invoice { status balance } %s } }" % ERR,
-    "createCreditMemo": "mutation($input: CreateCreditMemoInput!) { createCreditMemo(input: $input) { creditMemo { %s } %s } }" % (CM_FIELDS, ERR),
-    "createDebitMemo": "mutation($input: CreateDebitMemoInput!) { createDebitMemo(input: $input) { debitMemo { %s } %s } }" % (DM_FIELDS, ERR),
+    "invoice": (
+        "mutation($input: CreateStandaloneInvoiceInput!) "
+        f"""{{ createStandaloneInvoice(input: $input) {{
+        invoice {{ invoiceNumber status amount balance }} {ERR} }} }}"""
+    ),
+    "postInvoice": (
+        "mutation($input: InvoiceNumberInput!) { postInvoice(input: $input) "
+        f"{{ invoice {{ status balance }} {ERR} }} }}"
+    ),
+    "createCreditMemo": (
+        "mutation($input: CreateCreditMemoInput!) { createCreditMemo(input: $input) "
+        f"{{ creditMemo {{ {CM_FIELDS} }} {ERR} }} }}"
+    ),
+    "createDebitMemo": (
+        "mutation($input: CreateDebitMemoInput!) { createDebitMemo(input: $input) "
+        f"{{ debitMemo {{ {DM_FIELDS} }} {ERR} }} }}"
+    ),
     **{
-        op: "mutation($input: MemoNumberInput!) { %s(input: $input) { creditMemo { %s } %s } }" % (op, CM_FIELDS, ERR)
+        op: (
+            f"mutation($input: MemoNumberInput!) {{ {op}(input: $input) "
+            f"{{ creditMemo {{ {CM_FIELDS} }} {ERR} }} }}"
+        )
         for op in ("postCreditMemo", "unpostCreditMemo", "cancelCreditMemo")
     },
     **{
-        op: "mutation($input: MemoNumberInput!) { %s(input: $input) { debitMemo { %s } %s } }" % (op, DM_FIELDS, ERR)
+        op: (
+            f"mutation($input: MemoNumberInput!) {{ {op}(input: $input) "
+            f"{{ debitMemo {{ {DM_FIELDS} }} {ERR} }} }}"
+        )
         for op in ("postDebitMemo", "unpostDebitMemo", "cancelDebitMemo")
     },
     **{
-        op: "mutation($input: CreditMemoApplicationInput!) { %s(input: $input) { creditMemo { %s applications { invoiceNumber debitMemoNumber amount } } %s } }" % (op, CM_FIELDS, ERR)
+        op: (
+            f"mutation($input: CreditMemoApplicationInput!) {{ {op}(input: $input) "
+            f"{{ creditMemo {{ {CM_FIELDS} "
+            f"applications {{ invoiceNumber debitMemoNumber amount }} }} {ERR} }} }}"
+        )
         for op in ("applyCreditMemo", "unapplyCreditMemo")
     },
-    "createPayment": "mutation($input: CreatePaymentInput!) { createPayment(input: $input) { payment { paymentNumber status amount appliedAmount refundAmount unappliedAmount } %s } }" % ERR,
+    "createPayment": (
+        "mutation($input: CreatePaymentInput!) { createPayment(input: $input) "
+        "{ payment { paymentNumber status amount appliedAmount refundAmount unappliedAmount } "
+        f"{ERR} }} }}"
+    ),
     **{
-        op: "mutation($input: PaymentApplicationInput!) { %s(input: $input) { payment { paymentNumber status appliedAmount unappliedAmount } %s } }" % (op, ERR)
+        op: (
+            f"mutation($input: PaymentApplicationInput!) {{ {op}(input: $input) "
+            f"{{ payment {{ paymentNumber status appliedAmount unappliedAmount }} {ERR} }} }}"
+        )
         for op in ("applyPayment", "unapplyPayment")
     },
-    "cancelPayment": "mutation($input: PaymentNumberInput!) { cancelPayment(input: $input) { payment { paymentNumber status unappliedAmount } %s } }" % ERR,
-    "refundPayment": "mutation($input: RefundPaymentInput!) { refundPayment(input: $input) { refund { refundNumber amount paymentNumber creditMemoNumber } %s } }" % ERR,
-    "refundCreditMemo": "mutation($input: RefundCreditMemoInput!) { refundCreditMemo(input: $input) { refund { refundNumber amount paymentNumber creditMemoNumber } %s } }" % ERR,
-}  # fmt: skip
+    "cancelPayment": (
+        "mutation($input: PaymentNumberInput!) { cancelPayment(input: $input) "
+        f"{{ payment {{ paymentNumber status unappliedAmount }} {ERR} }} }}"
+    ),
+    "refundPayment": (
+        "mutation($input: RefundPaymentInput!) { refundPayment(input: $input) "
+        f"{{ {REFUND_FIELDS} {ERR} }} }}"
+    ),
+    "refundCreditMemo": (
+        "mutation($input: RefundCreditMemoInput!) { refundCreditMemo(input: $input) "
+        f"{{ {REFUND_FIELDS} {ERR} }} }}"
+    ),
+}
 
 METRIC_KEYS = (
     "totalInvoiceBalance",
@@ -54,8 +94,10 @@ METRIC_KEYS = (
     "unappliedCreditMemoAmount",
     "balance",
 )
-METRICS = """query($n: String!) { account(accountNumber: $n) { lastPaymentDate lastPaymentAmount
-  metrics { %s } } }""" % " ".join(METRIC_KEYS)
+METRICS = (
+    "query($n: String!) { account(accountNumber: $n) { lastPaymentDate lastPaymentAmount\n"
+    f"  metrics {{ {' '.join(METRIC_KEYS)} }} }} }}"
+)
 
 
 class Api:
@@ -297,7 +339,8 @@ async def test_invoice_lists_its_memos_and_account_lists_filter(api: Api) -> Non
             "debitMemos": [{"memoNumber": "DM00000001", "status": "POSTED"}],
             "account": {
                 "creditMemos": {"totalCount": 1, "edges": [{"node": {"memoNumber": "CM00000002"}}]},
-                "debitMemos": {"totalCount": 1, "edges": [{"node": {"memoNumber": "DM00000001", "invoiceNumber": "INV00000001"}}]},
+                "debitMemos": {"totalCount": 1, "edges": [
+                    {"node": {"memoNumber": "DM00000001", "invoiceNumber": "INV00000001"}}]},
             },
         }
     }  # fmt: skip

@@ -264,7 +264,8 @@ async def test_suspend_and_resume_keep_contracted_mrr(
         rows = (
             await s.execute(
                 text(
-                    "SELECT start_date::text, end_date::text FROM subscription_suspension WHERE tenant_id = :t"
+                    "SELECT start_date::text, end_date::text FROM subscription_suspension "
+                    "WHERE tenant_id = :t"
                 ),
                 {"t": tenant.id},
             )
@@ -454,7 +455,8 @@ async def test_create_subscription_shorthand(world: Gql) -> None:
     data = await world(
         """mutation($input: CreateSubscriptionInput!) { createSubscription(input: $input) {
              order { orderNumber orderActions { type effectiveDate } }
-             subscriptions { subscriptionNumber subscriptionOwnerAccountNumber mrr } errors { code } } }""",
+             subscriptions { subscriptionNumber subscriptionOwnerAccountNumber mrr }
+             errors { code } } }""",
         input={
             "accountNumber": "R",
             "subscriptionOwnerAccountNumber": "E2",
@@ -492,7 +494,9 @@ async def test_create_subscription_shorthand(world: Gql) -> None:
 
 BULK = """
 mutation($input: CreateOrdersInput!) {
-  createOrders(input: $input) { count results { order { orderNumber } errors { __typename code field } } }
+  createOrders(input: $input) {
+    count results { order { orderNumber } errors { __typename code field } }
+  }
 }"""
 
 
@@ -608,19 +612,24 @@ async def test_order_payload_loads_subscriptions_when_selected_through_fragments
     world: Gql,
 ) -> None:
     spread = """fragment Subs on OrderPayload { subscriptions { subscriptionNumber mrr } }
-    mutation($input: CreateOrderInput!) { createOrder(input: $input) { ...Subs errors { code } } }"""
+    mutation($input: CreateOrderInput!) {
+      createOrder(input: $input) { ...Subs errors { code } } }"""
     data = await world(spread, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
     assert data["createOrder"] == {
         "subscriptions": [{"subscriptionNumber": "S00000001", "mrr": "40.000000"}],
         "errors": [],
     }
     inline = """mutation($input: CreateOrderInput!) { createOrder(input: $input) {
-      ... on OrderPayload { subscriptions { subscriptionNumber } } order { subscriptionNumbers } } }"""
+      ... on OrderPayload { subscriptions { subscriptionNumber } }
+      order { subscriptionNumbers } } }"""
     data = await world(inline, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
     assert data["createOrder"] == {
         "subscriptions": [{"subscriptionNumber": "S00000002"}],
         "order": {"subscriptionNumbers": ["S00000002"]},
     }
-    bare = "mutation($input: CreateOrderInput!) { createOrder(input: $input) { order { subscriptionNumbers } } }"
+    bare = (
+        "mutation($input: CreateOrderInput!) "
+        "{ createOrder(input: $input) { order { subscriptionNumbers } } }"
+    )
     data = await world(bare, input=order("R", [{"orderActions": [create_action("E1", "R")]}]))
     assert data["createOrder"] == {"order": {"subscriptionNumbers": ["S00000003"]}}

@@ -18,9 +18,12 @@ from tests.order_helpers import create_action, make_account, make_catalog, mrr, 
 
 ASYNC = """
 mutation($input: CreateOrderInput!) {
-  createOrderAsync(input: $input) { job { id kind status orderNumber errors { code } } errors { __typename code } }
+  createOrderAsync(input: $input) {
+    job { id kind status orderNumber errors { code } } errors { __typename code }
+  }
 }"""
-JOB = """query($id: ID!) { job(id: $id) { id status orderNumber errors { __typename code message field retryable } } }"""
+JOB = """query($id: ID!) {
+  job(id: $id) { id status orderNumber errors { __typename code message field retryable } } }"""
 
 
 @pytest.fixture

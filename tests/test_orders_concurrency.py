@@ -99,7 +99,8 @@ async def test_parallel_orders_on_ordinary_owner_succeed_or_compete(
         for r in failed
     )
     assert ok, "at least one order must get the lock"
-    # Nothing half-written: exactly the successful orders exist, and the synchronous metric is exact.
+    # Nothing half-written: exactly the successful orders exist, and the synchronous metric is
+    # exact.
     assert await count(sessionmaker, tenant.id, "sales_order") == len(ok)
     assert await count(sessionmaker, tenant.id, "subscription") == len(ok)
     assert await count(sessionmaker, tenant.id, "subscription_charge") == 3 * len(ok)

@@ -11,7 +11,9 @@ from tests.order_helpers import create_action, make_account, make_catalog, order
 
 ORDER = """
 mutation($input: CreateOrderInput!) {
-  createOrder(input: $input) { order { orderNumber invoiceNumbers } errors { __typename code field } }
+  createOrder(input: $input) {
+    order { orderNumber invoiceNumbers } errors { __typename code field }
+  }
 }"""
 INVOICE = """
 query($n: String!) { invoice(invoiceNumber: $n) {

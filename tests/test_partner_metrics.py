@@ -256,7 +256,7 @@ async def test_tenant_refresh_batches_skip_a_held_account_and_fold_it_next_time(
     accounts = [
         await make_account(sessionmaker, tenant.id, f"B{i}", partner=True) for i in range(5)
     ]
-    for i, a in enumerate(accounts):
+    for i in range(len(accounts)):
         async with sessionmaker.begin() as s:
             await inv.create_standalone_invoice(
                 s, tenant.id, posted_invoice(f"B{i}", f"{i + 1}.00")
@@ -318,7 +318,8 @@ async def test_tenant_interval_decides_which_tenants_refresh(
         await update_settings(s, tenant.id, metrics_refresh_interval=1)
         await s.execute(
             text(
-                "UPDATE tenant SET metrics_refreshed_at = now() - interval '2 seconds' WHERE id = :t"
+                "UPDATE tenant SET metrics_refreshed_at = now() - interval '2 seconds' "
+                "WHERE id = :t"
             ),
             {"t": tenant.id},
         )

@@ -48,7 +48,7 @@ OPS = st.one_of(
         st.sampled_from(MEMO_STATE_OPS),
         acct,
         idx,
-    ),  # fmt: skip
+    ),
     st.tuples(
         st.sampled_from(["applyCreditMemo", "unapplyCreditMemo", "applyPayment", "unapplyPayment"]),
         acct,
@@ -63,7 +63,7 @@ OPS = st.one_of(
 )
 
 
-def SEED(a: str) -> list[tuple[Any, ...]]:  # noqa: N802
+def SEED(a: str) -> list[tuple[Any, ...]]:
     return [
         ("invoice", a, "150", True),
         ("invoice", a, "80", False),
@@ -110,7 +110,8 @@ async def run_op(gql: Gql, books: Books, op: tuple[Any, ...]) -> str:
         kind = "invoice"
     elif name in ("postInvoice", "unpostInvoice", "cancelInvoice"):
         data = await gql(
-            "mutation($n: String!) { %s(input: {invoiceNumber: $n}) { errors { code } } }" % name,
+            f"mutation($n: String!) {{ {name}(input: {{invoiceNumber: $n}}) "
+            "{ errors { code } } }",
             n=books.pick(a, "invoice", op[2]),
         )
         return _outcome(_typed(data))
@@ -184,12 +185,15 @@ CHECKS = {
                                        WHERE debit_memo_id = d.id)""",
     "applications to unposted targets": """
         SELECT a.id FROM application a
-          LEFT JOIN invoice i ON i.id = a.invoice_id LEFT JOIN debit_memo d ON d.id = a.debit_memo_id
+          LEFT JOIN invoice i ON i.id = a.invoice_id
+          LEFT JOIN debit_memo d ON d.id = a.debit_memo_id
         WHERE a.tenant_id = :t AND coalesce(i.status, d.status) <> 'POSTED'""",
     "source applications/refunds != applied/refund amount": """
         SELECT 'pay', p.id FROM payment p WHERE p.tenant_id = :t AND (
-          p.applied_amount <> (SELECT coalesce(sum(amount), 0) FROM application WHERE payment_id = p.id)
-          OR p.refund_amount <> (SELECT coalesce(sum(amount), 0) FROM refund WHERE payment_id = p.id))
+          p.applied_amount <> (SELECT coalesce(sum(amount), 0) FROM application
+                               WHERE payment_id = p.id)
+          OR p.refund_amount <> (SELECT coalesce(sum(amount), 0) FROM refund
+                                 WHERE payment_id = p.id))
         UNION ALL SELECT 'cm', c.id FROM credit_memo c WHERE c.tenant_id = :t AND (
           c.applied_amount <> (SELECT coalesce(sum(amount), 0) FROM application
                                WHERE credit_memo_id = c.id)

@@ -83,7 +83,8 @@ async def test_walkthrough(
             rid = (
                 await s.execute(
                     text(
-                        "SELECT id FROM account WHERE tenant_id = :t AND account_number = 'RESELLER'"
+                        "SELECT id FROM account "
+                        "WHERE tenant_id = :t AND account_number = 'RESELLER'"
                     ),
                     {"t": tenant.id},
                 )

@@ -119,7 +119,8 @@ async def test_application_never_exceeds_open_balance(world: World) -> None:
                         debitMemos=[{"memoNumber": "DM00000001", "amount": "20.01"}])  # fmt: skip
     errs = await world.refused("applyCreditMemo", "AMOUNT_EXCEEDS_OPEN_BALANCE",
                                memoNumber="CM00000001",
-                               debitMemos=[{"memoNumber": "DM00000001", "amount": "20.01"}])  # fmt: skip
+                               debitMemos=[{"memoNumber": "DM00000001",
+                                            "amount": "20.01"}])  # fmt: skip
     assert errs[0]["field"] == ["debitMemos", "0", "amount"]
 
 
@@ -226,7 +227,8 @@ async def test_amounts_positive_with_minor_unit_places(world: World) -> None:
 
 async def test_caller_numbers_unique(world: World) -> None:
     await world.refused("invoice", "DUPLICATE", accountNumber="V", invoiceNumber="INV-P",
-                        invoiceDate="2026-11-01", items=[{"chargeName": "x", "amount": "1"}])  # fmt: skip
+                        invoiceDate="2026-11-01",
+                        items=[{"chargeName": "x", "amount": "1"}])  # fmt: skip
     before = await snapshot(world.sessionmaker, world.tenant_id)
     data = await world.gql(CREATE, input=account_input(accountNumber="U"))
     assert [e["code"] for e in data["createAccount"]["errors"]] == ["DUPLICATE"]

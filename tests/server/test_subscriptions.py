@@ -359,7 +359,8 @@ async def test_bill_run_progress_step_by_step_until_posted(
         await client.subscribe(PROGRESS, n=number)
         first = await client.next()
         assert first == {"billRunProgress": {"billRunNumber": number, "status": "PENDING",
-                         "accountsTotal": 3, "accountsProcessed": 0, "invoicesGenerated": 0}}  # fmt: skip
+                         "accountsTotal": 3, "accountsProcessed": 0,
+                         "invoicesGenerated": 0}}  # fmt: skip
         # The worker's steps, one at a time, as its jobs would run them.
         assert (await job.bill_run_drive(ctx, tenant.id, run_id))["batches"] == 3
         assert progress(await client.next()) == ("PROCESSING", 0, 0)

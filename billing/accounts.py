@@ -22,10 +22,10 @@ from db.locks import (
     key_of,
     unbound_lock_waits,
 )
-from db.models import Account, AccountMetrics
+from db.models import Account, AccountMetrics, table_of
 
-A = Account.__table__
-M = AccountMetrics.__table__
+A = table_of(Account)
+M = table_of(AccountMetrics)
 
 PAYMENT_TERMS: dict[str, int] = {
     "DUE_UPON_RECEIPT": 0,

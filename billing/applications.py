@@ -19,10 +19,10 @@ from billing.errors import (
 )
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount
-from db.models import Application, DebitMemo, Invoice
+from db.models import Application, DebitMemo, Invoice, table_of
 
-AP = Application.__table__
-TARGETS = {"invoice": Invoice.__table__, "debit_memo": DebitMemo.__table__}
+AP = table_of(Application)
+TARGETS = {"invoice": table_of(Invoice), "debit_memo": table_of(DebitMemo)}
 NUMBER_COL = {"invoice": "invoice_number", "debit_memo": "memo_number"}
 SOURCE_COL = {"payment": "payment_id", "credit_memo": "credit_memo_id"}
 TARGET_COL = {"invoice": "invoice_id", "debit_memo": "debit_memo_id"}

@@ -35,10 +35,10 @@ from billing.accounts import get_account
 from billing.errors import InvalidState, NotFound, ValidationFailed
 from billing.invoices import cancel_invoice
 from billing.rating import InvoiceSpec, bill_subscriptions, post_invoices
-from db.models import BillRun, BillRunAccount
+from db.models import BillRun, BillRunAccount, table_of
 
-BR = BillRun.__table__
-BRA = BillRunAccount.__table__
+BR = table_of(BillRun)
+BRA = table_of(BillRunAccount)
 
 MAX_ACCOUNT_NUMBERS = 10_000
 POST_CHUNK = 200

@@ -14,11 +14,11 @@ from billing import numbering
 from billing.errors import NotFound, ValidationFailed
 from billing.money import check_price, check_quantity
 from billing.pages import Page, paginate
-from db.models import Product, ProductRatePlan, ProductRatePlanCharge
+from db.models import Product, ProductRatePlan, ProductRatePlanCharge, table_of
 
-P = Product.__table__
-RP = ProductRatePlan.__table__
-RPC = ProductRatePlanCharge.__table__
+P = table_of(Product)
+RP = table_of(ProductRatePlan)
+RPC = table_of(ProductRatePlanCharge)
 
 CHARGE_TYPES = ("ONE_TIME", "RECURRING", "USAGE")
 CHARGE_MODELS = ("FLAT_FEE", "PER_UNIT")

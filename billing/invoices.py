@@ -18,11 +18,11 @@ from billing.errors import Duplicate, InvalidState, LimitExceeded, NotFound, Val
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount, check_price, check_quantity, quantize
 from billing.pages import Page, paginate
-from db.models import Application, Invoice, InvoiceItem
+from db.models import Application, Invoice, InvoiceItem, table_of
 
-I = Invoice.__table__  # noqa: E741
-II = InvoiceItem.__table__
-AP = Application.__table__
+I = table_of(Invoice)  # noqa: E741
+II = table_of(InvoiceItem)
+AP = table_of(Application)
 
 MAX_ITEMS = 10_000
 

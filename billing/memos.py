@@ -28,12 +28,12 @@ from billing.invoices import ItemData, due_date_for, get_invoice, price_items
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount
 from billing.pages import Page, paginate
-from db.models import Application, CreditMemo, DebitMemo, MemoItem
+from db.models import Application, CreditMemo, DebitMemo, MemoItem, table_of
 
-CM = CreditMemo.__table__
-DM = DebitMemo.__table__
-MI = MemoItem.__table__
-AP = Application.__table__
+CM = table_of(CreditMemo)
+DM = table_of(DebitMemo)
+MI = table_of(MemoItem)
+AP = table_of(Application)
 
 TABLE = {"credit_memo": CM, "debit_memo": DM}
 LABEL = {"credit_memo": "Credit memo", "debit_memo": "Debit memo"}

@@ -28,7 +28,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from billing.dbutil import db_errors
 from billing.errors import NotFound
@@ -39,10 +39,10 @@ from db.locks import (
     key_of,
     unbound_lock_waits,
 )
-from db.models import MetricsChange
+from db.models import MetricsChange, table_of
 
 ZERO = Decimal(0)
-MC = MetricsChange.__table__
+MC = table_of(MetricsChange)
 
 SYNC = "SYNC"  # an ordinary account's metrics moved with the write itself
 REFRESH = "REFRESH"  # a refresh folded pending changes and stamped lastMetricsUpdate
@@ -356,9 +356,9 @@ async def refresh_account(session: AsyncSession, tenant_id: int, account_id: int
         return await fold_changes(session, tenant_id, account_id)
 
 
-async def changed_accounts(conn: AsyncSession | object, tenant_id: int) -> list[int]:
+async def changed_accounts(conn: AsyncSession | AsyncConnection, tenant_id: int) -> list[int]:
     """Ids of the tenant's accounts with pending ledger rows (a loose index scan)."""
-    res = await conn.execute(  # type: ignore[attr-defined]
+    res = await conn.execute(
         text(
             """
             WITH RECURSIVE r(account_id) AS (

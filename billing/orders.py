@@ -47,12 +47,12 @@ from billing.subscriptions import (
     refresh_subscription_mrr,
 )
 from db.locks import bound_lock_waits, unbound_lock_waits
-from db.models import Job, Order, OrderAction, SubscriptionSuspension
+from db.models import Job, Order, OrderAction, SubscriptionSuspension, table_of
 
-SO = Order.__table__
-OA = OrderAction.__table__
-SS = SubscriptionSuspension.__table__
-J = Job.__table__
+SO = table_of(Order)
+OA = table_of(OrderAction)
+SS = table_of(SubscriptionSuspension)
+J = table_of(Job)
 
 ACTION_TYPES: dict[str, str] = {
     "create_subscription": "CreateSubscription",
@@ -412,6 +412,7 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
             else:
                 assert g.sub is not None
                 await _apply(run, g.sub, a)
+            assert g.sub is not None  # created above or by _create_subscriptions
             action_rows.append(
                 {
                     "tenant_id": tenant_id,

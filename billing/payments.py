@@ -24,9 +24,9 @@ from billing.errors import (
 from billing.metrics import MetricsWriter
 from billing.money import check_amount
 from billing.pages import Page, paginate
-from db.models import Payment
+from db.models import Payment, table_of
 
-P = Payment.__table__
+P = table_of(Payment)
 METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
 
 

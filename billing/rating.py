@@ -37,10 +37,10 @@ from billing import numbering
 from billing.invoices import due_date_for
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, quantize
-from db.models import Invoice, InvoiceItem
+from db.models import Invoice, InvoiceItem, table_of
 
-I = Invoice.__table__  # noqa: E741
-II = InvoiceItem.__table__
+I = table_of(Invoice)  # noqa: E741
+II = table_of(InvoiceItem)
 
 PERIOD_MONTHS = {"MONTH": 1, "QUARTER": 3, "SEMI_ANNUAL": 6, "ANNUAL": 12}
 SUBSCRIPTION_BATCH = 2_000

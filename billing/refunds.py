@@ -15,9 +15,9 @@ from billing.memos import CM, credit_unapplied, get_memo
 from billing.metrics import MetricsWriter
 from billing.money import check_amount
 from billing.payments import P, get_payment, unapplied
-from db.models import Refund
+from db.models import Refund, table_of
 
-R = Refund.__table__
+R = table_of(Refund)
 METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
 
 

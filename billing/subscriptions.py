@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.catalog import BILLING_PERIODS
 from billing.money import MRR_PLACES, ROUNDING, ZERO
 from billing.pages import Page, paginate
-from db.models import Subscription, SubscriptionCharge, SubscriptionRatePlan
+from db.models import Subscription, SubscriptionCharge, SubscriptionRatePlan, table_of
 
-S = Subscription.__table__
-SRP = SubscriptionRatePlan.__table__
-SC = SubscriptionCharge.__table__
+S = table_of(Subscription)
+SRP = table_of(SubscriptionRatePlan)
+SC = table_of(SubscriptionCharge)
 
 COUNTED_STATUSES = ("ACTIVE", "SUSPENDED")
 

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.errors import ValidationFailed
 from billing.numbering import create_sequences
-from db.models import ApiKey, Tenant
+from db.models import ApiKey, Tenant, table_of
 
-T = Tenant.__table__
-K = ApiKey.__table__
+T = table_of(Tenant)
+K = table_of(ApiKey)
 
 DEV_TENANT_NAME = "development"
 

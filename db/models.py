@@ -2,7 +2,7 @@
 
 Every business row carries ``tenant_id``; business numbers are unique per tenant.
 Money columns are NUMERIC; the currency sits on the owning document or account.
-Hot and bulk paths use the tables through SQLAlchemy Core (``Model.__table__``).
+Hot and bulk paths use the tables through SQLAlchemy Core (``table_of(Model)``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,21 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     UniqueConstraint,
     func,
     text,
 )
 from sqlmodel import Field, SQLModel
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a ``table=True`` model. SQLModel sets ``__table__`` on those classes
+    at runtime but does not declare it, so a type checker cannot see it; the billing code takes
+    it through here."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
 
 MONEY = Numeric(20, 4)
 MRR = Numeric(24, 6)

@@ -111,7 +111,9 @@ class AccountMutations:
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
             return await acc.get_account_by_id(s, ctx.tenant_id, stored["id"])
 
-        row, errors = await idempotent(
+        # Taken whole, not unpacked at the call: unpacking makes mypy solve R as the tuple's
+        # optional first item and type the lambda's argument as optional.
+        result = await idempotent(
             ctx,
             input.idempotency_key,
             "createAccount",
@@ -120,6 +122,7 @@ class AccountMutations:
             lambda r: {"id": r["id"]},
             replay,
         )
+        row, errors = result
         return AccountPayload(account=convert.account(row) if row else None, errors=errors)
 
     @strawberry.mutation(

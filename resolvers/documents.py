@@ -124,10 +124,13 @@ class DocumentMutations:
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Invoice:
             return await invoice_out(s, await inv.get_invoice_by_id(s, stored["id"]))
 
-        out, errors = await idempotent(
+        # Taken whole, not unpacked at the call: unpacking makes mypy solve R as the tuple's
+        # optional first item and type the lambda's argument as optional.
+        result = await idempotent(
             ctx, input.idempotency_key, "createStandaloneInvoice", payload, work,
             lambda r: {"id": r.db_id}, replay,
         )  # fmt: skip
+        out, errors = result
         return InvoicePayload(invoice=out, errors=errors)
 
     @strawberry.mutation(
@@ -179,10 +182,13 @@ class DocumentMutations:
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Payment:
             return await payment_out(s, await pay.get_payment_by_id(s, stored["id"]))
 
-        out, errors = await idempotent(
+        # Taken whole, not unpacked at the call: unpacking makes mypy solve R as the tuple's
+        # optional first item and type the lambda's argument as optional.
+        result = await idempotent(
             ctx, input.idempotency_key, "createPayment", payload, work,
             lambda r: {"id": r.db_id}, replay,
         )  # fmt: skip
+        out, errors = result
         return PaymentPayload(payment=out, errors=errors)
 
     @strawberry.mutation(description="Apply part of a payment's unapplied amount.")

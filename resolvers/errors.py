@@ -25,7 +25,7 @@ def code_of(exc: be.BillingError) -> ErrorCode:
     """The ErrorCode of a domain error (exhaustive over BillingError subclasses)."""
     for cls in type(exc).__mro__:
         if cls in CODE_OF:
-            return CODE_OF[cls]  # type: ignore[index]
+            return CODE_OF[cls]
     # The architecture test keeps CODE_OF exhaustive.
     raise TypeError(f"No ErrorCode for {type(exc).__name__}")  # pragma: no cover
 

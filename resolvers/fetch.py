@@ -188,14 +188,12 @@ class Fetcher:
     # ------------------------------------------------------------------ memos, last payment
 
     async def memo_items(self, kind: str, memo_id: int) -> list[Any]:
-        return await self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids)).load(
-            memo_id
-        )  # type: ignore[no-any-return]
+        loader = self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids))
+        return await loader.load(memo_id)  # type: ignore[no-any-return]
 
     async def invoice_memos(self, kind: str, invoice_id: int) -> list[Any]:
-        return await self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids)).load(
-            invoice_id
-        )  # type: ignore[no-any-return]
+        loader = self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids))
+        return await loader.load(invoice_id)  # type: ignore[no-any-return]
 
     async def last_payment(self, account_id: int) -> Any:
         return await self._loader("last_payment", lambda ids: _last_payments(self, ids)).load(

@@ -154,9 +154,9 @@ class Account:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Annotated[CreditMemo, strawberry.lazy("schema.memos")]]:
-        return await info.context.fetch.account_memos(
+        return await info.context.fetch.account_memos(  # type: ignore[no-any-return]
             "credit_memo", self.db_id, status, first, after
-        )  # type: ignore[no-any-return]
+        )
 
     @strawberry.field(description="Debit memos of this account, newest last.")
     async def debit_memos(
@@ -166,9 +166,9 @@ class Account:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Annotated[DebitMemo, strawberry.lazy("schema.memos")]]:
-        return await info.context.fetch.account_memos(
+        return await info.context.fetch.account_memos(  # type: ignore[no-any-return]
             "debit_memo", self.db_id, status, first, after
-        )  # type: ignore[no-any-return]
+        )
 
     @strawberry.field(description="Effective date of the latest processed payment, or null.")
     async def last_payment_date(self, info: strawberry.Info) -> date | None:

@@ -22,9 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fresh_database
 
 SCENARIOS = ("raw", "refresh", "framework", "hot", "freshness", "seed")
+EXTRA = ("writes",)  # run by name only, not by "all": it starts a PostgreSQL of its own
 
 
 async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    if scenario == "writes":
+        from bench import writes
+
+        return await writes.run(
+            database_url=args.database_url,
+            connections=2 if args.quick else args.connections,
+            seconds=1.0 if args.quick else args.seconds,
+            warmup=0.3 if args.quick else 1.0,
+            workers=args.workers,
+            ceiling=args.ceiling,
+            background_accounts=20 if args.quick else 1000,
+            keep=args.keep,
+        )
     async with fresh_database(keep=args.keep) as url:
         if scenario == "hot":
             from bench import hot
@@ -77,7 +91,7 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
 async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     ap = argparse.ArgumentParser(description="partnerbill benchmarks")
-    ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, "all"])
+    ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, *EXTRA, "all"])
     ap.add_argument("--quick", action="store_true", help="a ~1-minute smoke at tiny sizes")
     ap.add_argument("--clients", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each load window")
@@ -100,6 +114,17 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     seed.add_argument("--per-order", type=int, default=50, help="subscriptions per createOrder")
     seed.add_argument(
         "--order-clients", type=int, default=16, help="concurrent createOrder clients"
+    )
+    wr = ap.add_argument_group(
+        "writes scenario", "the cost of one write; its own PostgreSQL with pg_stat_statements"
+    )
+    wr.add_argument("--connections", type=int, default=16, help="keep-alive connections")
+    wr.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    wr.add_argument("--ceiling", action="store_true", help="also the raw asyncpg order endpoint")
+    wr.add_argument(
+        "--database-url",
+        help="use this PostgreSQL server instead of starting one (statement counts need "
+        "pg_stat_statements preloaded there)",
     )
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases")

@@ -48,7 +48,7 @@ def bare_app_from_env() -> Starlette:
                 ],
             )
             try:
-                row = await create_standalone_invoice(s, tenant_id, data)
+                row = (await create_standalone_invoice(s, tenant_id, data)).row
             except BillingError as e:
                 return JSONResponse({"errors": [{"code": getattr(e, "code", type(e).__name__)}]})
             return JSONResponse({"invoiceNumber": row["invoice_number"], "errors": []})

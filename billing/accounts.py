@@ -23,6 +23,7 @@ from db.locks import (
     unbound_lock_waits,
 )
 from db.models import Account, AccountMetrics, table_of
+from db.pg import Db
 
 A = table_of(Account)
 M = table_of(AccountMetrics)
@@ -261,6 +262,11 @@ async def update_account(
                 text("SELECT pg_advisory_xact_lock(:ns, :k)"),
                 {"ns": NS_ACCOUNT_METRICS, "k": key_of(account["id"])},
             )
+            # One-statement writes hold the account row FOR SHARE instead of the mode lock:
+            # wait for those in flight, and hold new ones, before the ledger is folded.
+            await session.execute(
+                text("SELECT 1 FROM account WHERE id = :a FOR UPDATE"), {"a": account["id"]}
+            )
             await unbound_lock_waits(session)
         await fold_changes(session, tenant_id, account["id"])
         values["partner_account"] = changes.partner_account
@@ -301,3 +307,68 @@ async def list_accounts(
 
 def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --------------------------------------------------------------------------- one-statement writes
+
+
+@dataclass(frozen=True)
+class AccountForWrite:
+    """What a one-statement write needs to know of its account before it writes."""
+
+    id: int
+    account_number: str
+    currency: str
+    payment_term: str
+    partner_account: bool
+    lock_timeout: str  # the tenant's lock wait as a lock_timeout setting, e.g. "5000ms"
+
+
+ACCOUNT_FOR_WRITE = """
+SELECT a.id, a.account_number, a.currency, a.payment_term, a.partner_account, t.lock_wait_ms
+FROM account a JOIN tenant t ON t.id = a.tenant_id
+WHERE a.tenant_id = $1 AND a.account_number = $2
+"""
+
+
+async def account_for_write(
+    db: Db, tenant_id: int, account_number: str, field: list[str] | None = None
+) -> AccountForWrite:
+    """The account a write names, read without a lock (the write's statement locks it and
+    checks that what was read still holds), or NOT_FOUND."""
+    row = await db.fetchrow(ACCOUNT_FOR_WRITE, tenant_id, account_number)
+    if row is None:
+        raise NotFound(f"Account {account_number} not found", field or ["accountNumber"])
+    return AccountForWrite(
+        id=row["id"],
+        account_number=row["account_number"],
+        currency=row["currency"],
+        payment_term=row["payment_term"],
+        partner_account=row["partner_account"],
+        lock_timeout=f"{int(row['lock_wait_ms'])}ms",
+    )
+
+
+def locked_account_cte(*, id_param: str, tenant_param: str, lock_timeout_param: str,
+                       extra: str = "") -> str:  # fmt: skip
+    """A CTE ``acc`` that locks the written account's row FOR SHARE and yields (id,
+    tenant_id, partner_account) as they stand once it is locked.
+
+    FOR SHARE is a write's hold on its account: writers share it, while updateAccount and
+    the partnerAccount switch (which locks the row FOR UPDATE before it folds the ledger)
+    wait for the writers in flight and make new ones wait. Under READ COMMITTED a row locked
+    after a concurrent update is re-read at its newest version, so the partner flag seen
+    here is the one the write commits under.
+
+    The tenant's lock wait bounds the statement's lock waits: set_config runs in the scan's
+    filter, below the row lock, so it is in force before the first wait. ``extra`` adds
+    conditions on ``a``: the facts the caller computed with must still hold, or the CTE is
+    empty and the statement writes nothing."""
+    return f"""
+acc AS (
+  SELECT a.id, a.tenant_id, a.partner_account
+  FROM account a
+  WHERE a.id = {id_param} AND a.tenant_id = {tenant_param} {extra}
+    AND set_config('lock_timeout', {lock_timeout_param}, true) IS NOT NULL
+  FOR SHARE OF a
+)"""

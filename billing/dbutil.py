@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -42,7 +43,12 @@ def sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def translate(exc: DBAPIError) -> Exception:
+# What a database failure looks like: through SQLAlchemy, or from asyncpg itself on the hot
+# paths that use the driver directly (db.pg).
+DatabaseError = (DBAPIError, asyncpg.PostgresError)
+
+
+def translate(exc: DBAPIError | asyncpg.PostgresError) -> Exception:
     """The domain error a database failure means, or the failure itself."""
     code = sqlstate(exc)
     if code in (LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED, SERIALIZATION_FAILURE):
@@ -59,12 +65,15 @@ def is_transient(exc: BaseException) -> bool:
     and data problems (anything else) are not."""
     if isinstance(exc, BillingError):
         return exc.retryable
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, DatabaseError):
         code = sqlstate(exc)
         return code is not None and (code in TRANSIENT or code.startswith("08"))
-    return isinstance(exc, (PoolTimeout, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (PoolTimeout, ConnectionError, TimeoutError, asyncpg.exceptions.InterfaceError),
+    )
 
 
 @asynccontextmanager
@@ -72,7 +81,7 @@ async def db_errors() -> AsyncIterator[None]:
     """Re-raise lock timeouts, deadlocks and unique violations as domain errors."""
     try:
         yield
-    except DBAPIError as exc:
+    except DatabaseError as exc:
         mapped = translate(exc)
         if mapped is exc:
             raise

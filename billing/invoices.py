@@ -7,24 +7,36 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
-from billing.accounts import PAYMENT_TERMS, get_account
+from billing.accounts import PAYMENT_TERMS, account_for_write, locked_account_cte
 from billing.dbutil import db_errors
-from billing.errors import Duplicate, InvalidState, LimitExceeded, NotFound, ValidationFailed
-from billing.metrics import MetricsWriter
+from billing.errors import (
+    CurrencyMismatch,
+    Duplicate,
+    InvalidState,
+    LimitExceeded,
+    LockCompetition,
+    NotFound,
+    ValidationFailed,
+)
+from billing.metrics import MetricsWriter, Written, metrics_ctes, written
 from billing.money import ZERO, check_amount, check_price, check_quantity, quantize
 from billing.pages import Page, paginate
 from db.models import Application, Invoice, InvoiceItem, table_of
+from db.pg import Db, connection_of
 
 I = table_of(Invoice)  # noqa: E741
 II = table_of(InvoiceItem)
 AP = table_of(Application)
 
 MAX_ITEMS = 10_000
+# A one-statement write re-reads its account when the account changed in between (a rare
+# race), and draws again when a caller had already given the generated number.
+WRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -108,70 +120,100 @@ def price_items(items: list[ItemData], currency: str, path: str = "items") -> li
     return out
 
 
+CREATE_STANDALONE_INVOICE = f"""
+WITH {
+    locked_account_cte(
+        id_param="$1",
+        tenant_param="$2",
+        lock_timeout_param="$3",
+        extra="AND a.currency = $4::text AND a.payment_term = $5::text",
+    )
+},
+drawn AS (
+  SELECT coalesce($6::text, {numbering.number_sql("invoice", "$7")}) AS invoice_number FROM acc
+),
+inv AS (
+  INSERT INTO invoice (tenant_id, invoice_number, account_id, currency, invoice_date, due_date,
+                       status, amount, balance, source, posted_at)
+  SELECT acc.tenant_id, drawn.invoice_number, acc.id, $4::text, $8::date, $9::date,
+         $10::text, $11::numeric, $11::numeric,
+         'STANDALONE', CASE WHEN $10::text = 'POSTED' THEN now() END
+  FROM acc, drawn
+  ON CONFLICT (tenant_id, invoice_number) DO NOTHING
+  RETURNING *
+),
+items AS (
+  INSERT INTO invoice_item (tenant_id, invoice_id, charge_name, quantity, unit_price, amount,
+                            service_start_date, service_end_date)
+  SELECT inv.tenant_id, inv.id, i.charge_name, i.quantity, i.unit_price, i.amount, i.ss, i.se
+  FROM inv, unnest($12::text[], $13::numeric[], $14::numeric[], $15::numeric[], $16::date[],
+                   $17::date[]) WITH ORDINALITY AS i(charge_name, quantity, unit_price, amount,
+                                                     ss, se, n)
+  ORDER BY i.n
+),
+{
+    metrics_ctes(
+        document="inv",
+        when="$10::text = 'POSTED'",
+        invoice_balance="$11::numeric",
+        posted_invoice_date="$8::date",
+    )
+}
+SELECT inv.*, EXISTS (SELECT 1 FROM metrics_sync) AS metrics_synced
+FROM acc LEFT JOIN inv ON TRUE
+"""
+
+
 async def create_standalone_invoice(
-    session: AsyncSession, tenant_id: int, data: StandaloneInvoiceData
-) -> RowMapping:
-    """A standalone invoice, DRAFT or POSTED; its amount is the sum of its items."""
+    db: Db | AsyncSession, tenant_id: int, data: StandaloneInvoiceData
+) -> Written:
+    """A standalone invoice, DRAFT or POSTED; its amount is the sum of its items.
+
+    Two round trips: the account is read, then one statement locks it (FOR SHARE), writes
+    the invoice and its items and moves the metrics the account's way."""
     if data.status not in ("DRAFT", "POSTED"):
         raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
-    account = await get_account(session, tenant_id, data.account_number)
-    currency = account["currency"]
-    if data.currency is not None and data.currency.upper() != currency:
-        from billing.errors import CurrencyMismatch
-
-        raise CurrencyMismatch(
-            f"Account {account['account_number']} bills in {currency}, not {data.currency}",
-            ["currency"],
-        )
-    items = price_items(data.items, currency)
-    due = data.due_date or due_date_for(data.invoice_date, account["payment_term"])
-    if due < data.invoice_date:
-        raise ValidationFailed("dueDate is before invoiceDate", ["dueDate"])
-    writer = MetricsWriter(session, tenant_id)
-    if data.status == "POSTED":
-        await writer.lock(account["id"])
-    number = await _invoice_number(session, tenant_id, data.invoice_number)
-    total = sum((i["amount"] for i in items), ZERO)
-    async with db_errors():
-        invoice_id = (
-            await session.execute(
-                insert(I)
-                .values(
-                    tenant_id=tenant_id,
-                    invoice_number=number,
-                    account_id=account["id"],
-                    currency=currency,
-                    invoice_date=data.invoice_date,
-                    due_date=due,
-                    status=data.status,
-                    amount=total,
-                    balance=total,
-                    source="STANDALONE",
-                    posted_at=text("now()") if data.status == "POSTED" else None,
-                )
-                .returning(I.c.id)
+    given = _given_number(data.invoice_number)
+    conn = await connection_of(db)
+    for _ in range(WRITE_ATTEMPTS):
+        account = await account_for_write(conn, tenant_id, data.account_number)
+        currency = account.currency
+        if data.currency is not None and data.currency.upper() != currency:
+            raise CurrencyMismatch(
+                f"Account {account.account_number} bills in {currency}, not {data.currency}",
+                ["currency"],
             )
-        ).scalar_one()
-    await session.execute(
-        insert(II), [{"tenant_id": tenant_id, "invoice_id": invoice_id, **i} for i in items]
-    )
-    if data.status == "POSTED":
-        writer.add(account["id"], invoice_balance=total, invoice_dates=True)
-        await writer.flush()
-    return await get_invoice_by_id(session, invoice_id)
+        items = price_items(data.items, currency)
+        due = data.due_date or due_date_for(data.invoice_date, account.payment_term)
+        if due < data.invoice_date:
+            raise ValidationFailed("dueDate is before invoiceDate", ["dueDate"])
+        total = sum((i["amount"] for i in items), ZERO)
+        async with db_errors():
+            row = await conn.fetchrow(
+                CREATE_STANDALONE_INVOICE,
+                account.id, tenant_id, account.lock_timeout, currency, account.payment_term,
+                given, numbering.sequence_name(tenant_id, "invoice"),
+                data.invoice_date, due, data.status, total,
+                [i["charge_name"] for i in items], [i["quantity"] for i in items],
+                [i["unit_price"] for i in items], [i["amount"] for i in items],
+                [i["service_start_date"] for i in items], [i["service_end_date"] for i in items],
+            )  # fmt: skip
+        if row is None:
+            continue  # the account changed between the read and the write: read it again
+        if row["id"] is None:
+            if given is not None:
+                raise Duplicate(f"Invoice number {given} is already used", ["invoiceNumber"])
+            continue  # a generated number a caller had already given: draw the next
+        return written(db, tenant_id, row, account.id)
+    raise LockCompetition("The account changed while the invoice was written, please retry")
 
 
-async def _invoice_number(session: AsyncSession, tenant_id: int, given: str | None) -> str:
-    if given is not None:
-        number = given.strip()
-        if not number or len(number) > 64:
-            raise ValidationFailed("invoiceNumber must be 1-64 characters", ["invoiceNumber"])
-        if await find_invoice(session, tenant_id, number) is not None:
-            raise Duplicate(f"Invoice number {number} is already used", ["invoiceNumber"])
-        return number
-    number = await numbering.next_number(session, tenant_id, "invoice")
-    while await find_invoice(session, tenant_id, number) is not None:
-        number = await numbering.next_number(session, tenant_id, "invoice")
+def _given_number(given: str | None) -> str | None:
+    if given is None:
+        return None
+    number = given.strip()
+    if not number or len(number) > 64:
+        raise ValidationFailed("invoiceNumber must be 1-64 characters", ["invoiceNumber"])
     return number
 
 

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -149,6 +150,12 @@ class MetricsWriter:
                         text("SELECT pg_advisory_xact_lock(:ns, :k)"),
                         {"ns": NS_ACCOUNT_METRICS, "k": key_of(account_id)},
                     )
+                    # One-statement writes (metrics_ctes) take only this row's lock: hold
+                    # it too, so what this operation reads next includes their commits.
+                    await self.session.execute(
+                        text("SELECT 1 FROM account_metrics WHERE account_id = :a FOR UPDATE"),
+                        {"a": account_id},
+                    )
                 self.partner[account_id] = bool(is_partner)
             await unbound_lock_waits(self.session)
 
@@ -245,6 +252,81 @@ def take_metrics_updates(session: AsyncSession) -> dict[tuple[int, str], list[in
     for (tenant_id, account_id), reason in noted.items():
         out.setdefault((tenant_id, reason), []).append(account_id)
     return out
+
+
+# --------------------------------------------------------------------------- one-statement writes
+
+
+def metrics_ctes(
+    *,
+    account: str = "acc",
+    document: str,
+    when: str = "TRUE",
+    invoice_balance: str = "0",
+    unapplied_payment: str = "0",
+    contracted_mrr: str = "0",
+    posted_invoice_date: str | None = None,
+) -> str:
+    """The metric rule of a one-statement write (the MetricsWriter of the hot paths), as two
+    CTEs, ``metrics_ledger`` and ``metrics_sync``, to follow the write's own CTEs.
+
+    ``account`` names a CTE of (id, tenant_id, partner_account) that locked the account rows
+    FOR SHARE (billing.accounts.locked_accounts_cte), so partner_account is the flag the write
+    commits under. ``document`` names the CTE of the written rows: nothing moves when the write
+    wrote nothing. The deltas are SQL expressions over parameters and the account CTE's
+    columns (as ``m_a``); ``when`` is a condition for moving anything at all.
+
+    Partner account: one ledger row, and no lock on anything another writer needs. Ordinary
+    account: the metrics row moves in the same statement; its row lock orders concurrent
+    writers (a wait ends after the statement's lock_timeout: LOCK_COMPETITION). A posted
+    invoice can only raise lastInvoiceDate, so GREATEST keeps it exact without reading
+    invoices (which a statement that waited for the lock could not see anyway).
+    """
+    last_invoice = (
+        f"last_invoice_date = GREATEST(m.last_invoice_date, {posted_invoice_date}),"
+        if posted_invoice_date
+        else ""
+    )
+    return f"""
+metrics_ledger AS (
+  INSERT INTO metrics_change (tenant_id, account_id, d_invoice_balance, d_unapplied_payment,
+                              d_contracted_mrr)
+  SELECT m_a.tenant_id, m_a.id, {invoice_balance}, {unapplied_payment}, {contracted_mrr}
+  FROM {account} m_a
+  WHERE m_a.partner_account AND ({when}) AND EXISTS (SELECT 1 FROM {document})
+    AND ({invoice_balance} <> 0 OR {unapplied_payment} <> 0 OR {contracted_mrr} <> 0)
+  RETURNING account_id
+),
+metrics_sync AS (
+  UPDATE account_metrics m SET
+    total_invoice_balance = m.total_invoice_balance + {invoice_balance},
+    unapplied_payment_amount = m.unapplied_payment_amount + {unapplied_payment},
+    contracted_mrr = m.contracted_mrr + {contracted_mrr},
+    {last_invoice}
+    last_metrics_update = now()
+  FROM {account} m_a
+  WHERE m.account_id = m_a.id AND NOT m_a.partner_account AND ({when})
+    AND EXISTS (SELECT 1 FROM {document})
+  RETURNING m.account_id
+)"""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a one-statement write wrote: its row, and the ordinary accounts whose metrics
+    moved with it (the committer announces those after the commit)."""
+
+    row: Any
+    synced_account_ids: list[int]
+
+
+def written(db: object, tenant_id: int, row: Any, account_id: int) -> Written:
+    """The result of a one-statement write whose row carries ``metrics_synced``; when it ran
+    inside a session's transaction the update is noted on the session for its committer."""
+    synced = [account_id] if row["metrics_synced"] else []
+    if synced and isinstance(db, AsyncSession):
+        note_metrics_updated(db, tenant_id, synced, SYNC)
+    return Written(row, synced)
 
 
 # --------------------------------------------------------------------------- reading

@@ -47,6 +47,16 @@ def format_number(kind: str, n: int) -> str:
     return f"{PREFIXES[kind]}{n:08d}"
 
 
+def number_sql(kind: str, sequence_param: str) -> str:
+    """SQL for the next generated number of ``kind``, formatted as format_number does, drawn
+    inside a statement; ``sequence_param`` is the parameter holding sequence_name(...)."""
+    prefix = PREFIXES[kind]
+    return (
+        f"(SELECT '{prefix}' || CASE WHEN s.n < 100000000 THEN lpad(s.n::text, 8, '0') "
+        f"ELSE s.n::text END FROM (SELECT nextval({sequence_param}::text::regclass) AS n) s)"
+    )
+
+
 async def next_number(session: AsyncSession, tenant_id: int, kind: str) -> str:
     """The next generated number of ``kind`` in the tenant."""
     res = await session.execute(text(f"SELECT nextval('{sequence_name(tenant_id, kind)}')"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import distinct_on
@@ -11,20 +13,27 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
-from billing.accounts import get_account, get_account_by_id
+from billing.accounts import (
+    account_for_write,
+    get_account,
+    get_account_by_id,
+    locked_account_cte,
+)
 from billing.applications import TargetAmount, apply, resolve_targets, unapply
 from billing.dbutil import db_errors
 from billing.errors import (
     AmountExceedsUnapplied,
     CurrencyMismatch,
     InvalidState,
+    LockCompetition,
     NotFound,
     ValidationFailed,
 )
-from billing.metrics import MetricsWriter
+from billing.metrics import MetricsWriter, Written, metrics_ctes, written
 from billing.money import check_amount
 from billing.pages import Page, paginate
 from db.models import Payment, table_of
+from db.pg import Db, connection_of
 
 P = table_of(Payment)
 METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
@@ -42,17 +51,68 @@ class PaymentData:
     debit_memos: list[TargetAmount] = field(default_factory=list)
 
 
-async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentData) -> RowMapping:
-    """A processed external payment; what is not applied stays unapplied on the account."""
-    account = await get_account(session, tenant_id, data.account_number)
-    if data.currency is not None and data.currency.upper() != account["currency"]:
+CREATE_UNAPPLIED_PAYMENT = f"""
+WITH {locked_account_cte(id_param="$1", tenant_param="$2", lock_timeout_param="$3",
+                         extra="AND a.currency = $4::text")},
+pay AS (
+  INSERT INTO payment (tenant_id, payment_number, account_id, currency, amount, applied_amount,
+                       effective_date, method, reference)
+  SELECT acc.tenant_id, {numbering.number_sql("payment", "$5")}, acc.id, $4::text,
+         $6::numeric, 0, $7::date, $8::text, $9::text
+  FROM acc
+  ON CONFLICT (tenant_id, payment_number) DO NOTHING
+  RETURNING *
+),
+{metrics_ctes(document="pay", unapplied_payment="$6::numeric")}
+SELECT pay.*, EXISTS (SELECT 1 FROM metrics_sync) AS metrics_synced
+FROM acc LEFT JOIN pay ON TRUE
+"""  # fmt: skip
+# A one-statement write re-reads its account when the account changed in between (a rare
+# race), and draws again when a generated number is somehow taken.
+WRITE_ATTEMPTS = 5
+
+
+def _check_payment(data: PaymentData, account_number: str, currency: str) -> Decimal:
+    if data.currency is not None and data.currency.upper() != currency:
         raise CurrencyMismatch(
-            f"Account {account['account_number']} uses {account['currency']}, not {data.currency}",
-            ["currency"],
+            f"Account {account_number} uses {currency}, not {data.currency}", ["currency"]
         )
     if data.method not in METHODS:
         raise ValidationFailed(f"Unknown payment method {data.method!r}", ["method"])
-    amount = check_amount(data.amount, account["currency"], ["amount"])
+    return check_amount(data.amount, currency, ["amount"])
+
+
+async def create_unapplied_payment(
+    db: Db | AsyncSession, tenant_id: int, data: PaymentData
+) -> Written:
+    """A processed external payment applied to nothing: all of it is unapplied.
+
+    Two round trips: the account is read, then one statement locks it (FOR SHARE), writes
+    the payment and moves the metrics the account's way."""
+    if data.invoices or data.debit_memos:
+        raise ValidationFailed("This payment applies to documents", ["invoices"])
+    conn = await connection_of(db)
+    for _ in range(WRITE_ATTEMPTS):
+        account = await account_for_write(conn, tenant_id, data.account_number)
+        amount = _check_payment(data, account.account_number, account.currency)
+        async with db_errors():
+            row = await conn.fetchrow(
+                CREATE_UNAPPLIED_PAYMENT,
+                account.id, tenant_id, account.lock_timeout, account.currency,
+                numbering.sequence_name(tenant_id, "payment"),
+                amount, data.effective_date, data.method, data.reference,
+            )  # fmt: skip
+        if row is not None and row["id"] is not None:
+            return written(db, tenant_id, row, account.id)
+    raise LockCompetition("The account changed while the payment was written, please retry")
+
+
+async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentData) -> Any:
+    """A processed external payment; what is not applied stays unapplied on the account."""
+    if not data.invoices and not data.debit_memos:
+        return (await create_unapplied_payment(session, tenant_id, data)).row
+    account = await get_account(session, tenant_id, data.account_number)
+    amount = _check_payment(data, account["account_number"], account["currency"])
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(account["id"])
     targets = await resolve_targets(session, tenant_id, account, data.invoices, data.debit_memos)

@@ -168,6 +168,10 @@ class EventHub:
         """Announce the metric updates noted on a committed session."""
         await publish_committed(self.redis, session)
 
+    async def publish_metrics(self, tenant_id: int, account_ids: list[int], reason: str) -> None:
+        """Announce that these accounts' stored metrics changed (after the commit)."""
+        await publish_metrics(self.redis, tenant_id, account_ids, reason)
+
     async def publish_bill_run(self, tenant_id: int, run_id: int) -> None:
         """Announce that a bill run moved."""
         await publish_bill_run(self.redis, tenant_id, run_id)

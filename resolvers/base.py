@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import idempotency
-from billing.dbutil import translate
+from billing.dbutil import DatabaseError, translate
 from billing.errors import BillingError
+from billing.metrics import SYNC, Written
+from db import pg
+from db.pg import Db
 from resolvers.context import Context
 from resolvers.errors import to_user_error
 from schema.errors import UserError
@@ -46,7 +48,7 @@ async def in_transaction(
             try:
                 async with session.begin():
                     result = await work(session)
-            except DBAPIError as exc:
+            except DatabaseError as exc:
                 mapped = translate(exc)
                 if mapped is exc:
                     raise
@@ -55,6 +57,22 @@ async def in_transaction(
         return result, []
     except BillingError as exc:
         return None, [to_user_error(exc)]
+
+
+async def one_statement(
+    ctx: Context, work: Callable[[Db], Awaitable[Written]]
+) -> tuple[Written | None, list[UserError]]:
+    """Run one of billing's one-statement writes on an autocommit connection (the statement
+    is its own transaction); a domain error becomes a UserError. After the commit, the
+    ordinary accounts whose metrics moved are announced to subscribers."""
+    try:
+        async with pg.autocommit(ctx.services.pg, ctx.sessionmaker.kw["bind"]) as conn:
+            result = await work(conn)
+    except BillingError as exc:
+        return None, [to_user_error(exc)]
+    if result.synced_account_ids and ctx.services.events is not None:
+        await ctx.services.events.publish_metrics(ctx.tenant_id, result.synced_account_ids, SYNC)
+    return result, []
 
 
 def event_hub(ctx: Context) -> Any:

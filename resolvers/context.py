@@ -13,6 +13,9 @@ class Services:
     """Long-lived handles the composition root builds once."""
 
     sessionmaker: Sessionmaker
+    pg: Any = (
+        None  # asyncpg.Pool for the one-statement writes (db.pg); None: borrow from SQLAlchemy
+    )
     redis: Any = None  # arq.connections.ArqRedis, or None when no Redis is configured
     events: Any = None  # jobs.events.EventHub: publishes after commits, feeds subscriptions
 

@@ -13,7 +13,7 @@ from billing import payments as pay
 from billing.applications import TargetAmount
 from resolvers import convert
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, mutation_payload, read
+from resolvers.base import idempotent, mutation_payload, one_statement, read
 from schema.documents import (
     CreatePaymentInput,
     CreateStandaloneInvoiceInput,
@@ -113,13 +113,20 @@ class DocumentMutations:
     async def create_standalone_invoice(
         self, info: strawberry.Info, input: CreateStandaloneInvoiceInput
     ) -> InvoicePayload:
+        data = standalone_data(input)
         ctx = info.context
+        if not input.idempotency_key:
+            done, errors = await one_statement(
+                ctx, lambda db: inv.create_standalone_invoice(db, ctx.tenant_id, data)
+            )
+            invoice = convert.invoice(done.row, input.account_number) if done else None
+            return InvoicePayload(invoice=invoice, errors=errors)
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
 
         async def work(s: AsyncSession) -> Invoice:
-            row = await inv.create_standalone_invoice(s, ctx.tenant_id, standalone_data(input))
-            return await invoice_out(s, row)
+            done = await inv.create_standalone_invoice(s, ctx.tenant_id, data)
+            return await invoice_out(s, done.row)
 
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Invoice:
             return await invoice_out(s, await inv.get_invoice_by_id(s, stored["id"]))
@@ -171,13 +178,18 @@ class DocumentMutations:
         self, info: strawberry.Info, input: CreatePaymentInput
     ) -> PaymentPayload:
         ctx = info.context
+        data = payment_data(input)
+        if not input.idempotency_key and not data.invoices and not data.debit_memos:
+            done, errors = await one_statement(
+                ctx, lambda db: pay.create_unapplied_payment(db, ctx.tenant_id, data)
+            )
+            payment = convert.payment(done.row, input.account_number) if done else None
+            return PaymentPayload(payment=payment, errors=errors)
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
 
         async def work(s: AsyncSession) -> Payment:
-            return await payment_out(
-                s, await pay.create_payment(s, ctx.tenant_id, payment_data(input))
-            )
+            return await payment_out(s, await pay.create_payment(s, ctx.tenant_id, data))
 
         async def replay(s: AsyncSession, stored: dict[str, Any]) -> Payment:
             return await payment_out(s, await pay.get_payment_by_id(s, stored["id"]))

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing.tenants import ensure_dev_tenant
+from db import pg
 from db.engine import create_engine, create_sessionmaker
 from jobs.events import EventHub
 from jobs.redis import redis_settings_from_url
@@ -166,18 +167,31 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(database_url)
+        engine = create_engine(
+            database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            statement_cache=settings.statement_cache,
+        )
+        pool = None
         redis = None
         events: EventHub | None = None
         worker: InProcessWorker | None = None
         try:
             sessionmaker = create_sessionmaker(engine)
+            pool = await pg.create_pool(
+                database_url,
+                max_size=settings.pg_pool_size,
+                statement_cache_size=settings.statement_cache,
+            )
             redis = await create_pool(redis_settings_from_url(redis_url))
             events = EventHub(redis)
             if settings.allow_anonymous:
                 async with sessionmaker.begin() as session:
                     runtime.dev_tenant_id, _ = await ensure_dev_tenant(session)
-            runtime.services = Services(sessionmaker=sessionmaker, redis=redis, events=events)
+            runtime.services = Services(
+                sessionmaker=sessionmaker, pg=pool, redis=redis, events=events
+            )
             state.update(engine=engine, redis=redis, events=events)
             if settings.run_worker:
                 worker = InProcessWorker(database_url, redis_url)
@@ -193,6 +207,8 @@ def create_app(
             if redis is not None:
                 # Close before the embedded Redis stops: it stays up while a client is connected.
                 await redis.aclose(close_connection_pool=True)
+            if pool is not None:
+                await pool.close()
             await engine.dispose()
             state.clear()
 

@@ -53,6 +53,13 @@ class Settings:
     max_batch: int = 100
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
+    # Connections per API process: SQLAlchemy's pool (db_pool_size plus as many again in
+    # overflow) and the asyncpg pool of the one-statement writes (pg_pool_size). With N API
+    # processes and the worker, N * (2 * db_pool_size + pg_pool_size) + worker must stay
+    # under the server's max_connections (README, "Connections").
+    db_pool_size: int = 10
+    pg_pool_size: int = 10
+    statement_cache: int = 256  # asyncpg's prepared statements per connection; 0: none
 
     @property
     def embedded(self) -> bool:
@@ -84,6 +91,9 @@ class Settings:
             max_batch=max_batch,
             max_body_bytes=_int(env, "PARTNERBILL_MAX_BODY_BYTES", 10 * 1024 * 1024),
             log_level=(env.get("PARTNERBILL_LOG_LEVEL") or "info").lower(),
+            db_pool_size=_int(env, "PARTNERBILL_DB_POOL_SIZE", 10),
+            pg_pool_size=_int(env, "PARTNERBILL_PG_POOL_SIZE", 10),
+            statement_cache=_int(env, "PARTNERBILL_STATEMENT_CACHE", 256),
         )
 
     def with_urls(self, database_url: str, redis_url: str | None) -> Settings:

@@ -59,7 +59,9 @@ async def test_partner_writes_leave_metrics_until_refresh(sessionmaker: Any, ten
     a = await make_account(sessionmaker, tenant.id, "P1", partner=True)
     before = await stored(sessionmaker, a["id"])
     async with sessionmaker.begin() as s:
-        i1 = await inv.create_standalone_invoice(s, tenant.id, posted_invoice("P1", "100.00", 3))
+        i1 = (
+            await inv.create_standalone_invoice(s, tenant.id, posted_invoice("P1", "100.00", 3))
+        ).row
     async with sessionmaker.begin() as s:
         await pay.create_payment(
             s, tenant.id,
@@ -95,7 +97,7 @@ async def test_ordinary_account_metrics_equal_oracle_after_every_commit(
                     await inv.create_standalone_invoice(
                         s, tenant.id, posted_invoice("O1", f"{10 + n}.25", n + 1)
                     )
-                )["invoice_number"]
+                ).row["invoice_number"]
             )
         assert (await stored(sessionmaker, a["id"])).values() == (
             await oracle(sessionmaker, a["id"])
@@ -136,9 +138,10 @@ async def _invoice_then_pay(sm: Any, tenant_id: int, number: str, n: int) -> str
     """One posted invoice and one payment applied to half of it (two transactions)."""
     try:
         async with sm.begin() as s:
-            row = await inv.create_standalone_invoice(
+            done = await inv.create_standalone_invoice(
                 s, tenant_id, posted_invoice(number, f"{n + 1}.00")
             )
+            row = done.row
         async with sm.begin() as s:
             await pay.create_payment(
                 s, tenant_id,
@@ -341,7 +344,8 @@ async def test_lock_wait_is_bounded_and_retryable(
         await update_settings(s, tenant.id, lock_wait_ms=50)
     holder = sessionmaker()
     await holder.begin()
-    await holder.execute(text("SELECT pg_advisory_xact_lock(7101, :k)"), {"k": a["id"]})
+    # Another write on the account, in flight: it holds what a write holds.
+    await met.MetricsWriter(holder, tenant.id).lock(a["id"])
     try:
         async with sessionmaker.begin() as s:
             await inv.create_standalone_invoice(s, tenant.id, posted_invoice("LW", "1.00"))

@@ -16,6 +16,10 @@ MINOR_UNITS: dict[str, int] = {
 ZERO = Decimal(0)
 ROUNDING = ROUND_HALF_UP
 MRR_PLACES = Decimal("0.000001")
+#: Bounds that keep one value inside its NUMERIC(20, 4) column (16 integer digits).
+MAX_AMOUNT = Decimal("1e15")
+MAX_QUANTITY = Decimal("1e12")
+MAX_PRICE = Decimal("1e12")
 
 
 def check_currency(currency: str, field: list[str] | None = None) -> str:
@@ -58,14 +62,14 @@ def check_amount(
         raise ValidationFailed(
             f"Amount must be {'zero or more' if allow_zero else 'positive'}, got {d}", field
         )
+    if d >= MAX_AMOUNT:  # before any quantize: a huge exponent makes quantize raise
+        raise ValidationFailed(f"Amount must be less than {MAX_AMOUNT:,.0f}", field)
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > MINOR_UNITS[currency] and d != d.quantize(unit(currency)):
         raise ValidationFailed(
             f"{d} has more than {MINOR_UNITS[currency]} decimal places for {currency}", field
         )
-    if d >= Decimal("1e15"):
-        raise ValidationFailed("Amount is too large", field)
     return quantize(d, currency)
 
 
@@ -74,8 +78,10 @@ def check_quantity(value: object, field: list[str]) -> Decimal:
     d = to_decimal(value, field)
     if d <= 0:
         raise ValidationFailed("Quantity must be positive", field)
-    if d != d.quantize(Decimal("0.0001")) or d >= Decimal("1e12"):
-        raise ValidationFailed("Quantity has more than 4 decimal places or is too large", field)
+    if d >= MAX_QUANTITY:  # before quantize, which raises on a huge exponent ("1e309")
+        raise ValidationFailed(f"Quantity must be less than {MAX_QUANTITY:,.0f}", field)
+    if d != d.quantize(Decimal("0.0001")):
+        raise ValidationFailed("Quantity has more than 4 decimal places", field)
     return d
 
 
@@ -85,6 +91,8 @@ def check_price(value: object, field: list[str]) -> Decimal:
     d = to_decimal(value, field)
     if d < 0:
         raise ValidationFailed("Price must not be negative", field)
-    if d != d.quantize(Decimal("0.0001")) or d >= Decimal("1e12"):
-        raise ValidationFailed("Price has more than 4 decimal places or is too large", field)
+    if d >= MAX_PRICE:  # before quantize, which raises on a huge exponent ("1e309")
+        raise ValidationFailed(f"Price must be less than {MAX_PRICE:,.0f}", field)
+    if d != d.quantize(Decimal("0.0001")):
+        raise ValidationFailed("Price has more than 4 decimal places", field)
     return d

@@ -14,7 +14,7 @@ from billing import metrics as met
 from billing import tenants
 from billing.errors import BillingError
 from resolvers import convert
-from resolvers.base import event_hub, idempotent, in_transaction, read
+from resolvers.base import blank, event_hub, idempotent, in_transaction, read
 from resolvers.errors import to_graphql_error
 from schema.accounts import (
     Account,
@@ -102,6 +102,8 @@ class AccountMutations:
         self, info: strawberry.Info, input: CreateAccountInput
     ) -> AccountPayload:
         ctx = info.context
+        if errors := blank(input.batch, ["batch"]):
+            return AccountPayload(account=None, errors=errors)
         payload = input_payload(input)
         payload.pop("idempotency_key", None)
 
@@ -133,6 +135,8 @@ class AccountMutations:
         self, info: strawberry.Info, input: UpdateAccountInput
     ) -> AccountPayload:
         ctx = info.context
+        if errors := blank(input.batch, ["batch"]):
+            return AccountPayload(account=None, errors=errors)
         changes = acc.AccountChanges(
             name=input.name,
             bill_cycle_day=input.bill_cycle_day,

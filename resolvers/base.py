@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -9,13 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import idempotency
 from billing.dbutil import DatabaseError, translate
-from billing.errors import BillingError
+from billing.errors import BillingError, ValidationFailed
 from billing.metrics import SYNC, Written
 from db import pg
 from db.pg import Db
 from resolvers.context import Context
-from resolvers.errors import to_user_error
+from resolvers.errors import TOO_LARGE, to_user_error, too_large
 from schema.errors import UserError
+
+log = logging.getLogger("partnerbill.graphql")
 
 R = TypeVar("R")
 P = TypeVar("P")
@@ -57,6 +60,18 @@ async def in_transaction(
         return result, []
     except BillingError as exc:
         return None, [to_user_error(exc)]
+    except Exception as exc:
+        if not too_large(exc):
+            raise
+        log.info("refused: a value or sum overflows its column (%s)", exc)
+        return None, [to_user_error(ValidationFailed(TOO_LARGE))]
+
+
+def blank(value: str | None, field: list[str]) -> list[UserError]:
+    """A VALIDATION UserError when a given text is empty or only spaces, else none."""
+    if value is None or value.strip():
+        return []
+    return [to_user_error(ValidationFailed("Must not be empty or blank", field))]
 
 
 async def one_statement(
@@ -99,8 +114,10 @@ async def idempotent(
 ) -> tuple[R | None, list[UserError]]:
     """``in_transaction`` with an optional idempotency key: a repeat with the same key and
     input returns the first result and writes nothing."""
-    if not key:
+    if key is None:
         return await in_transaction(ctx, work)
+    if errors := blank(key, ["idempotencyKey"]):
+        return None, errors
 
     async def guarded(session: AsyncSession) -> R:
         stored = await idempotency.claim(session, ctx.tenant_id, key, operation, payload)

@@ -7,15 +7,21 @@ SUBSCRIPTIONS.
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from graphql import GraphQLError
+from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from resolvers.accounts import AccountMutations, AccountQueries, AccountSubscriptions
 from resolvers.catalog import CatalogMutations, CatalogQueries
 from resolvers.documents import DocumentMutations, DocumentQueries
+from resolvers.errors import ErrorPolicy, log_errors
 from resolvers.memos import MemoMutations, MemoQueries
 from resolvers.orders import OrderMutations, OrderQueries
-from schema.errors import ERROR_TYPES, TopLevelUserError
+from resolvers.pages import DEFAULT_PAGE
+from schema.errors import ERROR_TYPES
+from schema.limits import QueryLimiter, QueryLimits
+from schema.scalars import SCALAR_OVERRIDES
 
 QUERIES: tuple[type, ...] = (
     AccountQueries, DocumentQueries, MemoQueries, CatalogQueries, OrderQueries,
@@ -43,25 +49,33 @@ Mutation = merge_types("Mutation", MUTATIONS)
 SubscriptionRoot = merge_types("SubscriptionRoot", SUBSCRIPTIONS)
 
 
-def _should_mask(error: Exception) -> bool:
-    """Mask unexpected errors; GraphQL syntax/validation errors and the expected failures
-    of fields without a payload (TopLevelUserError) stay readable."""
-    from graphql import GraphQLError
+class PartnerbillSchema(strawberry.Schema):
+    """The schema, logging unexpected errors at ERROR and the client's mistakes at INFO."""
 
-    original = getattr(error, "original_error", None)
-    if isinstance(original, TopLevelUserError):
-        return False
-    return isinstance(error, GraphQLError) and original is not None
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors)
 
 
-schema = strawberry.Schema(
-    query=Query,
-    mutation=Mutation,
-    subscription=SubscriptionRoot,
-    types=list(ERROR_TYPES.values()),
-    extensions=[
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
-        lambda: MaskErrors(should_mask_error=_should_mask),
-    ],
-)
+def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
+    """The schema with the request limits of ``limits`` (the defaults when None)."""
+    limits = limits or QueryLimits(default_page=DEFAULT_PAGE)
+    return PartnerbillSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=SubscriptionRoot,
+        types=list(ERROR_TYPES.values()),
+        scalar_overrides=SCALAR_OVERRIDES,
+        extensions=[
+            # First: its refusals end the request before parsing or validation run.
+            lambda: QueryLimiter(limits),
+            lambda: MaxTokensLimiter(limits.max_tokens),
+            lambda: ParserCache(maxsize=1024),
+            lambda: ValidationCache(maxsize=1024),
+            ErrorPolicy,
+        ],
+    )
+
+
+schema = build_schema()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ def _servers() -> Iterator[dict[str, str]]:
     finally:
         for s in reversed(started):
             s.stop()
+        if tmp is not None:  # the servers' data (~70 MB) is of no use after the run
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

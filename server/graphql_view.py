@@ -6,7 +6,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -96,6 +97,41 @@ def key_from_connection_params(params: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+class RateLimited(HTTPException):
+    """A tenant has as many requests in flight as it may: answered 429, retryable."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            429,
+            f"Too many requests in flight for this tenant (at most {limit} at once); retry shortly",
+        )
+
+
+class InFlight:
+    """Requests running per tenant in this process, refused above a limit, so one tenant
+    cannot take every connection and worker slot from the others."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: dict[int, int] = {}
+
+    @contextmanager
+    def slot(self, tenant_id: int) -> Iterator[None]:
+        n = self.running.get(tenant_id, 0)
+        if n >= self.limit:
+            log.info("tenant %s: %s requests in flight, one more refused", tenant_id, n)
+            raise RateLimited(self.limit)
+        self.running[tenant_id] = n + 1
+        try:
+            yield
+        finally:
+            left = self.running[tenant_id] - 1
+            if left:
+                self.running[tenant_id] = left
+            else:
+                del self.running[tenant_id]
+
+
 class PartnerbillGraphQL(GraphQL[Context, None]):
     """strawberry's ASGI view with partnerbill's rules.
 
@@ -115,11 +151,13 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         allow_anonymous: bool,
         max_batch: int,
         key_cache: TenantCache | None = None,
+        max_inflight_per_tenant: int = 32,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql")
         self.runtime = runtime
         self.allow_anonymous = allow_anonymous
         self.max_batch = max_batch
+        self.inflight = InFlight(max_inflight_per_tenant)
         self.key_cache = key_cache or TenantCache()
 
     # -- HTTP entry: JSON errors ---------------------------------------------------------
@@ -254,6 +292,20 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         root_value: None,
         sub_response: Response,
     ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        with self.inflight.slot(context.tenant_id):
+            return await self._execute(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+
+    async def _execute(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
         if not isinstance(request_data, list):
             return await super().execute_operation(
                 request=request,
@@ -294,11 +346,13 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
 
 
 def error_response(status_code: int, message: str) -> Response:
-    """A refusal in GraphQL's error shape."""
+    """A refusal in GraphQL's error shape (429: code RATE_LIMITED, retryable)."""
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    return JSONResponse(
-        {"errors": [{"message": message}]}, status_code=status_code, headers=headers
-    )
+    error: dict[str, Any] = {"message": message}
+    if status_code == 429:
+        headers = {"Retry-After": "1"}
+        error["extensions"] = {"code": "RATE_LIMITED", "retryable": True}
+    return JSONResponse({"errors": [error]}, status_code=status_code, headers=headers)
 
 
 _GRAPHIQL_TEMPLATE = """<!doctype html>

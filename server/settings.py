@@ -35,6 +35,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the database and Redis are, how to listen, and what the defaults allow.
@@ -53,6 +67,13 @@ class Settings:
     max_batch: int = 100
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object a line, with the request id
+    # Requests refused before they run (README, "Configuration").
+    max_tokens: int = 20_000
+    max_depth: int = 15
+    max_aliases: int = 100
+    max_cost: int = 100_000
+    max_inflight_per_tenant: int = 32
     # Connections per API process: SQLAlchemy's pool (db_pool_size plus as many again in
     # overflow) and the asyncpg pool of the one-statement writes (pg_pool_size). With N API
     # processes and the worker, N * (2 * db_pool_size + pg_pool_size) + worker must stay
@@ -91,6 +112,12 @@ class Settings:
             max_batch=max_batch,
             max_body_bytes=_int(env, "PARTNERBILL_MAX_BODY_BYTES", 10 * 1024 * 1024),
             log_level=(env.get("PARTNERBILL_LOG_LEVEL") or "info").lower(),
+            log_format=_choice(env, "PARTNERBILL_LOG_FORMAT", ("text", "json")),
+            max_tokens=_positive(env, "PARTNERBILL_MAX_TOKENS", 20_000),
+            max_depth=_positive(env, "PARTNERBILL_MAX_DEPTH", 15),
+            max_aliases=_positive(env, "PARTNERBILL_MAX_ALIASES", 100),
+            max_cost=_positive(env, "PARTNERBILL_MAX_COST", 100_000),
+            max_inflight_per_tenant=_positive(env, "PARTNERBILL_MAX_INFLIGHT_PER_TENANT", 32),
             db_pool_size=_int(env, "PARTNERBILL_DB_POOL_SIZE", 10),
             pg_pool_size=_int(env, "PARTNERBILL_PG_POOL_SIZE", 10),
             statement_cache=_int(env, "PARTNERBILL_STATEMENT_CACHE", 256),

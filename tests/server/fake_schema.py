@@ -11,6 +11,7 @@ from strawberry.types import Info
 from resolvers.context import Context
 
 EVENTS: list[str] = []
+GATE: dict[str, asyncio.Event] = {}
 
 
 @strawberry.type
@@ -36,6 +37,12 @@ class Mutation:
         await asyncio.sleep(delay)
         EVENTS.append(f"{tag}:end")
         return str(id(info.context))
+
+    @strawberry.mutation
+    async def hold(self, gate: str) -> str:
+        """Waits until the test opens GATE[gate]."""
+        await GATE.setdefault(gate, asyncio.Event()).wait()
+        return gate
 
 
 def _should_mask(error: Exception) -> bool:

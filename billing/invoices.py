@@ -204,7 +204,7 @@ async def create_standalone_invoice(
             if given is not None:
                 raise Duplicate(f"Invoice number {given} is already used", ["invoiceNumber"])
             continue  # a generated number a caller had already given: draw the next
-        return written(db, tenant_id, row, account.id)
+        return written(db, tenant_id, row, [account.id] if row["metrics_synced"] else [])
     raise LockCompetition("The account changed while the invoice was written, please retry")
 
 

@@ -307,6 +307,8 @@ metrics_sync AS (
   FROM {account} m_a
   WHERE m.account_id = m_a.id AND NOT m_a.partner_account AND ({when})
     AND EXISTS (SELECT 1 FROM {document})
+    AND ({invoice_balance} <> 0 OR {unapplied_payment} <> 0 OR {contracted_mrr} <> 0
+         OR {posted_invoice_date or "NULL"} IS NOT NULL)
   RETURNING m.account_id
 )"""
 
@@ -320,10 +322,9 @@ class Written:
     synced_account_ids: list[int]
 
 
-def written(db: object, tenant_id: int, row: Any, account_id: int) -> Written:
-    """The result of a one-statement write whose row carries ``metrics_synced``; when it ran
-    inside a session's transaction the update is noted on the session for its committer."""
-    synced = [account_id] if row["metrics_synced"] else []
+def written(db: object, tenant_id: int, row: Any, synced: list[int]) -> Written:
+    """The result of a one-statement write; when it ran inside a session's transaction, the
+    ordinary accounts whose metrics it moved are noted on the session for its committer."""
     if synced and isinstance(db, AsyncSession):
         note_metrics_updated(db, tenant_id, synced, SYNC)
     return Written(row, synced)

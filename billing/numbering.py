@@ -47,13 +47,23 @@ def format_number(kind: str, n: int) -> str:
     return f"{PREFIXES[kind]}{n:08d}"
 
 
-def number_sql(kind: str, sequence_param: str) -> str:
-    """SQL for the next generated number of ``kind``, formatted as format_number does, drawn
-    inside a statement; ``sequence_param`` is the parameter holding sequence_name(...)."""
-    prefix = PREFIXES[kind]
+def format_sql(kind: str, value_sql: str) -> str:
+    """SQL formatting a drawn value as format_number does (prefix, eight digits or more)."""
+    v = value_sql
     return (
-        f"(SELECT '{prefix}' || CASE WHEN s.n < 100000000 THEN lpad(s.n::text, 8, '0') "
-        f"ELSE s.n::text END FROM (SELECT nextval({sequence_param}::text::regclass) AS n) s)"
+        f"'{PREFIXES[kind]}' || CASE WHEN {v} < 100000000 THEN lpad({v}::text, 8, '0') "
+        f"ELSE {v}::text END"
+    )
+
+
+def number_sql(kind: str, sequence_param: str) -> str:
+    """SQL drawing ONE generated number of ``kind`` inside a statement (a scalar subquery:
+    PostgreSQL evaluates it once per statement, so never use it for several rows; draw
+    those with nextval in a MATERIALIZED CTE and format_sql). ``sequence_param`` is the
+    parameter holding sequence_name(...)."""
+    return (
+        f"(SELECT {format_sql(kind, 's.n')} "
+        f"FROM (SELECT nextval({sequence_param}::text::regclass) AS n) s)"
     )
 
 

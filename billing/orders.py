@@ -92,7 +92,8 @@ def input_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(jsonable(data), sort_keys=True).encode()).hexdigest()
 
 
-def _date(value: Any, path: list[str]) -> date | None:
+def parse_date(value: Any, path: list[str]) -> date | None:
+    """A date of the input (a date or ISO text), None when absent; VALIDATION otherwise."""
     if value is None or isinstance(value, date):
         return value
     try:
@@ -175,7 +176,7 @@ def parse_groups(data: dict[str, Any], order_date: date) -> list[Group]:
                     "Exactly one action must be set in each OrderActionInput", path
                 )
             kind, body = chosen[0]
-            eff = _date(body.get("effective_date"), [*path, "effectiveDate"]) or order_date
+            eff = parse_date(body.get("effective_date"), [*path, "effectiveDate"]) or order_date
             actions.append(Action(kind, dict(body), eff, path))
         count += len(actions)
         creates = [i for i, a in enumerate(actions) if a.kind == "create_subscription"]
@@ -256,7 +257,7 @@ class _Run:
 async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, Any]) -> int:
     """Run an order: every action in the order given, all-or-nothing; contractedMrr of every
     subscription owner moves through the MetricsWriter. Returns the order id."""
-    order_date = _date(data.get("order_date"), ["orderDate"])
+    order_date = parse_date(data.get("order_date"), ["orderDate"])
     if order_date is None:
         raise ValidationFailed("orderDate is required", ["orderDate"])
     existing, new = data.get("existing_account_number"), data.get("new_account")
@@ -441,9 +442,8 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
     await session.execute(insert(OA), action_rows)
     await writer.flush()
     if bill is not None:
-        target = (
-            _date(options.get("target_date"), ["processingOptions", "targetDate"]) or order_date
-        )
+        target_path = ["processingOptions", "targetDate"]
+        target = parse_date(options.get("target_date"), target_path) or order_date
         await bill(
             session,
             tenant_id,
@@ -467,9 +467,11 @@ async def _save(run: _Run, sub: dict[str, Any], **values: Any) -> None:
     )
 
 
-def _terms(
+def subscription_terms(
     body: dict[str, Any], path: list[str], current: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """A subscription's terms from an action's input over its current ones (defaults: TERMED,
+    12 and 12 months, no auto-renew); a TERMED term is 1-1200 months."""
     cur = current or {
         "term_type": "TERMED",
         "initial_term": 12,
@@ -534,7 +536,7 @@ async def _create_subscriptions(
                 f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
                 [*path, "invoiceOwnerAccountNumber"],
             )
-        terms = _terms(b.get("terms") or {}, [*path, "terms"])
+        terms = subscription_terms(b.get("terms") or {}, [*path, "terms"])
         number = g.subscription_number
         if number is not None:
             number = number.strip()
@@ -638,12 +640,34 @@ async def _plan_rows(
 ) -> tuple[RowMapping, list[dict[str, Any]]]:
     """Check one rate plan of an order action against the catalog and build its charge rows
     (without subscription, rate plan and charge number)."""
+    plan, charges = await run.rate_plan(
+        rate_plan_number(rp, path), [*path, "productRatePlanNumber"]
+    )
+    return plan, plan_rows(run.tenant_id, plan, charges, rp, eff, path, end)
+
+
+def rate_plan_number(rp: dict[str, Any], path: list[str]) -> str:
+    """The catalog rate plan an order's rate plan names (required)."""
     number = rp.get("product_rate_plan_number")
     if not number:
         raise ValidationFailed(
             "productRatePlanNumber is required", [*path, "productRatePlanNumber"]
         )
-    plan, charges = await run.rate_plan(number, [*path, "productRatePlanNumber"])
+    return str(number)
+
+
+def plan_rows(
+    tenant_id: int,
+    plan: Any,
+    charges: list[Any],
+    rp: dict[str, Any],
+    eff: date,
+    path: list[str],
+    end: date | None = None,
+) -> list[dict[str, Any]]:
+    """The charge rows of one of an order's rate plans (without subscription, rate plan and
+    charge number): the catalog's charges with the order's overrides, checked."""
+    number = plan["rate_plan_number"]
     overrides: dict[str, tuple[dict[str, Any], list[str]]] = {}
     known = {c["charge_number"] for c in charges}
     for i, o in enumerate(rp.get("charge_overrides") or []):
@@ -680,7 +704,7 @@ async def _plan_rows(
             )
         rows.append(
             {
-                "tenant_id": run.tenant_id,
+                "tenant_id": tenant_id,
                 "product_rate_plan_charge_id": c["id"],
                 "segment": 1,
                 "is_last_segment": True,
@@ -697,7 +721,7 @@ async def _plan_rows(
                 "mrr": charge_mrr(c["charge_type"], c["charge_model"], price, qty, period),
             }
         )
-    return plan, rows
+    return rows
 
 
 async def _insert_plan(run: _Run, sub_id: int, plan: RowMapping, eff: date) -> int:
@@ -819,7 +843,7 @@ async def _apply(run: _Run, sub: dict[str, Any], a: Action) -> None:
             version=sub["version"] + 1,
         )
     elif a.kind == "terms_and_conditions":
-        terms = _terms(b, path, sub)
+        terms = subscription_terms(b, path, sub)
         end = (
             add_months(sub["term_start_date"], int(terms["initial_term"]))
             if terms["term_type"] == "TERMED"
@@ -937,9 +961,8 @@ async def _cancel(
         )
         when = res.scalar_one() or eff
     else:
-        when = (
-            _date(b.get("cancellation_effective_date"), [*path, "cancellationEffectiveDate"]) or eff
-        )
+        when_path = [*path, "cancellationEffectiveDate"]
+        when = parse_date(b.get("cancellation_effective_date"), when_path) or eff
     if when < sub["contract_effective_date"]:
         raise ValidationFailed(
             "Cancellation date is before the subscription starts",

@@ -103,7 +103,7 @@ async def create_unapplied_payment(
                 amount, data.effective_date, data.method, data.reference,
             )  # fmt: skip
         if row is not None and row["id"] is not None:
-            return written(db, tenant_id, row, account.id)
+            return written(db, tenant_id, row, [account.id] if row["metrics_synced"] else [])
     raise LockCompetition("The account changed while the payment was written, please retry")
 
 

@@ -133,6 +133,21 @@ async def subscriptions_by_ids(
     return list(res.mappings())
 
 
+async def subscriptions_by_numbers(
+    session: AsyncSession, tenant_id: int, numbers: list[str]
+) -> list[RowMapping]:
+    """Subscriptions by number, in the order of ``numbers``."""
+    if not numbers:
+        return []
+    res = await session.execute(
+        subscription_select().where(
+            S.c.tenant_id == tenant_id, S.c.subscription_number.in_(numbers)
+        )
+    )
+    found = {r["subscription_number"]: r for r in res.mappings()}
+    return [found[n] for n in numbers if n in found]
+
+
 async def subscriptions_of_account(
     session: AsyncSession, account_id: int, role: str, first: int | None, after: str | None
 ) -> Page:

@@ -85,6 +85,11 @@ async def one_statement(
             result = await work(conn)
     except BillingError as exc:
         return None, [to_user_error(exc)]
+    except Exception as exc:
+        if not too_large(exc):
+            raise
+        log.info("refused: a value or sum overflows its column (%s)", exc)
+        return None, [to_user_error(ValidationFailed(TOO_LARGE))]
     if result.synced_account_ids and ctx.services.events is not None:
         await ctx.services.events.publish_metrics(ctx.tenant_id, result.synced_account_ids, SYNC)
     return result, []

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from billing.catalog import ProductTree
+from billing.subscription_orders import CreatedOrder
 from billing.subscriptions import SubscriptionTree
 from resolvers.convert import gid
 from schema.catalog import (
@@ -170,6 +171,31 @@ def order(row: Any, actions: list[Any]) -> Order:
         ],
         subscription_numbers=numbers,
         created_at=row["created_at"],
+    )
+
+
+def created_order(o: CreatedOrder) -> Order:
+    """An order written in one statement, from what the write already knows."""
+    return Order(
+        db_id=o.id,
+        id=gid("Order", o.id),
+        order_number=o.order_number,
+        order_date=o.order_date,
+        status=OrderStatus.COMPLETED,
+        account_number=o.account_number,
+        order_actions=[
+            OrderAction(
+                sequence=n,
+                type="CreateSubscription",
+                subscription_number=number,
+                effective_date=effective,
+            )
+            for n, (number, effective) in enumerate(
+                zip(o.subscription_numbers, o.effective_dates, strict=True)
+            )
+        ],
+        subscription_numbers=list(o.subscription_numbers),
+        created_at=o.created_at,
     )
 
 

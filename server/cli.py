@@ -9,8 +9,11 @@ import importlib.util
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -122,6 +125,58 @@ def _store_dev_key(data_dir: Path, key: str) -> None:
     os.chmod(path, 0o600)
 
 
+# -- connections ---------------------------------------------------------------------------
+
+# The job worker's SQLAlchemy pool (jobs/worker.py: 10 plus 10 in overflow).
+WORKER_CONNECTIONS = 20
+# Left free beside the service: psql, `partnerbill migrate`, `tenant create`, a monitoring check.
+SPARE_CONNECTIONS = 5
+
+
+def per_process(settings: Settings) -> int:
+    """Most connections one API process opens: SQLAlchemy's pool and its overflow, and the
+    asyncpg pool of the one-statement writes."""
+    return 2 * settings.db_pool_size + settings.pg_pool_size
+
+
+def size_pools(settings: Settings, processes: int, max_connections: int, reserved: int) -> Settings:
+    """The settings with pools that let ``processes`` API processes and the worker stay under
+    the server's max_connections (README, "Connections"): the configured sizes when they fit,
+    else both pools shrunk in proportion. SystemExit when not even one connection each fits."""
+    budget = (max_connections - reserved - SPARE_CONNECTIONS - WORKER_CONNECTIONS) // processes
+    need = per_process(settings)
+    if need <= budget:
+        return settings
+    if budget < 3:
+        raise SystemExit(
+            f"max_connections={max_connections} leaves no room for {processes} API processes "
+            "and the worker: raise max_connections or run fewer --workers (README, Connections)"
+        )
+    db = max(1, settings.db_pool_size * budget // need)
+    pg = max(1, min(settings.pg_pool_size, budget - 2 * db))
+    return replace(settings, db_pool_size=db, pg_pool_size=pg)
+
+
+async def _server_limits(database_url: str) -> tuple[int, int]:
+    """(max_connections, connections reserved for superusers and roles) of the server."""
+    import asyncpg
+
+    from db.pg import asyncpg_dsn
+
+    # No prepared statement kept: this may run through PgBouncer.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url), statement_cache_size=0)
+    try:
+        row = await conn.fetchrow(
+            "SELECT current_setting('max_connections')::int AS max,"
+            " current_setting('superuser_reserved_connections')::int"
+            " + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row["max"]), int(row["reserved"])
+
+
 async def _prepare(settings: Settings, *, dev_tenant: bool) -> tuple[str | None, bool]:
     """Migrate; ensure the development tenant. Returns (its key if known, newly created)."""
     from billing.tenants import ensure_dev_tenant
@@ -132,7 +187,9 @@ async def _prepare(settings: Settings, *, dev_tenant: bool) -> tuple[str | None,
     await upgrade_async(settings.database_url)
     if not dev_tenant:
         return None, False
-    engine = create_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = create_engine(
+        settings.database_url, pool_size=1, max_overflow=0, statement_cache=settings.statement_cache
+    )
     try:
         async with create_sessionmaker(engine).begin() as session:
             _, key = await ensure_dev_tenant(session)
@@ -145,17 +202,25 @@ async def _prepare(settings: Settings, *, dev_tenant: bool) -> tuple[str | None,
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from server.app import create_app
-
+    processes = args.workers if args.workers is not None else 1
+    if processes < 1:
+        print("partnerbill: --workers must be at least 1", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     was_embedded = settings.embedded
     with servers(settings) as settings:
-        dev_key, created = run_async(
-            lambda: _prepare(settings, dev_tenant=was_embedded or settings.allow_anonymous)
-        )
+        assert settings.database_url
+
+        async def prepare() -> tuple[str | None, bool, tuple[int, int]]:
+            assert settings.database_url
+            key, created = await _prepare(
+                settings, dev_tenant=was_embedded or settings.allow_anonymous
+            )
+            return key, created, await _server_limits(settings.database_url)
+
+        dev_key, created, (max_connections, reserved) = run_async(prepare)
+        settings = size_pools(settings, processes, max_connections, reserved)
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         say(f"GraphiQL: {base}/graphql   health: {base}/healthz")
         if settings.allow_anonymous:
@@ -171,26 +236,149 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 "The development tenant's API key is not stored here; "
                 "`partnerbill tenant create NAME` makes a tenant with a new key."
             )
+        say(
+            f"{processes} API process{'es' if processes > 1 else ''}, each with at most "
+            f"{per_process(settings)} database connections (pools {settings.db_pool_size}"
+            f"+{settings.db_pool_size} and {settings.pg_pool_size}); "
+            f"max_connections={max_connections}."
+        )
+        if processes > 1:
+            return _serve_processes(settings, processes, host, port)
         if settings.run_worker:
             say("The job worker runs in this process.")
-        app = create_app(settings, dev_api_key=dev_key)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            http="httptools" if importlib.util.find_spec("httptools") else "h11",
-            ws="websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
-            lifespan="on",
-            timeout_keep_alive=KEEP_ALIVE_S,
-            log_level=settings.log_level,
-            proxy_headers=False,
+        return _serve_one(settings, dev_key, host, port)
+
+
+def _uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "ws": "websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
+        "lifespan": "on",
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "log_level": settings.log_level,
+        "proxy_headers": False,
+    }
+
+
+def _serve_one(settings: Settings, dev_key: str | None, host: str, port: int) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    app = create_app(settings, dev_api_key=dev_key)
+    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings, host, port)))
+    server.run()
+    return 0 if server.started else 1
+
+
+def _serve_processes(settings: Settings, processes: int, host: str, port: int) -> int:
+    """uvicorn's process supervisor over ``server.app:app_from_env``; the servers' URLs and
+    the choices made here reach the API processes through the environment. The job worker
+    runs once, as one more child process."""
+    import uvicorn
+
+    assert settings.database_url and settings.redis_url
+    os.environ.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        PARTNERBILL_DATA_DIR=str(settings.data_dir.resolve()),  # the dev key, for GraphiQL
+        PARTNERBILL_RUN_WORKER="0",
+        PARTNERBILL_ALLOW_ANONYMOUS="1" if settings.allow_anonymous else "0",
+        PARTNERBILL_DB_POOL_SIZE=str(settings.db_pool_size),
+        PARTNERBILL_PG_POOL_SIZE=str(settings.pg_pool_size),
+        PARTNERBILL_STATEMENT_CACHE=str(settings.statement_cache),
+    )
+    config = uvicorn.Config(
+        "server.app:app_from_env",
+        factory=True,
+        workers=processes,
+        **_uvicorn_options(settings, host, port),
+    )
+    supervisor = _Supervisor(config, run_worker=settings.run_worker)
+    try:
+        if settings.run_worker:
+            say("The job worker runs in a process of its own.")
+        supervisor.run()
+    finally:
+        # SIGINT/SIGTERM raise again while the worker and the embedded servers stop.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, SIGNALS.handler)
+        supervisor.close()
+    return SIGNALS.exit_code if SIGNALS.received else 1
+
+
+class _Supervisor:
+    """uvicorn's Multiprocess with the job worker beside the API processes."""
+
+    WORKER_RESTART_S = 5.0
+
+    def __init__(self, config: Any, *, run_worker: bool) -> None:
+        from uvicorn.supervisors import Multiprocess
+
+        supervisor = self
+
+        class Supervisor(Multiprocess):
+            def handle_int(self) -> None:
+                SIGNALS.received = signal.SIGINT
+                super().handle_int()
+
+            def handle_term(self) -> None:
+                SIGNALS.received = signal.SIGTERM
+                super().handle_term()
+
+            def keep_subprocess_alive(self) -> None:
+                super().keep_subprocess_alive()
+                if not self.should_exit.is_set():
+                    supervisor.keep_worker_alive()
+
+        self.socket = config.bind_socket()
+        self.multiprocess = Supervisor(config, sockets=[self.socket])  # takes SIGINT/SIGTERM
+        self.run_worker = run_worker
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_started = 0.0
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from server.cli import main; sys.exit(main(['worker']))",
+            ]
         )
-        server = uvicorn.Server(config)
-        server.run()
-        if not server.started:
-            return 1
-    return 0
+        self.worker_started = time.monotonic()
+
+    def keep_worker_alive(self) -> None:
+        worker = self.worker
+        if worker is None or worker.poll() is None:
+            return
+        if time.monotonic() - self.worker_started < self.WORKER_RESTART_S:
+            return
+        log.warning("the job worker exited with status %s; starting it again", worker.returncode)
+        self.start_worker()
+
+    def run(self) -> None:
+        if self.run_worker:
+            self.start_worker()
+        self.multiprocess.run()  # until SIGINT/SIGTERM; stops the API processes
+
+    def close(self) -> None:
+        """Stop the worker (it lets running jobs finish for a moment) and free the socket."""
+        for process in self.multiprocess.processes:  # all stopped, unless run() failed
+            if process.process.is_alive():
+                process.terminate()
+                process.join()
+        worker, self.worker = self.worker, None
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        self.socket.close()
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -281,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve /graphql (and run the worker when embedded)")
     serve.add_argument("--host", help="listen address (PARTNERBILL_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (PARTNERBILL_PORT, default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="API processes over one set of servers (default 1); the job worker runs once",
+    )
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="run the job worker as its own process")
     worker.set_defaults(func=cmd_worker)

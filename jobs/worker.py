@@ -1,6 +1,6 @@
 """arq worker: settings importable for the plain ``arq jobs.worker.WorkerSettings`` too.
 
-Environment: DATABASE_URL and REDIS_URL.
+Environment: DATABASE_URL and REDIS_URL (and PARTNERBILL_STATEMENT_CACHE).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def worker_kwargs(database_url: str) -> dict[str, Any]:
     """Everything arq's Worker needs but the Redis settings."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        engine = create_engine(database_url, pool_size=10, max_overflow=10)
+        # PARTNERBILL_STATEMENT_CACHE=0 behind a PgBouncer that keeps no prepared statements.
+        cache = int(os.environ.get("PARTNERBILL_STATEMENT_CACHE") or 100)
+        engine = create_engine(database_url, pool_size=10, max_overflow=10, statement_cache=cache)
         ctx["engine"] = engine
         ctx["sessionmaker"] = create_sessionmaker(engine)
         from jobs import tasks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import numbering
 from billing.dbutil import db_errors
 from billing.errors import Duplicate, NotFound, ValidationFailed
+from billing.metrics import Metrics, fold_changes, metrics_of
 from billing.money import check_currency
 from billing.pages import Page, paginate
 from db.locks import (
@@ -159,6 +161,32 @@ async def find_account(session: AsyncSession, tenant_id: int, number: str) -> Ro
     return res.mappings().one_or_none()
 
 
+ACCOUNT_WITH_METRICS = """
+SELECT a.id, a.tenant_id, a.account_number, a.name, a.currency, a.status, a.bill_cycle_day,
+       a.payment_term, a.batch, a.partner_account, a.bill_to::text AS bill_to,
+       a.sold_to::text AS sold_to, a.created_at, a.updated_at,
+       m.total_invoice_balance, m.total_debit_memo_balance, m.unapplied_payment_amount,
+       m.unapplied_credit_memo_amount, m.contracted_mrr, m.last_invoice_date,
+       m.last_metrics_update
+FROM account a JOIN account_metrics m ON m.account_id = a.id
+WHERE a.tenant_id = $1 AND a.account_number = $2
+"""
+
+
+async def find_account_with_metrics(
+    db: Db, tenant_id: int, number: str
+) -> tuple[dict[str, Any], Metrics] | None:
+    """The account with that number and its stored metrics, read in one statement (so in
+    one snapshot: lastMetricsUpdate and the values always belong together), or None."""
+    row = await db.fetchrow(ACCOUNT_WITH_METRICS, tenant_id, number)
+    if row is None:
+        return None
+    account = dict(row)
+    account["bill_to"] = json.loads(account["bill_to"])
+    account["sold_to"] = json.loads(account["sold_to"])
+    return account, metrics_of(row)
+
+
 async def get_account(
     session: AsyncSession, tenant_id: int, number: str, *, field: str = "accountNumber"
 ) -> RowMapping:
@@ -222,7 +250,6 @@ async def update_account(
 ) -> RowMapping:
     """Change an account. The currency is immutable. Switching partnerAccount waits for
     in-flight writers and brings the metrics current first (domain.md, 7)."""
-    from billing.metrics import fold_changes
 
     account = await get_account(session, tenant_id, number)
     values: dict[str, Any] = {}

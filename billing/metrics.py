@@ -344,7 +344,7 @@ async def stored_metrics(session: AsyncSession, account_id: int) -> Metrics:
         .mappings()
         .one()
     )
-    return _metrics_of(row)
+    return metrics_of(row)
 
 
 async def stored_metrics_by_account(
@@ -357,10 +357,11 @@ async def stored_metrics_by_account(
         text("SELECT * FROM account_metrics WHERE account_id = ANY(:ids) AND tenant_id = :t"),
         {"ids": list(account_ids), "t": tenant_id},
     )
-    return {int(r["account_id"]): _metrics_of(r) for r in res.mappings()}
+    return {int(r["account_id"]): metrics_of(r) for r in res.mappings()}
 
 
-def _metrics_of(row: object) -> Metrics:
+def metrics_of(row: object) -> Metrics:
+    """The metrics of a row that carries the account_metrics columns."""
     r = dict(row)  # type: ignore[call-overload]
     return Metrics(
         total_invoice_balance=r["total_invoice_balance"],
@@ -404,7 +405,7 @@ async def recompute(session: AsyncSession, account_id: int) -> Metrics:
         .mappings()
         .one()
     )
-    return _metrics_of(row)
+    return metrics_of(row)
 
 
 # --------------------------------------------------------------------------- refresh

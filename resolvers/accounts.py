@@ -14,7 +14,7 @@ from billing import metrics as met
 from billing import tenants
 from billing.errors import BillingError
 from resolvers import convert
-from resolvers.base import blank, event_hub, idempotent, in_transaction, read
+from resolvers.base import blank, event_hub, idempotent, in_transaction, read, read_one
 from resolvers.errors import to_graphql_error
 from schema.accounts import (
     Account,
@@ -62,10 +62,16 @@ def account_data(i: CreateAccountInput) -> acc.AccountData:
 class AccountQueries:
     @strawberry.field(description="One account by its number.")
     async def account(self, info: strawberry.Info, account_number: str) -> Account | None:
-        row = await read(
-            info.context, lambda s: acc.find_account(s, info.context.tenant_id, account_number)
+        ctx = info.context
+        found = await read_one(
+            ctx, lambda db: acc.find_account_with_metrics(db, ctx.tenant_id, account_number)
         )
-        return convert.account(row) if row is not None else None
+        if found is None:
+            return None
+        row, metrics = found
+        # Read with the account, in the same snapshot: account { metrics } costs no more.
+        ctx.fetch.prime_metrics(row["id"], convert.metrics(metrics, row["currency"]))
+        return convert.account(row)
 
     @strawberry.field(description="Accounts of the tenant, filtered, in creation order.")
     async def accounts(

@@ -135,6 +135,12 @@ async def idempotent(
     return await in_transaction(ctx, guarded)
 
 
+async def read_one(ctx: Context, work: Callable[[Db], Awaitable[R]]) -> R:
+    """A read of one statement (billing's hot reads) on an autocommit connection."""
+    async with pg.autocommit(ctx.services.pg, ctx.sessionmaker.kw["bind"]) as conn:
+        return await work(conn)
+
+
 async def read(ctx: Context, work: Callable[[AsyncSession], Awaitable[R]]) -> R:
     """A read in its own short session (root query fields)."""
     async with ctx.sessionmaker() as session:

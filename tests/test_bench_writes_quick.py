@@ -33,7 +33,10 @@ async def test_writes_quick_every_op_succeeds_and_metrics_are_exact(
         assert o["ok"] > 0 and o["ok"] == o["requests"] and o["errors"] == {}
         assert o["api_cpu_ms_per_req"] > 0
         assert o["round_trips"]["errors"] == 0
-        assert o["round_trips"]["round_trips_per_req"] >= 2  # at least a statement + COMMIT
+        # What issue 10 promises of the write path, counted on the wire: a single write at
+        # most 3 round trips, a 50-subscription order at most 5, a read of metrics one.
+        most = {"createOrder50": 5, "read": 1}.get(o["op"], 3)
+        assert 1 <= o["round_trips"]["round_trips_per_req"] <= most, (o["op"], o["target"])
         if not out["config"]["statement_counts"]:
             assert o["statements"]["available"] is False
     for target in writes.TARGETS:

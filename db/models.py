@@ -31,6 +31,23 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from db.statuses import (
+    AccountStatus,
+    BillingTiming,
+    BillRunAccountStatus,
+    BillRunStatus,
+    InvoiceSource,
+    InvoiceStatus,
+    JobStatus,
+    MemoStatus,
+    OrderStatus,
+    PaymentMethod,
+    PaymentStatus,
+    PaymentType,
+    SubscriptionStatus,
+    TermType,
+)
+
 
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table of a ``table=True`` model. SQLModel sets ``__table__`` on those classes
@@ -150,7 +167,7 @@ class Account(SQLModel, table=True):
     account_number: str = _str()
     name: str = _str()
     currency: str = _str()
-    status: str = _str(default="ACTIVE")
+    status: str = _str(default=AccountStatus.ACTIVE)
     bill_cycle_day: int = Field(default=1, sa_column=Column(Integer, nullable=False))
     payment_term: str = _str(default="DUE_UPON_RECEIPT")
     batch: str = _str(default="Batch1")
@@ -248,7 +265,7 @@ class ProductRatePlanCharge(SQLModel, table=True):
     charge_model: str = _str()
     list_price: Decimal = _money()
     billing_period: str = _str(default="MONTH")
-    billing_timing: str = _str(default="IN_ADVANCE")
+    billing_timing: str = _str(default=BillingTiming.IN_ADVANCE)
     default_quantity: Decimal = Field(
         default=Decimal(1), sa_column=Column(QTY, nullable=False, server_default=text("1"))
     )
@@ -271,8 +288,8 @@ class Subscription(SQLModel, table=True):
     owner_account_id: int = _fk("account.id")
     invoice_owner_account_id: int = _fk("account.id")
     currency: str = _str()
-    status: str = _str(default="ACTIVE")
-    term_type: str = _str(default="TERMED")
+    status: str = _str(default=SubscriptionStatus.ACTIVE)
+    term_type: str = _str(default=TermType.TERMED)
     initial_term: int | None = Field(default=12, sa_column=Column(Integer, nullable=True))
     renewal_term: int | None = Field(default=12, sa_column=Column(Integer, nullable=True))
     auto_renew: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
@@ -335,7 +352,7 @@ class SubscriptionCharge(SQLModel, table=True):
         default=Decimal(1), sa_column=Column(QTY, nullable=False, server_default=text("1"))
     )
     billing_period: str = _str(default="MONTH")
-    billing_timing: str = _str(default="IN_ADVANCE")
+    billing_timing: str = _str(default=BillingTiming.IN_ADVANCE)
     effective_start_date: date = _date(nullable=False)
     effective_end_date: date | None = _date()
     charged_through_date: date | None = _date()
@@ -355,7 +372,7 @@ class Order(SQLModel, table=True):
     order_number: str = _str()
     account_id: int = _fk("account.id")
     order_date: date = _date(nullable=False)
-    status: str = _str(default="COMPLETED")
+    status: str = _str(default=OrderStatus.COMPLETED)
     created_at: datetime | None = _created()
 
 
@@ -396,10 +413,10 @@ class Invoice(SQLModel, table=True):
     invoice_date: date = _date(nullable=False)
     due_date: date = _date(nullable=False)
     target_date: date | None = _date()
-    status: str = _str(default="DRAFT")
+    status: str = _str(default=InvoiceStatus.DRAFT)
     amount: Decimal = _money()
     balance: Decimal = _money()
-    source: str = _str(default="STANDALONE")
+    source: str = _str(default=InvoiceSource.STANDALONE)
     bill_run_id: int | None = _fk("bill_run.id", nullable=True)
     order_id: int | None = _fk("sales_order.id", nullable=True)
     subscription_id: int | None = _fk("subscription.id", nullable=True)
@@ -441,7 +458,7 @@ class CreditMemo(SQLModel, table=True):
     currency: str = _str()
     invoice_id: int | None = _fk("invoice.id", nullable=True)
     memo_date: date = _date(nullable=False)
-    status: str = _str(default="DRAFT")
+    status: str = _str(default=MemoStatus.DRAFT)
     amount: Decimal = _money()
     applied_amount: Decimal = _money()
     refund_amount: Decimal = _money()
@@ -464,7 +481,7 @@ class DebitMemo(SQLModel, table=True):
     invoice_id: int | None = _fk("invoice.id", nullable=True)
     memo_date: date = _date(nullable=False)
     due_date: date = _date(nullable=False)
-    status: str = _str(default="DRAFT")
+    status: str = _str(default=MemoStatus.DRAFT)
     amount: Decimal = _money()
     balance: Decimal = _money()
     reason_code: str | None = _str(nullable=True)
@@ -504,9 +521,9 @@ class Payment(SQLModel, table=True):
     applied_amount: Decimal = _money()
     refund_amount: Decimal = _money()
     effective_date: date = _date(nullable=False)
-    type: str = _str(default="EXTERNAL")
-    method: str = _str(default="OTHER")
-    status: str = _str(default="PROCESSED")
+    type: str = _str(default=PaymentType.EXTERNAL)
+    method: str = _str(default=PaymentMethod.OTHER)
+    status: str = _str(default=PaymentStatus.PROCESSED)
     reference: str | None = _str(nullable=True)
     created_at: datetime | None = _created()
 
@@ -542,7 +559,7 @@ class Refund(SQLModel, table=True):
     credit_memo_id: int | None = _fk("credit_memo.id", nullable=True, index=True)
     amount: Decimal = _money()
     refund_date: date = _date(nullable=False)
-    method: str = _str(default="OTHER")
+    method: str = _str(default=PaymentMethod.OTHER)
     created_at: datetime | None = _created()
 
 
@@ -567,7 +584,7 @@ class BillRun(SQLModel, table=True):
     invoice_date: date = _date(nullable=False)
     selection: dict[str, Any] | None = _json()
     auto_post: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
-    status: str = _str(default="PENDING")
+    status: str = _str(default=BillRunStatus.PENDING)
     accounts_total: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     accounts_processed: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     invoices_generated: int = Field(default=0, sa_column=Column(Integer, nullable=False))
@@ -594,7 +611,7 @@ class BillRunAccount(SQLModel, table=True):
         sa_column=Column(BigInteger, ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
     )
     tenant_id: int = _tenant()
-    status: str = _str(default="PENDING")
+    status: str = _str(default=BillRunAccountStatus.PENDING)
     invoices: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     error_code: str | None = _str(nullable=True)
     error_message: str | None = _str(nullable=True)
@@ -605,7 +622,7 @@ class Job(SQLModel, table=True):
     id: str = Field(sa_column=Column(String, primary_key=True))
     tenant_id: int = _tenant()
     kind: str = _str()
-    status: str = _str(default="QUEUED")
+    status: str = _str(default=JobStatus.QUEUED)
     input: dict[str, Any] | None = _json()
     result: dict[str, Any] | None = _json()
     errors: list[dict[str, Any]] | None = _json()

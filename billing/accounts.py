@@ -399,3 +399,11 @@ acc AS (
     AND set_config('lock_timeout', {lock_timeout_param}, true) IS NOT NULL
   FOR SHARE OF a
 )"""
+
+
+async def account_number_of(session: AsyncSession, account_id: int) -> str:
+    """The business number of an account, by id: the account exists (a document points at it)."""
+    res = await session.execute(
+        text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id}
+    )
+    return str(res.scalar_one())

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -215,4 +216,26 @@ async def applications_of(
         res = await session.execute(select(AP).where(AP.c[column].in_(ids)).order_by(AP.c.id))
         for r in res.mappings():
             out[r[column]].append(r)
+    return out
+
+
+DOCUMENT_NUMBERS = {
+    "payment": "SELECT id, payment_number FROM payment WHERE id = ANY(:i)",
+    "credit_memo": "SELECT id, memo_number FROM credit_memo WHERE id = ANY(:i)",
+    "invoice": "SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)",
+    "debit_memo": "SELECT id, memo_number FROM debit_memo WHERE id = ANY(:i)",
+}
+
+
+async def document_numbers(session: AsyncSession, rows: list[Any]) -> dict[tuple[str, int], str]:
+    """Business numbers of the documents application rows point at, by (kind, id)."""
+    wanted: dict[str, set[int]] = {}
+    for r in rows:
+        for kind in DOCUMENT_NUMBERS:
+            if r[f"{kind}_id"] is not None:
+                wanted.setdefault(kind, set()).add(r[f"{kind}_id"])
+    out: dict[tuple[str, int], str] = {}
+    for kind, ids in wanted.items():
+        for ident, number in await session.execute(text(DOCUMENT_NUMBERS[kind]), {"i": list(ids)}):
+            out[(kind, ident)] = number
     return out

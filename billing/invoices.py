@@ -353,3 +353,33 @@ async def invoices_of_account(
     if status:
         stmt = stmt.where(I.c.status == status)
     return await paginate(session, stmt, I.c.id, first, after)
+
+
+async def invoice_numbers(session: AsyncSession, ids: list[int | None]) -> dict[int, str]:
+    """Business numbers of invoices by id; None and ids of no invoice are left out."""
+    wanted = [i for i in set(ids) if i is not None]
+    if not wanted:
+        return {}
+    res = await session.execute(
+        text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted}
+    )
+    return {r[0]: r[1] for r in res}
+
+
+async def invoice_number_of(session: AsyncSession, invoice_id: int | None) -> str | None:
+    """The business number of an invoice a document points at (None when it points at none)."""
+    if invoice_id is None:
+        return None
+    res = await session.execute(
+        text("SELECT invoice_number FROM invoice WHERE id = :i"), {"i": invoice_id}
+    )
+    return str(res.scalar_one())
+
+
+async def invoice_numbers_of_order(session: AsyncSession, order_id: int) -> list[str]:
+    """Business numbers of the invoices an order billed, in the order they were created."""
+    res = await session.execute(
+        text("SELECT invoice_number FROM invoice WHERE order_id = :o ORDER BY id"),
+        {"o": order_id},
+    )
+    return [str(n) for n in res.scalars()]

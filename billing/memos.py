@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -433,3 +433,13 @@ async def memos_of_account(
     if status:
         stmt = stmt.where(t.c.status == status)
     return await paginate(session, stmt, t.c.id, first, after)
+
+
+async def credit_memo_number_of(session: AsyncSession, memo_id: int | None) -> str | None:
+    """The business number of a credit memo a refund points at (None when it points at none)."""
+    if memo_id is None:
+        return None
+    res = await session.execute(
+        text("SELECT memo_number FROM credit_memo WHERE id = :i"), {"i": memo_id}
+    )
+    return str(res.scalar_one())

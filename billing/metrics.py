@@ -360,6 +360,22 @@ async def stored_metrics_by_account(
     return {int(r["account_id"]): metrics_of(r) for r in res.mappings()}
 
 
+async def stored_metrics_with_currency(
+    session: AsyncSession, tenant_id: int, account_ids: list[int]
+) -> dict[int, tuple[Metrics, str]]:
+    """The stored metrics of the tenant's accounts among ``account_ids``, each with its
+    account's currency (others are left out)."""
+    res = await session.execute(
+        text(
+            "SELECT m.*, a.currency FROM account_metrics m "
+            "JOIN account a ON a.id = m.account_id "
+            "WHERE m.account_id = ANY(:ids) AND m.tenant_id = :t"
+        ),
+        {"ids": account_ids, "t": tenant_id},
+    )
+    return {r["account_id"]: (metrics_of(r), r["currency"]) for r in res.mappings()}
+
+
 def metrics_of(row: object) -> Metrics:
     """The metrics of a row that carries the account_metrics columns."""
     r = dict(row)  # type: ignore[call-overload]

@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -274,3 +274,13 @@ async def last_payments(session: AsyncSession, account_ids: list[int]) -> dict[i
         .order_by(P.c.account_id, P.c.effective_date.desc(), P.c.id.desc())
     )
     return {r["account_id"]: r for r in (await session.execute(stmt)).mappings()}
+
+
+async def payment_number_of(session: AsyncSession, payment_id: int | None) -> str | None:
+    """The business number of a payment a document points at (None when it points at none)."""
+    if payment_id is None:
+        return None
+    res = await session.execute(
+        text("SELECT payment_number FROM payment WHERE id = :i"), {"i": payment_id}
+    )
+    return str(res.scalar_one())

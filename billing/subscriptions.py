@@ -156,3 +156,19 @@ async def subscriptions_of_account(
     return await paginate(
         session, subscription_select().where(col == account_id), S.c.id, first, after
     )
+
+
+async def subscription_numbers(session: AsyncSession, ids: list[int]) -> dict[int, str]:
+    """Business numbers of subscriptions by id; ids of no subscription are left out."""
+    res = await session.execute(
+        text("SELECT id, subscription_number FROM subscription WHERE id = ANY(:i)"), {"i": ids}
+    )
+    return {r[0]: r[1] for r in res}
+
+
+async def charge_numbers(session: AsyncSession, ids: list[int]) -> dict[int, str]:
+    """Business numbers of subscription charge segments by id; unknown ids are left out."""
+    res = await session.execute(
+        text("SELECT id, charge_number FROM subscription_charge WHERE id = ANY(:i)"), {"i": ids}
+    )
+    return {r[0]: r[1] for r in res}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import invoices as inv
 from billing import payments as pay
+from billing.accounts import account_number_of
 from billing.applications import TargetAmount
 from resolvers import convert
 from resolvers.accounts import input_payload
@@ -24,13 +24,6 @@ from schema.documents import (
     PaymentApplicationInput,
     PaymentPayload,
 )
-
-
-async def account_number_of(s: AsyncSession, account_id: int) -> str:
-    res = await s.execute(
-        text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id}
-    )
-    return str(res.scalar_one())
 
 
 async def invoice_out(s: AsyncSession, row: Any) -> Invoice:

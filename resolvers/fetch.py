@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
@@ -13,9 +12,10 @@ from billing import accounts as acc
 from billing import applications as apps
 from billing import invoices as inv
 from billing import payments as pay
-from billing.metrics import metrics_of
+from billing import subscriptions as subscr
+from billing.accounts import account_number_of
+from billing.metrics import stored_metrics_with_currency
 from resolvers import convert, memo_convert
-from resolvers.documents import account_number_of
 from schema.accounts import Account, AccountMetrics
 from schema.common import Connection
 from schema.documents import Application, InvoiceItem
@@ -48,18 +48,8 @@ class Fetcher:
 
     async def _load_metrics(self, ids: Sequence[int]) -> list[AccountMetrics]:
         async def go(s: AsyncSession) -> dict[int, AccountMetrics]:
-            res = await s.execute(
-                text(
-                    "SELECT m.*, a.currency FROM account_metrics m "
-                    "JOIN account a ON a.id = m.account_id "
-                    "WHERE m.account_id = ANY(:ids) AND m.tenant_id = :t"
-                ),
-                {"ids": list(ids), "t": self.ctx.tenant_id},
-            )
-            return {
-                r["account_id"]: convert.metrics(metrics_of(r), r["currency"])
-                for r in res.mappings()
-            }
+            stored = await stored_metrics_with_currency(s, self.ctx.tenant_id, list(ids))
+            return {a: convert.metrics(m, currency) for a, (m, currency) in stored.items()}
 
         found = await self._session(go)
         return [found[i] for i in ids]
@@ -82,17 +72,9 @@ class Fetcher:
             subs: dict[int, str] = {}
             chgs: dict[int, str] = {}
             if sub_ids:
-                res = await s.execute(
-                    text("SELECT id, subscription_number FROM subscription WHERE id = ANY(:i)"),
-                    {"i": list(sub_ids)},
-                )
-                subs = {r[0]: r[1] for r in res}
+                subs = await subscr.subscription_numbers(s, list(sub_ids))
             if chg_ids:
-                res = await s.execute(
-                    text("SELECT id, charge_number FROM subscription_charge WHERE id = ANY(:i)"),
-                    {"i": list(chg_ids)},
-                )
-                chgs = {r[0]: r[1] for r in res}
+                chgs = await subscr.charge_numbers(s, list(chg_ids))
             return [
                 [
                     convert.invoice_item(
@@ -123,7 +105,7 @@ class Fetcher:
             async def load(ids: Sequence[int]) -> list[list[Application]]:
                 async def go(s: AsyncSession) -> list[list[Application]]:
                     grouped = await apps.applications_of(s, column, list(ids))
-                    numbers = await _document_numbers(
+                    numbers = await apps.document_numbers(
                         s, [r for rows in grouped.values() for r in rows]
                     )
                     return [[convert.application(r, numbers) for r in grouped[i]] for i in ids]
@@ -167,14 +149,7 @@ class Fetcher:
         return await self._session(go)
 
     async def order_invoice_numbers(self, order_id: int) -> list[str]:
-        async def go(s: AsyncSession) -> list[str]:
-            res = await s.execute(
-                text("SELECT invoice_number FROM invoice WHERE order_id = :o ORDER BY id"),
-                {"o": order_id},
-            )
-            return [str(n) for n in res.scalars()]
-
-        return await self._session(go)
+        return await self._session(lambda s: inv.invoice_numbers_of_order(s, order_id))
 
     async def account_orders(
         self, account_id: int, first: int | None, after: str | None
@@ -212,7 +187,7 @@ class Fetcher:
         async def go(s: AsyncSession) -> Connection[Any]:
             number = await account_number_of(s, account_id)
             page = await memos.memos_of_account(s, kind, account_id, status, first, after)
-            invoices = await _invoice_numbers(s, [r["invoice_id"] for r in page.rows])
+            invoices = await inv.invoice_numbers(s, [r["invoice_id"] for r in page.rows])
             return convert.connection(
                 page, lambda r: memo_convert.MEMO[kind](r, number, invoices.get(r["invoice_id"]))
             )
@@ -241,7 +216,7 @@ async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list
 
     async def go(s: AsyncSession) -> list[list[Any]]:
         grouped = await memos.memos_of_invoices(s, kind, list(ids))
-        invoices = await _invoice_numbers(s, list(ids))
+        invoices = await inv.invoice_numbers(s, list(ids))
         accounts = {r["account_id"] for rows in grouped.values() for r in rows}
         numbers = {a: await account_number_of(s, a) for a in accounts}
         return [
@@ -261,33 +236,3 @@ async def _last_payments(f: Fetcher, ids: Sequence[int]) -> list[Any]:
         return [found.get(i) for i in ids]
 
     return await f._session(go)
-
-
-async def _invoice_numbers(s: AsyncSession, ids: list[int | None]) -> dict[int, str]:
-    wanted = [i for i in set(ids) if i is not None]
-    if not wanted:
-        return {}
-    res = await s.execute(
-        text("SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)"), {"i": wanted}
-    )
-    return {r[0]: r[1] for r in res}
-
-
-async def _document_numbers(s: AsyncSession, rows: list[Any]) -> dict[tuple[str, int], str]:
-    """Business numbers of the documents the application rows point at."""
-    wanted: dict[str, set[int]] = {}
-    for r in rows:
-        for kind in ("payment", "credit_memo", "invoice", "debit_memo"):
-            if r[f"{kind}_id"] is not None:
-                wanted.setdefault(kind, set()).add(r[f"{kind}_id"])
-    sql = {
-        "payment": "SELECT id, payment_number FROM payment WHERE id = ANY(:i)",
-        "credit_memo": "SELECT id, memo_number FROM credit_memo WHERE id = ANY(:i)",
-        "invoice": "SELECT id, invoice_number FROM invoice WHERE id = ANY(:i)",
-        "debit_memo": "SELECT id, memo_number FROM debit_memo WHERE id = ANY(:i)",
-    }
-    out: dict[tuple[str, int], str] = {}
-    for kind, ids in wanted.items():
-        for ident, number in await s.execute(text(sql[kind]), {"i": list(ids)}):
-            out[(kind, ident)] = number
-    return out

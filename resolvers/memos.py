@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import invoices as inv
 from billing import memos, refunds
 from billing import payments as pay
+from billing.accounts import account_number_of
 from resolvers import memo_convert
 from resolvers.accounts import input_payload
 from resolvers.base import idempotent, mutation_payload, read
-from resolvers.documents import account_number_of, payment_out, targets
+from resolvers.documents import payment_out, targets
 from schema.documents import PaymentPayload
 from schema.memos import (
     CreateCreditMemoInput,
@@ -34,17 +34,9 @@ from schema.memos import (
 )
 
 
-async def _number(s: AsyncSession, sql: str, ident: int | None) -> str | None:
-    if ident is None:
-        return None
-    return (await s.execute(text(sql), {"i": ident})).scalar_one()  # type: ignore[no-any-return]
-
-
 async def memo_out(s: AsyncSession, kind: str, row: Any) -> Any:
     account_number = await account_number_of(s, row["account_id"])
-    invoice_number = await _number(
-        s, "SELECT invoice_number FROM invoice WHERE id = :i", row["invoice_id"]
-    )
+    invoice_number = await inv.invoice_number_of(s, row["invoice_id"])
     return memo_convert.MEMO[kind](row, account_number, invoice_number)
 
 
@@ -52,10 +44,8 @@ async def refund_out(s: AsyncSession, row: Any) -> Refund:
     return memo_convert.refund(
         row,
         await account_number_of(s, row["account_id"]),
-        await _number(s, "SELECT payment_number FROM payment WHERE id = :i", row["payment_id"]),
-        await _number(
-            s, "SELECT memo_number FROM credit_memo WHERE id = :i", row["credit_memo_id"]
-        ),
+        await pay.payment_number_of(s, row["payment_id"]),
+        await memos.credit_memo_number_of(s, row["credit_memo_id"]),
     )
 
 

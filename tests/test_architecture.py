@@ -91,3 +91,41 @@ def test_public_billing_functions_state_their_rule() -> None:
                 if ast.get_docstring(node) is None:
                     missing.append(f"{path.name}:{node.name}")
     assert missing == []
+
+
+SQL_BUILDERS = {"text", "select", "insert", "update", "delete"}
+
+
+def sql_in(path: Path) -> list[str]:
+    """SQL builders imported from sqlalchemy, and ``.execute(`` calls, in a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "sqlalchemy"
+        ):
+            found += [f"imports {a.name}" for a in node.names if a.name in SQL_BUILDERS]
+        elif isinstance(node, ast.Attribute) and node.attr == "execute":
+            found.append(f"calls .execute( (line {node.lineno})")
+    return found
+
+
+def test_sql_lives_in_billing_not_in_resolvers_or_schema() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT).as_posix()} {what}"
+        for package in ("resolvers", "schema")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for what in sql_in(path)
+    ]
+    assert wrong == []
+
+
+def test_the_sql_check_sees_sql(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from sqlalchemy import select, text\n"
+        "async def f(s):\n"
+        "    await s.execute(text('SELECT 1'))\n"
+    )
+    assert sql_in(module) == ["imports select", "imports text", "calls .execute( (line 3)"]

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Any
 
 from billing.catalog import ProductTree
-from billing.subscription_orders import CreatedOrder
+from billing.orders import CreatedOrder
 from billing.subscriptions import SubscriptionTree
 from resolvers.convert import gid
 from schema.catalog import (

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField
 
 from billing import orders as ords
-from billing import subscription_orders
 from billing import subscriptions as subs
 from billing.dbutil import translate
 from billing.errors import BillingError, LimitExceeded, ValidationFailed
@@ -93,11 +92,11 @@ async def subscription_only_order(
     """An order that only creates subscriptions: one statement, nothing read back but the
     subscriptions when the operation selects them."""
     done, errors = await one_statement(
-        ctx, lambda db: subscription_orders.create_subscription_order(db, ctx.tenant_id, data)
+        ctx, lambda db: ords.create_subscription_order(db, ctx.tenant_id, data)
     )
     if done is None:
         return OrderPayload(order=None, subscriptions=[], errors=errors)
-    created: subscription_orders.CreatedOrder = done.row
+    created: ords.CreatedOrder = done.row
     subscriptions: list[Subscription] = []
     if with_subscriptions:
 
@@ -115,7 +114,7 @@ async def place_order(
     ctx: Any, data: dict[str, Any], key: str | None, operation: str, with_subscriptions: bool
 ) -> OrderPayload:
     """An order, the one-statement way when it only creates subscriptions."""
-    if not key and subscription_orders.takes(data):
+    if not key and ords.takes(data):
         return await subscription_only_order(ctx, data, with_subscriptions)
     return await run_order(ctx, data, key, operation, with_subscriptions)
 

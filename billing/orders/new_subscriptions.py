@@ -6,7 +6,7 @@ two round trips: one read (the accounts, the catalog rate plans, numbers already
 then one statement that locks the accounts FOR SHARE, inserts the order, subscriptions,
 rate plans, charges and actions on ids and numbers drawn inside it, and moves contractedMrr
 the accounts' way (billing.metrics.metrics_ctes). Every other order goes through
-billing.orders.create_order; both check the input with the same functions.
+billing.orders.create.create_order; both check the input with the same functions.
 """
 
 from __future__ import annotations
@@ -24,18 +24,8 @@ from billing.dbutil import db_errors
 from billing.errors import CurrencyMismatch, Duplicate, LockCompetition, NotFound, ValidationFailed
 from billing.metrics import Written, metrics_ctes, written
 from billing.money import MRR_PLACES
-from billing.orders import (
-    ACTION_TYPES,
-    Action,
-    Group,
-    add_months,
-    jsonable,
-    parse_date,
-    parse_groups,
-    plan_rows,
-    rate_plan_number,
-    subscription_terms,
-)
+from billing.orders.checks import add_months, plan_rows, rate_plan_number, subscription_terms
+from billing.orders.data import ACTION_TYPES, Action, Group, jsonable, parse_date, parse_groups
 from db.pg import Db, connection_of
 
 CREATE = "create_subscription"

@@ -38,6 +38,7 @@ IDS_PER_MESSAGE = 500
 FEED_SIZE = 1000  # messages a slow subscriber may have queued before it is told it lost some
 READ_TIMEOUT = 1.0  # how long the hub's reader blocks on Redis per poll
 RECONNECT_DELAY = (0.2, 5.0)  # first and longest pause before the reader reconnects
+COALESCE_S = 0.02  # the API process gathers its metrics announcements this long, then sends
 
 
 def channel_prefix(redis: Any) -> str:
@@ -161,16 +162,41 @@ class EventHub:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._closed = False
+        self._pending: dict[tuple[int, str], set[int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- publishing (the API process's writes) ------------------------------------------
 
     async def publish_committed(self, session: AsyncSession) -> None:
         """Announce the metric updates noted on a committed session."""
-        await publish_committed(self.redis, session)
+        for (tenant_id, reason), ids in take_metrics_updates(session).items():
+            self.announce_metrics(tenant_id, ids, reason)
 
     async def publish_metrics(self, tenant_id: int, account_ids: list[int], reason: str) -> None:
         """Announce that these accounts' stored metrics changed (after the commit)."""
-        await publish_metrics(self.redis, tenant_id, account_ids, reason)
+        self.announce_metrics(tenant_id, account_ids, reason)
+
+    def announce_metrics(self, tenant_id: int, account_ids: list[int], reason: str) -> None:
+        """Queue the announcement; the hub publishes what gathered within COALESCE_S in one
+        message per tenant and reason. A write on an ordinary account then costs no Redis
+        round trip of its own, and a burst of writes on one account is one event, not
+        hundreds (subscribers read the current values anyway)."""
+        if self._closed:
+            return
+        self._pending.setdefault((tenant_id, reason), set()).update(account_ids)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(COALESCE_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Publish every queued metrics announcement now."""
+        while self._pending:
+            pending, self._pending = self._pending, {}
+            for (tenant_id, reason), ids in pending.items():
+                await publish_metrics(self.redis, tenant_id, sorted(ids), reason)
 
     async def publish_bill_run(self, tenant_id: int, run_id: int) -> None:
         """Announce that a bill run moved."""
@@ -273,7 +299,10 @@ class EventHub:
             feed.put(data)
 
     async def close(self) -> None:
-        """End every feed, stop the reader and give the connection back."""
+        """Publish what is queued, end every feed, stop the reader and give the connection
+        back."""
+        with contextlib.suppress(Exception):
+            await self.flush()
         async with self._lock:
             self._closed = True
             for feeds in self._feeds.values():

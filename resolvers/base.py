@@ -91,7 +91,7 @@ async def one_statement(
         log.info("refused: a value or sum overflows its column (%s)", exc)
         return None, [to_user_error(ValidationFailed(TOO_LARGE))]
     if result.synced_account_ids and ctx.services.events is not None:
-        await ctx.services.events.publish_metrics(ctx.tenant_id, result.synced_account_ids, SYNC)
+        ctx.services.events.announce_metrics(ctx.tenant_id, result.synced_account_ids, SYNC)
     return result, []
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -69,8 +69,8 @@ def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
         scalar_overrides=SCALAR_OVERRIDES,
         extensions=[
             # First: its refusals end the request before parsing or validation run.
+            # (It also sets the parser's own max_tokens: no MaxTokensLimiter needed.)
             lambda: QueryLimiter(limits),
-            lambda: MaxTokensLimiter(limits.max_tokens),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
             ErrorPolicy,

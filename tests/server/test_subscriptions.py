@@ -522,6 +522,24 @@ async def test_the_hub_ends_its_feeds_when_closed(redis: Any) -> None:
     assert dict(await redis.pubsub_numsub(channel)).get(channel.encode(), 0) == 0
 
 
+async def test_a_burst_of_announcements_is_one_message(redis: Any) -> None:
+    """Metrics announcements gather for a moment: 200 writes on two accounts are one
+    message naming both, not 200 publishes."""
+    hub = events.EventHub(redis)
+    tenant_id = 900_000 + secrets.randbelow(99_999)
+    try:
+        async with hub.metrics_feed(tenant_id) as feed:
+            for n in range(200):
+                hub.announce_metrics(tenant_id, [1 + n % 2], "SYNC")
+            got = await feed.get(within=WAIT)
+            assert got == [{"accounts": [1, 2], "reason": "SYNC"}]
+            assert await feed.get(within=0.2) == []
+            hub.announce_metrics(tenant_id, [3], "SYNC")  # a later one is sent on its own
+            assert await feed.get(within=WAIT) == [{"accounts": [3], "reason": "SYNC"}]
+    finally:
+        await hub.close()
+
+
 def test_channels_carry_the_redis_database() -> None:
     class Pool:
         connection_kwargs = {"db": 8}

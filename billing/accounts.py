@@ -27,8 +27,8 @@ from db.locks import (
 from db.models import Account, AccountMetrics, table_of
 from db.pg import Db
 
-A = table_of(Account)
-M = table_of(AccountMetrics)
+account_t = table_of(Account)
+account_metrics_t = table_of(AccountMetrics)
 
 PAYMENT_TERMS: dict[str, int] = {
     "DUE_UPON_RECEIPT": 0,
@@ -83,7 +83,9 @@ class AccountFilter:
 
 def account_select() -> Any:
     """Accounts with the stamp of their stored metrics."""
-    return select(A, M.c.last_metrics_update).join(M, M.c.account_id == A.c.id)
+    return select(account_t, account_metrics_t.c.last_metrics_update).join(
+        account_metrics_t, account_metrics_t.c.account_id == account_t.c.id
+    )
 
 
 def _contact(raw: dict[str, Any] | None, path: str) -> dict[str, Any]:
@@ -142,11 +144,11 @@ async def create_account(session: AsyncSession, tenant_id: int, data: AccountDat
     async with db_errors():
         account_id = (
             await session.execute(
-                insert(A).values(account_number=number, **values).returning(A.c.id)
+                insert(account_t).values(account_number=number, **values).returning(account_t.c.id)
             )
         ).scalar_one()
     await session.execute(
-        insert(M).values(
+        insert(account_metrics_t).values(
             account_id=account_id, tenant_id=tenant_id, last_metrics_update=text("now()")
         )
     )
@@ -156,7 +158,9 @@ async def create_account(session: AsyncSession, tenant_id: int, data: AccountDat
 async def find_account(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
     """The account with that number in the tenant, or None."""
     res = await session.execute(
-        account_select().where(A.c.tenant_id == tenant_id, A.c.account_number == number)
+        account_select().where(
+            account_t.c.tenant_id == tenant_id, account_t.c.account_number == number
+        )
     )
     return res.mappings().one_or_none()
 
@@ -200,7 +204,7 @@ async def get_account(
 async def get_account_by_id(session: AsyncSession, tenant_id: int, account_id: int) -> RowMapping:
     """The account with that id (within the tenant)."""
     res = await session.execute(
-        account_select().where(A.c.tenant_id == tenant_id, A.c.id == account_id)
+        account_select().where(account_t.c.tenant_id == tenant_id, account_t.c.id == account_id)
     )
     row = res.mappings().one_or_none()
     if row is None:
@@ -214,7 +218,9 @@ async def accounts_by_ids(
     """Accounts by id, for DataLoaders."""
     if not ids:
         return {}
-    res = await session.execute(account_select().where(A.c.tenant_id == tenant_id, A.c.id.in_(ids)))
+    res = await session.execute(
+        account_select().where(account_t.c.tenant_id == tenant_id, account_t.c.id.in_(ids))
+    )
     return {r["id"]: r for r in res.mappings()}
 
 
@@ -234,8 +240,8 @@ async def account_ids_by_numbers(
     if len(numbers) > MAX_ACCOUNT_NUMBERS:
         raise LimitExceeded(f"At most {MAX_ACCOUNT_NUMBERS} account numbers", [field])
     res = await session.execute(
-        select(A.c.account_number, A.c.id).where(
-            A.c.tenant_id == tenant_id, A.c.account_number.in_(set(numbers))
+        select(account_t.c.account_number, account_t.c.id).where(
+            account_t.c.tenant_id == tenant_id, account_t.c.account_number.in_(set(numbers))
         )
     )
     found = {number: int(ident) for number, ident in res}
@@ -299,7 +305,9 @@ async def update_account(
         values["partner_account"] = changes.partner_account
     if values:
         values["updated_at"] = text("now()")
-        await session.execute(update(A).where(A.c.id == account["id"]).values(**values))
+        await session.execute(
+            update(account_t).where(account_t.c.id == account["id"]).values(**values)
+        )
     return await get_account_by_id(session, tenant_id, account["id"])
 
 
@@ -311,25 +319,27 @@ async def list_accounts(
     after: str | None,
 ) -> Page:
     """Accounts of the tenant matching the filter, in creation order."""
-    stmt = account_select().where(A.c.tenant_id == tenant_id)
+    stmt = account_select().where(account_t.c.tenant_id == tenant_id)
     if flt is not None:
         if flt.partner_account is not None:
-            stmt = stmt.where(A.c.partner_account == flt.partner_account)
+            stmt = stmt.where(account_t.c.partner_account == flt.partner_account)
         if flt.status is not None:
-            stmt = stmt.where(A.c.status == flt.status)
+            stmt = stmt.where(account_t.c.status == flt.status)
         if flt.batch is not None:
-            stmt = stmt.where(A.c.batch == flt.batch)
+            stmt = stmt.where(account_t.c.batch == flt.batch)
         if flt.name_contains:
-            stmt = stmt.where(A.c.name.ilike(f"%{_escape_like(flt.name_contains)}%", escape="\\"))
-        if flt.account_numbers:
-            stmt = stmt.where(A.c.account_number.in_(flt.account_numbers))
-        if flt.metrics_stale_since is not None:
-            stale = select(M.c.account_id).where(
-                (M.c.last_metrics_update < flt.metrics_stale_since)
-                | M.c.last_metrics_update.is_(None)
+            stmt = stmt.where(
+                account_t.c.name.ilike(f"%{_escape_like(flt.name_contains)}%", escape="\\")
             )
-            stmt = stmt.where(A.c.id.in_(stale))
-    return await paginate(session, stmt, A.c.id, first, after)
+        if flt.account_numbers:
+            stmt = stmt.where(account_t.c.account_number.in_(flt.account_numbers))
+        if flt.metrics_stale_since is not None:
+            stale = select(account_metrics_t.c.account_id).where(
+                (account_metrics_t.c.last_metrics_update < flt.metrics_stale_since)
+                | account_metrics_t.c.last_metrics_update.is_(None)
+            )
+            stmt = stmt.where(account_t.c.id.in_(stale))
+    return await paginate(session, stmt, account_t.c.id, first, after)
 
 
 def _escape_like(s: str) -> str:

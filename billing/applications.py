@@ -22,7 +22,7 @@ from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount
 from db.models import Application, DebitMemo, Invoice, table_of
 
-AP = table_of(Application)
+application_t = table_of(Application)
 TARGETS = {"invoice": table_of(Invoice), "debit_memo": table_of(DebitMemo)}
 NUMBER_COL = {"invoice": "invoice_number", "debit_memo": "memo_number"}
 SOURCE_COL = {"payment": "payment_id", "credit_memo": "credit_memo_id"}
@@ -121,7 +121,7 @@ async def apply(
             .values(balance=table.c.balance - t.amount)
         )
         await session.execute(
-            insert(AP).values(
+            insert(application_t).values(
                 tenant_id=tenant_id,
                 **{SOURCE_COL[source_kind]: source_id, TARGET_COL[t.kind]: t.row["id"]},
                 amount=t.amount,
@@ -170,12 +170,16 @@ async def unapply(
             if row is None:
                 raise NotFound(f"{LABEL[kind]} {item.number} not found", f)
             cond = and_(
-                AP.c[SOURCE_COL[source_kind]] == source_id, AP.c[TARGET_COL[kind]] == row["id"]
+                application_t.c[SOURCE_COL[source_kind]] == source_id,
+                application_t.c[TARGET_COL[kind]] == row["id"],
             )
             apps = list(
                 (
                     await session.execute(
-                        select(AP).where(cond).order_by(AP.c.id).with_for_update()
+                        select(application_t)
+                        .where(cond)
+                        .order_by(application_t.c.id)
+                        .with_for_update()
                     )
                 ).mappings()
             )
@@ -185,10 +189,10 @@ async def unapply(
                     f"Only {applied} is applied to {LABEL[kind].lower()} {item.number}",
                     [*f, "amount"],
                 )
-            await session.execute(delete(AP).where(cond))
+            await session.execute(delete(application_t).where(cond))
             if applied - amount > 0:
                 await session.execute(
-                    insert(AP).values(
+                    insert(application_t).values(
                         tenant_id=tenant_id,
                         **{SOURCE_COL[source_kind]: source_id, TARGET_COL[kind]: row["id"]},
                         amount=applied - amount,
@@ -213,7 +217,11 @@ async def applications_of(
     """Applications grouped by one of payment_id, credit_memo_id, invoice_id, debit_memo_id."""
     out: dict[int, list[RowMapping]] = {i: [] for i in ids}
     if ids:
-        res = await session.execute(select(AP).where(AP.c[column].in_(ids)).order_by(AP.c.id))
+        res = await session.execute(
+            select(application_t)
+            .where(application_t.c[column].in_(ids))
+            .order_by(application_t.c.id)
+        )
         for r in res.mappings():
             out[r[column]].append(r)
     return out

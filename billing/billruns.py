@@ -37,8 +37,8 @@ from billing.invoices import cancel_invoice
 from billing.rating import InvoiceSpec, bill_subscriptions, post_invoices
 from db.models import BillRun, BillRunAccount, table_of
 
-BR = table_of(BillRun)
-BRA = table_of(BillRunAccount)
+bill_run_t = table_of(BillRun)
+bill_run_account_t = table_of(BillRunAccount)
 
 MAX_ACCOUNT_NUMBERS = 10_000
 POST_CHUNK = 200
@@ -95,7 +95,7 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
     }
     run_id = (
         await session.execute(
-            insert(BR)
+            insert(bill_run_t)
             .values(
                 tenant_id=tenant_id,
                 bill_run_number=number,
@@ -108,7 +108,7 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
                 accounts_processed=0,
                 invoices_generated=0,
             )
-            .returning(BR.c.id)
+            .returning(bill_run_t.c.id)
         )
     ).scalar_one()
     where = ["a.tenant_id = :t"]
@@ -135,13 +135,17 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
     if binds:
         stmt = stmt.bindparams(*binds)
     total = int((await session.execute(stmt, params)).rowcount)  # type: ignore[attr-defined]
-    await session.execute(update(BR).where(BR.c.id == run_id).values(accounts_total=total))
+    await session.execute(
+        update(bill_run_t).where(bill_run_t.c.id == run_id).values(accounts_total=total)
+    )
     return await get_bill_run_by_id(session, run_id)
 
 
 async def find_bill_run(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
     """The bill run with that number in the tenant, or None."""
-    stmt = select(BR).where(BR.c.tenant_id == tenant_id, BR.c.bill_run_number == number)
+    stmt = select(bill_run_t).where(
+        bill_run_t.c.tenant_id == tenant_id, bill_run_t.c.bill_run_number == number
+    )
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
@@ -155,7 +159,11 @@ async def get_bill_run(session: AsyncSession, tenant_id: int, number: str) -> Ro
 
 async def get_bill_run_by_id(session: AsyncSession, run_id: int) -> RowMapping:
     """The bill run with that id (the caller already checked the tenant)."""
-    return (await session.execute(select(BR).where(BR.c.id == run_id))).mappings().one()
+    return (
+        (await session.execute(select(bill_run_t).where(bill_run_t.c.id == run_id)))
+        .mappings()
+        .one()
+    )
 
 
 async def progress(session: AsyncSession, run_id: int) -> Progress:
@@ -204,7 +212,9 @@ def is_settled(run: RowMapping) -> bool:
 async def start_bill_run(session: AsyncSession, run_id: int) -> RowMapping:
     """PENDING -> PROCESSING (other states are left as they are)."""
     await session.execute(
-        update(BR).where(BR.c.id == run_id, BR.c.status == "PENDING").values(status="PROCESSING")
+        update(bill_run_t)
+        .where(bill_run_t.c.id == run_id, bill_run_t.c.status == "PENDING")
+        .values(status="PROCESSING")
     )
     return await get_bill_run_by_id(session, run_id)
 
@@ -246,8 +256,11 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
     )
     result = await bill_subscriptions(session, spec, invoice_owner_id=account_id)
     await session.execute(
-        update(BRA)
-        .where(BRA.c.bill_run_id == run_id, BRA.c.account_id == account_id)
+        update(bill_run_account_t)
+        .where(
+            bill_run_account_t.c.bill_run_id == run_id,
+            bill_run_account_t.c.account_id == account_id,
+        )
         .values(status="DONE", invoices=len(result.invoice_ids))
     )
     return len(result.invoice_ids)
@@ -258,9 +271,11 @@ async def mark_account_error(
 ) -> None:
     """Record why one account of a run failed; the run goes on with the others."""
     await session.execute(
-        update(BRA)
+        update(bill_run_account_t)
         .where(
-            BRA.c.bill_run_id == run_id, BRA.c.account_id == account_id, BRA.c.status == "PENDING"
+            bill_run_account_t.c.bill_run_id == run_id,
+            bill_run_account_t.c.account_id == account_id,
+            bill_run_account_t.c.status == "PENDING",
         )
         .values(status="ERROR", error_code=code, error_message=message[:1000])
     )
@@ -368,7 +383,9 @@ async def cancel_chunk(
 
 async def _mark(session: AsyncSession, run_id: int, posting: str) -> RowMapping:
     await session.execute(
-        update(BR).where(BR.c.id == run_id).values(posting=posting, posting_started_at=func.now())
+        update(bill_run_t)
+        .where(bill_run_t.c.id == run_id)
+        .values(posting=posting, posting_started_at=func.now())
     )
     return await get_bill_run_by_id(session, run_id)
 
@@ -383,8 +400,8 @@ async def _done_if_no_draft(
     if drafts_left:
         return False
     await session.execute(
-        update(BR)
-        .where(BR.c.id == run_id)
+        update(bill_run_t)
+        .where(bill_run_t.c.id == run_id)
         .values(status=status, posting=None, posting_started_at=None)
     )
     return True
@@ -392,8 +409,8 @@ async def _done_if_no_draft(
 
 async def _lock_run(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
     stmt = (
-        select(BR)
-        .where(BR.c.tenant_id == tenant_id, BR.c.bill_run_number == number)
+        select(bill_run_t)
+        .where(bill_run_t.c.tenant_id == tenant_id, bill_run_t.c.bill_run_number == number)
         .with_for_update()
     )
     run = (await session.execute(stmt)).mappings().one_or_none()
@@ -403,7 +420,7 @@ async def _lock_run(session: AsyncSession, tenant_id: int, number: str) -> RowMa
 
 
 async def _lock_run_by_id(session: AsyncSession, run_id: int) -> RowMapping:
-    stmt = select(BR).where(BR.c.id == run_id).with_for_update()
+    stmt = select(bill_run_t).where(bill_run_t.c.id == run_id).with_for_update()
     return (await session.execute(stmt)).mappings().one()
 
 

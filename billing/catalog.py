@@ -16,9 +16,9 @@ from billing.money import check_price, check_quantity
 from billing.pages import Page, paginate
 from db.models import Product, ProductRatePlan, ProductRatePlanCharge, table_of
 
-P = table_of(Product)
-RP = table_of(ProductRatePlan)
-RPC = table_of(ProductRatePlanCharge)
+product_t = table_of(Product)
+rate_plan_t = table_of(ProductRatePlan)
+rate_plan_charge_t = table_of(ProductRatePlanCharge)
 
 CHARGE_TYPES = ("ONE_TIME", "RECURRING", "USAGE")
 CHARGE_MODELS = ("FLAT_FEE", "PER_UNIT")
@@ -90,11 +90,17 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
     if not data.name.strip():
         raise ValidationFailed("name is required", ["name"])
     number = await _number(
-        session, tenant_id, "product", data.product_number, P, P.c.product_number, ["productNumber"]
+        session,
+        tenant_id,
+        "product",
+        data.product_number,
+        product_t,
+        product_t.c.product_number,
+        ["productNumber"],
     )
     product_id = (
         await session.execute(
-            insert(P)
+            insert(product_t)
             .values(
                 tenant_id=tenant_id,
                 product_number=number,
@@ -102,7 +108,7 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
                 sku=data.sku,
                 description=data.description,
             )
-            .returning(P.c.id)
+            .returning(product_t.c.id)
         )
     ).scalar_one()
     seen: set[str] = set()
@@ -115,8 +121,8 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
             tenant_id,
             "rate_plan",
             rp.product_rate_plan_number,
-            RP,
-            RP.c.rate_plan_number,
+            rate_plan_t,
+            rate_plan_t.c.rate_plan_number,
             [*path, "productRatePlanNumber"],
         )
         if rp_number in seen:
@@ -124,14 +130,14 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
         seen.add(rp_number)
         rp_id = (
             await session.execute(
-                insert(RP)
+                insert(rate_plan_t)
                 .values(
                     tenant_id=tenant_id,
                     product_id=product_id,
                     rate_plan_number=rp_number,
                     name=rp.name.strip(),
                 )
-                .returning(RP.c.id)
+                .returning(rate_plan_t.c.id)
             )
         ).scalar_one()
         for j, c in enumerate(rp.charges):
@@ -159,8 +165,8 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
                 tenant_id,
                 "rate_plan_charge",
                 c.product_rate_plan_charge_number,
-                RPC,
-                RPC.c.charge_number,
+                rate_plan_charge_t,
+                rate_plan_charge_t.c.charge_number,
                 [*cpath, "productRatePlanChargeNumber"],
             )
             if c_number in seen:
@@ -168,7 +174,9 @@ async def create_product(session: AsyncSession, tenant_id: int, data: ProductDat
                     f"{c_number} is given twice", [*cpath, "productRatePlanChargeNumber"]
                 )
             seen.add(c_number)
-            await session.execute(insert(RPC).values(charge_number=c_number, **values))
+            await session.execute(
+                insert(rate_plan_charge_t).values(charge_number=c_number, **values)
+            )
     return int(product_id)
 
 
@@ -184,13 +192,17 @@ async def product_trees(session: AsyncSession, rows: list[RowMapping]) -> list[P
     plans: dict[int, list[RowMapping]] = {i: [] for i in ids}
     charges: dict[int, list[RowMapping]] = {}
     if ids:
-        res = await session.execute(select(RP).where(RP.c.product_id.in_(ids)).order_by(RP.c.id))
+        res = await session.execute(
+            select(rate_plan_t).where(rate_plan_t.c.product_id.in_(ids)).order_by(rate_plan_t.c.id)
+        )
         for r in res.mappings():
             plans[r["product_id"]].append(r)
             charges[r["id"]] = []
         if charges:
             res = await session.execute(
-                select(RPC).where(RPC.c.rate_plan_id.in_(list(charges))).order_by(RPC.c.id)
+                select(rate_plan_charge_t)
+                .where(rate_plan_charge_t.c.rate_plan_id.in_(list(charges)))
+                .order_by(rate_plan_charge_t.c.id)
             )
             for r in res.mappings():
                 charges[r["rate_plan_id"]].append(r)
@@ -199,7 +211,9 @@ async def product_trees(session: AsyncSession, rows: list[RowMapping]) -> list[P
 
 async def get_product(session: AsyncSession, tenant_id: int, product_id: int) -> ProductTree:
     """One product with its plans and charges."""
-    res = await session.execute(select(P).where(P.c.tenant_id == tenant_id, P.c.id == product_id))
+    res = await session.execute(
+        select(product_t).where(product_t.c.tenant_id == tenant_id, product_t.c.id == product_id)
+    )
     row = res.mappings().one_or_none()
     if row is None:
         raise NotFound(f"Product {product_id} not found")
@@ -211,7 +225,11 @@ async def list_products(
 ) -> Page:
     """Products of the tenant in creation order."""
     return await paginate(
-        session, select(P).where(P.c.tenant_id == tenant_id), P.c.id, first, after
+        session,
+        select(product_t).where(product_t.c.tenant_id == tenant_id),
+        product_t.c.id,
+        first,
+        after,
     )
 
 
@@ -220,12 +238,16 @@ async def get_rate_plan(
 ) -> tuple[RowMapping, list[RowMapping]]:
     """A catalog rate plan by its number, with its charges, or NOT_FOUND."""
     res = await session.execute(
-        select(RP).where(RP.c.tenant_id == tenant_id, RP.c.rate_plan_number == number)
+        select(rate_plan_t).where(
+            rate_plan_t.c.tenant_id == tenant_id, rate_plan_t.c.rate_plan_number == number
+        )
     )
     plan = res.mappings().one_or_none()
     if plan is None:
         raise NotFound(f"Product rate plan {number} not found", path)
     res = await session.execute(
-        select(RPC).where(RPC.c.rate_plan_id == plan["id"]).order_by(RPC.c.id)
+        select(rate_plan_charge_t)
+        .where(rate_plan_charge_t.c.rate_plan_id == plan["id"])
+        .order_by(rate_plan_charge_t.c.id)
     )
     return plan, list(res.mappings())

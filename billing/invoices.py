@@ -29,9 +29,9 @@ from billing.pages import Page, paginate
 from db.models import Application, Invoice, InvoiceItem, table_of
 from db.pg import Db, connection_of
 
-I = table_of(Invoice)  # noqa: E741
-II = table_of(InvoiceItem)
-AP = table_of(Application)
+invoice_t = table_of(Invoice)
+invoice_item_t = table_of(InvoiceItem)
+application_t = table_of(Application)
 
 MAX_ITEMS = 10_000
 # A one-statement write re-reads its account when the account changed in between (a rare
@@ -221,7 +221,9 @@ async def find_invoice(
     session: AsyncSession, tenant_id: int, number: str, *, for_update: bool = False
 ) -> RowMapping | None:
     """The invoice with that number in the tenant, or None."""
-    stmt = select(I).where(I.c.tenant_id == tenant_id, I.c.invoice_number == number)
+    stmt = select(invoice_t).where(
+        invoice_t.c.tenant_id == tenant_id, invoice_t.c.invoice_number == number
+    )
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).mappings().one_or_none()
@@ -244,7 +246,11 @@ async def get_invoice(
 
 async def get_invoice_by_id(session: AsyncSession, invoice_id: int) -> RowMapping:
     """The invoice with that id (the caller already checked the tenant)."""
-    return (await session.execute(select(I).where(I.c.id == invoice_id))).mappings().one()
+    return (
+        (await session.execute(select(invoice_t).where(invoice_t.c.id == invoice_id)))
+        .mappings()
+        .one()
+    )
 
 
 async def post_invoice(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
@@ -256,8 +262,8 @@ async def post_invoice(session: AsyncSession, tenant_id: int, number: str) -> Ro
     if inv["status"] != "DRAFT":
         raise InvalidState(f"Invoice {number} is {inv['status']}; only a DRAFT can be posted")
     await session.execute(
-        update(I)
-        .where(I.c.id == inv["id"])
+        update(invoice_t)
+        .where(invoice_t.c.id == inv["id"])
         .values(status="POSTED", balance=inv["amount"], posted_at=text("now()"))
     )
     writer.add(inv["account_id"], invoice_balance=inv["amount"], invoice_dates=True)
@@ -277,7 +283,9 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
             f"Invoice {number} is {inv['status']}; only a POSTED one can be unposted"
         )
     applied = (
-        await session.execute(select(AP.c.id).where(AP.c.invoice_id == inv["id"]).limit(1))
+        await session.execute(
+            select(application_t.c.id).where(application_t.c.invoice_id == inv["id"]).limit(1)
+        )
     ).first()
     if applied is not None or inv["balance"] != inv["amount"]:
         raise InvalidState(f"Invoice {number} has payments or credits applied; unapply them first")
@@ -294,7 +302,7 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     if memo is not None:
         raise InvalidState(f"Invoice {number} has memos made from it; cancel them first")
     await session.execute(
-        update(I).where(I.c.id == inv["id"]).values(status="DRAFT", posted_at=None)
+        update(invoice_t).where(invoice_t.c.id == inv["id"]).values(status="DRAFT", posted_at=None)
     )
     writer.add(inv["account_id"], invoice_balance=-inv["balance"], invoice_dates=True)
     await writer.flush()
@@ -307,7 +315,7 @@ async def cancel_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     if inv["status"] != "DRAFT":
         raise InvalidState(f"Invoice {number} is {inv['status']}; only a DRAFT can be canceled")
     await session.execute(
-        update(I).where(I.c.id == inv["id"]).values(status="CANCELED", balance=ZERO)
+        update(invoice_t).where(invoice_t.c.id == inv["id"]).values(status="CANCELED", balance=ZERO)
     )
     # Billed periods go back to the subscriptions (bill runs and runBilling set them).
     await session.execute(
@@ -334,7 +342,9 @@ async def invoice_items(
     out: dict[int, list[RowMapping]] = {i: [] for i in invoice_ids}
     if invoice_ids:
         res = await session.execute(
-            select(II).where(II.c.invoice_id.in_(invoice_ids)).order_by(II.c.id)
+            select(invoice_item_t)
+            .where(invoice_item_t.c.invoice_id.in_(invoice_ids))
+            .order_by(invoice_item_t.c.id)
         )
         for r in res.mappings():
             out[r["invoice_id"]].append(r)
@@ -349,10 +359,10 @@ async def invoices_of_account(
     after: str | None,
 ) -> Page:
     """An account's invoices, optionally of one status."""
-    stmt = select(I).where(I.c.account_id == account_id)
+    stmt = select(invoice_t).where(invoice_t.c.account_id == account_id)
     if status:
-        stmt = stmt.where(I.c.status == status)
-    return await paginate(session, stmt, I.c.id, first, after)
+        stmt = stmt.where(invoice_t.c.status == status)
+    return await paginate(session, stmt, invoice_t.c.id, first, after)
 
 
 async def invoice_numbers(session: AsyncSession, ids: list[int | None]) -> dict[int, str]:

@@ -30,12 +30,12 @@ from billing.money import ZERO, check_amount
 from billing.pages import Page, paginate
 from db.models import Application, CreditMemo, DebitMemo, MemoItem, table_of
 
-CM = table_of(CreditMemo)
-DM = table_of(DebitMemo)
-MI = table_of(MemoItem)
-AP = table_of(Application)
+credit_memo_t = table_of(CreditMemo)
+debit_memo_t = table_of(DebitMemo)
+memo_item_t = table_of(MemoItem)
+application_t = table_of(Application)
 
-TABLE = {"credit_memo": CM, "debit_memo": DM}
+TABLE = {"credit_memo": credit_memo_t, "debit_memo": debit_memo_t}
 LABEL = {"credit_memo": "Credit memo", "debit_memo": "Debit memo"}
 
 
@@ -116,7 +116,7 @@ async def _insert_items(
     session: AsyncSession, tenant_id: int, memo_type: str, memo_id: int, lines: list[dict[str, Any]]
 ) -> None:
     await session.execute(
-        insert(MI),
+        insert(memo_item_t),
         [
             {
                 "tenant_id": tenant_id,
@@ -135,8 +135,8 @@ async def _insert_items(
 async def credited_from_invoice(session: AsyncSession, invoice_id: int) -> Decimal:
     """What earlier credit memos (not canceled) took from an invoice."""
     res = await session.execute(
-        select(func.coalesce(func.sum(CM.c.amount), 0)).where(
-            CM.c.invoice_id == invoice_id, CM.c.status != "CANCELED"
+        select(func.coalesce(func.sum(credit_memo_t.c.amount), 0)).where(
+            credit_memo_t.c.invoice_id == invoice_id, credit_memo_t.c.status != "CANCELED"
         )
     )
     return Decimal(res.scalar_one())
@@ -164,7 +164,7 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
     async with db_errors():
         memo_id = (
             await session.execute(
-                insert(CM)
+                insert(credit_memo_t)
                 .values(
                     tenant_id=tenant_id,
                     memo_number=number,
@@ -176,7 +176,7 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
                     amount=total,
                     reason_code=data.reason_code,
                 )
-                .returning(CM.c.id)
+                .returning(credit_memo_t.c.id)
             )
         ).scalar_one()
     await _insert_items(session, tenant_id, "credit_memo", memo_id, lines)
@@ -200,7 +200,7 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
     async with db_errors():
         memo_id = (
             await session.execute(
-                insert(DM)
+                insert(debit_memo_t)
                 .values(
                     tenant_id=tenant_id,
                     memo_number=number,
@@ -214,7 +214,7 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
                     balance=total,
                     reason_code=data.reason_code,
                 )
-                .returning(DM.c.id)
+                .returning(debit_memo_t.c.id)
             )
         ).scalar_one()
     await _insert_items(session, tenant_id, "debit_memo", memo_id, lines)
@@ -297,7 +297,9 @@ async def unpost_memo(session: AsyncSession, tenant_id: int, kind: str, number: 
         )
     t = TABLE[kind]
     applied = (
-        await session.execute(select(AP.c.id).where(AP.c[f"{kind}_id"] == memo["id"]).limit(1))
+        await session.execute(
+            select(application_t.c.id).where(application_t.c[f"{kind}_id"] == memo["id"]).limit(1)
+        )
     ).first()
     if kind == "debit_memo":
         if applied is not None or memo["balance"] != memo["amount"]:
@@ -357,7 +359,9 @@ async def apply_credit_memo(
         )
     await apply(session, tenant_id, "credit_memo", memo["id"], targets, writer)
     await session.execute(
-        update(CM).where(CM.c.id == memo["id"]).values(applied_amount=CM.c.applied_amount + total)
+        update(credit_memo_t)
+        .where(credit_memo_t.c.id == memo["id"])
+        .values(applied_amount=credit_memo_t.c.applied_amount + total)
     )
     writer.add(memo["account_id"], unapplied_credit_memo=-total)
     await writer.flush()
@@ -380,7 +384,9 @@ async def unapply_credit_memo(
         session, tenant_id, "credit_memo", memo["id"], account, invoices, debit_memos, writer
     )
     await session.execute(
-        update(CM).where(CM.c.id == memo["id"]).values(applied_amount=CM.c.applied_amount - total)
+        update(credit_memo_t)
+        .where(credit_memo_t.c.id == memo["id"])
+        .values(applied_amount=credit_memo_t.c.applied_amount - total)
     )
     writer.add(memo["account_id"], unapplied_credit_memo=total)
     await writer.flush()
@@ -397,7 +403,9 @@ async def memo_items(
     out: dict[int, list[RowMapping]] = {i: [] for i in memo_ids}
     if memo_ids:
         res = await session.execute(
-            select(MI).where(MI.c.memo_type == kind, MI.c.memo_id.in_(memo_ids)).order_by(MI.c.id)
+            select(memo_item_t)
+            .where(memo_item_t.c.memo_type == kind, memo_item_t.c.memo_id.in_(memo_ids))
+            .order_by(memo_item_t.c.id)
         )
         for r in res.mappings():
             out[r["memo_id"]].append(r)

@@ -43,7 +43,7 @@ from db.locks import (
 from db.models import MetricsChange, table_of
 
 ZERO = Decimal(0)
-MC = table_of(MetricsChange)
+metrics_change_t = table_of(MetricsChange)
 
 SYNC = "SYNC"  # an ordinary account's metrics moved with the write itself
 REFRESH = "REFRESH"  # a refresh folded pending changes and stamped lastMetricsUpdate
@@ -230,7 +230,7 @@ class MetricsWriter:
                 )
                 note_metrics_updated(self.session, self.tenant_id, [account_id], SYNC)
         if ledger:
-            await self.session.execute(insert(MC), ledger)
+            await self.session.execute(insert(metrics_change_t), ledger)
         self.deltas.clear()
 
 

@@ -35,7 +35,7 @@ from billing.pages import Page, paginate
 from db.models import Payment, table_of
 from db.pg import Db, connection_of
 
-P = table_of(Payment)
+payment_t = table_of(Payment)
 METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
 
 
@@ -125,7 +125,7 @@ async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentDat
     async with db_errors():
         payment_id = (
             await session.execute(
-                insert(P)
+                insert(payment_t)
                 .values(
                     tenant_id=tenant_id,
                     payment_number=number,
@@ -137,7 +137,7 @@ async def create_payment(session: AsyncSession, tenant_id: int, data: PaymentDat
                     method=data.method,
                     reference=data.reference,
                 )
-                .returning(P.c.id)
+                .returning(payment_t.c.id)
             )
         ).scalar_one()
     await apply(session, tenant_id, "payment", payment_id, targets, writer)
@@ -150,7 +150,9 @@ async def find_payment(
     session: AsyncSession, tenant_id: int, number: str, *, for_update: bool = False
 ) -> RowMapping | None:
     """The payment with that number in the tenant, or None."""
-    stmt = select(P).where(P.c.tenant_id == tenant_id, P.c.payment_number == number)
+    stmt = select(payment_t).where(
+        payment_t.c.tenant_id == tenant_id, payment_t.c.payment_number == number
+    )
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).mappings().one_or_none()
@@ -168,7 +170,11 @@ async def get_payment(
 
 async def get_payment_by_id(session: AsyncSession, payment_id: int) -> RowMapping:
     """The payment with that id (the caller already checked the tenant)."""
-    return (await session.execute(select(P).where(P.c.id == payment_id))).mappings().one()
+    return (
+        (await session.execute(select(payment_t).where(payment_t.c.id == payment_id)))
+        .mappings()
+        .one()
+    )
 
 
 def unapplied(row: RowMapping) -> object:
@@ -201,7 +207,9 @@ async def apply_payment(
         )
     await apply(session, tenant_id, "payment", pay["id"], targets, writer)
     await session.execute(
-        update(P).where(P.c.id == pay["id"]).values(applied_amount=P.c.applied_amount + total)
+        update(payment_t)
+        .where(payment_t.c.id == pay["id"])
+        .values(applied_amount=payment_t.c.applied_amount + total)
     )
     writer.add(pay["account_id"], unapplied_payment=-total)
     await writer.flush()
@@ -227,7 +235,9 @@ async def unapply_payment(
         session, tenant_id, "payment", pay["id"], account, invoices, debit_memos, writer
     )
     await session.execute(
-        update(P).where(P.c.id == pay["id"]).values(applied_amount=P.c.applied_amount - total)
+        update(payment_t)
+        .where(payment_t.c.id == pay["id"])
+        .values(applied_amount=payment_t.c.applied_amount - total)
     )
     writer.add(pay["account_id"], unapplied_payment=total)
     await writer.flush()
@@ -238,10 +248,10 @@ async def payments_of_account(
     session: AsyncSession, account_id: int, status: str | None, first: int | None, after: str | None
 ) -> Page:
     """An account's payments, optionally of one status."""
-    stmt = select(P).where(P.c.account_id == account_id)
+    stmt = select(payment_t).where(payment_t.c.account_id == account_id)
     if status:
-        stmt = stmt.where(P.c.status == status)
-    return await paginate(session, stmt, P.c.id, first, after)
+        stmt = stmt.where(payment_t.c.status == status)
+    return await paginate(session, stmt, payment_t.c.id, first, after)
 
 
 async def cancel_payment(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
@@ -257,7 +267,9 @@ async def cancel_payment(session: AsyncSession, tenant_id: int, number: str) -> 
         )
     if pay["applied_amount"] != 0 or pay["refund_amount"] != 0:
         raise InvalidState(f"Payment {number} is applied or refunded; unapply it first")
-    await session.execute(update(P).where(P.c.id == pay["id"]).values(status="CANCELED"))
+    await session.execute(
+        update(payment_t).where(payment_t.c.id == pay["id"]).values(status="CANCELED")
+    )
     writer.add(pay["account_id"], unapplied_payment=-pay["amount"])
     await writer.flush()
     return await get_payment_by_id(session, pay["id"])
@@ -268,10 +280,10 @@ async def last_payments(session: AsyncSession, account_ids: list[int]) -> dict[i
     if not account_ids:
         return {}
     stmt = (
-        select(P)
-        .where(P.c.account_id.in_(account_ids), P.c.status == "PROCESSED")
-        .ext(distinct_on(P.c.account_id))
-        .order_by(P.c.account_id, P.c.effective_date.desc(), P.c.id.desc())
+        select(payment_t)
+        .where(payment_t.c.account_id.in_(account_ids), payment_t.c.status == "PROCESSED")
+        .ext(distinct_on(payment_t.c.account_id))
+        .order_by(payment_t.c.account_id, payment_t.c.effective_date.desc(), payment_t.c.id.desc())
     )
     return {r["account_id"]: r for r in (await session.execute(stmt)).mappings()}
 

@@ -39,8 +39,8 @@ from billing.metrics import MetricsWriter
 from billing.money import ZERO, quantize
 from db.models import Invoice, InvoiceItem, table_of
 
-I = table_of(Invoice)  # noqa: E741
-II = table_of(InvoiceItem)
+invoice_t = table_of(Invoice)
+invoice_item_t = table_of(InvoiceItem)
 
 PERIOD_MONTHS = {"MONTH": 1, "QUARTER": 3, "SEMI_ANNUAL": 6, "ANNUAL": 12}
 SUBSCRIPTION_BATCH = 2_000
@@ -259,7 +259,9 @@ async def _copy_items(session: AsyncSession, rows: list[tuple[Any, ...]]) -> Non
     if driver is not None and hasattr(driver, "copy_records_to_table"):
         await driver.copy_records_to_table("invoice_item", records=rows, columns=_ITEM_COLUMNS)
     else:  # pragma: no cover - another driver: plain Core bulk insert
-        await session.execute(insert(II), [dict(zip(_ITEM_COLUMNS, r, strict=True)) for r in rows])
+        await session.execute(
+            insert(invoice_item_t), [dict(zip(_ITEM_COLUMNS, r, strict=True)) for r in rows]
+        )
 
 
 async def _subscription_batches(
@@ -398,7 +400,9 @@ async def bill_subscriptions(
             await session.execute(_MOVE_CTD, {"ids": ctd_ids, "ctds": ctds})
     for inv in opened.values():
         await session.execute(
-            update(I).where(I.c.id == inv.invoice_id).values(amount=inv.amount, balance=inv.amount)
+            update(invoice_t)
+            .where(invoice_t.c.id == inv.invoice_id)
+            .values(amount=inv.amount, balance=inv.amount)
         )
         result.amounts[inv.invoice_id] = inv.amount
     return result
@@ -415,7 +419,7 @@ async def _open_invoice(
     number = await numbering.next_number(session, spec.tenant_id, "invoice")
     invoice_id = (
         await session.execute(
-            insert(I)
+            insert(invoice_t)
             .values(
                 tenant_id=spec.tenant_id,
                 invoice_number=number,
@@ -432,7 +436,7 @@ async def _open_invoice(
                 order_id=spec.order_id,
                 subscription_id=subscription_id,
             )
-            .returning(I.c.id)
+            .returning(invoice_t.c.id)
         )
     ).scalar_one()
     return _Open(invoice_id, account_id)

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import numbering
 from billing.dbutil import db_errors
 from billing.errors import AmountExceedsUnapplied, InvalidState, NotFound, ValidationFailed
-from billing.memos import CM, credit_unapplied, get_memo
+from billing.memos import credit_memo_t, credit_unapplied, get_memo
 from billing.metrics import MetricsWriter
 from billing.money import check_amount
-from billing.payments import P, get_payment, unapplied
+from billing.payments import get_payment, payment_t, unapplied
 from db.models import Refund, table_of
 
-R = table_of(Refund)
+refund_t = table_of(Refund)
 METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
 
 
@@ -34,7 +34,7 @@ async def _insert(
     async with db_errors():
         refund_id = (
             await session.execute(
-                insert(R)
+                insert(refund_t)
                 .values(
                     tenant_id=tenant_id,
                     refund_number=number,
@@ -44,7 +44,7 @@ async def _insert(
                     method=method,
                     **source,
                 )
-                .returning(R.c.id)
+                .returning(refund_t.c.id)
             )
         ).scalar_one()
     return await get_refund_by_id(session, refund_id)
@@ -80,7 +80,9 @@ async def refund_payment(
             f"{value} exceeds the payment's unapplied amount {unapplied(pay)}", ["amount"]
         )
     await session.execute(
-        update(P).where(P.c.id == pay["id"]).values(refund_amount=P.c.refund_amount + value)
+        update(payment_t)
+        .where(payment_t.c.id == pay["id"])
+        .values(refund_amount=payment_t.c.refund_amount + value)
     )
     refund = await _insert(
         session, tenant_id, pay["account_id"], value, refund_date, method, payment_id=pay["id"]
@@ -116,7 +118,9 @@ async def refund_credit_memo(
             ["amount"],
         )
     await session.execute(
-        update(CM).where(CM.c.id == memo["id"]).values(refund_amount=CM.c.refund_amount + value)
+        update(credit_memo_t)
+        .where(credit_memo_t.c.id == memo["id"])
+        .values(refund_amount=credit_memo_t.c.refund_amount + value)
     )
     refund = await _insert(
         session,
@@ -134,13 +138,17 @@ async def refund_credit_memo(
 
 async def get_refund_by_id(session: AsyncSession, refund_id: int) -> RowMapping:
     """The refund with that id (the caller already checked the tenant)."""
-    return (await session.execute(select(R).where(R.c.id == refund_id))).mappings().one()
+    return (
+        (await session.execute(select(refund_t).where(refund_t.c.id == refund_id))).mappings().one()
+    )
 
 
 async def find_refund(session: AsyncSession, tenant_id: int, number: str) -> RowMapping | None:
     """The refund with that number in the tenant, or None."""
     res = await session.execute(
-        select(R).where(R.c.tenant_id == tenant_id, R.c.refund_number == number)
+        select(refund_t).where(
+            refund_t.c.tenant_id == tenant_id, refund_t.c.refund_number == number
+        )
     )
     return res.mappings().one_or_none()
 

@@ -15,9 +15,11 @@ from billing.money import MRR_PLACES, ROUNDING, ZERO
 from billing.pages import Page, paginate
 from db.models import Subscription, SubscriptionCharge, SubscriptionRatePlan, table_of
 
-S = table_of(Subscription)
-SRP = table_of(SubscriptionRatePlan)
-SC = table_of(SubscriptionCharge)
+subscription_t = table_of(Subscription)
+subscription_rate_plan_t = table_of(SubscriptionRatePlan)
+subscription_charge_t = table_of(SubscriptionCharge)
+# billing/orders' names for these tables, until it moves to the names above.
+S, SRP, SC = subscription_t, subscription_rate_plan_t, subscription_charge_t
 
 COUNTED_STATUSES = ("ACTIVE", "SUSPENDED")
 
@@ -44,7 +46,9 @@ async def refresh_subscription_mrr(session: AsyncSession, subscription_id: int) 
         {"s": subscription_id},
     )
     mrr = Decimal(res.scalar_one()).quantize(MRR_PLACES)
-    await session.execute(update(S).where(S.c.id == subscription_id).values(mrr=mrr))
+    await session.execute(
+        update(subscription_t).where(subscription_t.c.id == subscription_id).values(mrr=mrr)
+    )
     return mrr
 
 
@@ -66,7 +70,7 @@ def subscription_select() -> Any:
         "(SELECT account_number FROM account "
         "WHERE id = subscription.invoice_owner_account_id) AS invoice_owner_account_number"
     )
-    return select(S, owner, inv)
+    return select(subscription_t, owner, inv)
 
 
 @dataclass
@@ -116,7 +120,9 @@ async def find_subscription(
 ) -> RowMapping | None:
     """The subscription with that number, or None."""
     res = await session.execute(
-        subscription_select().where(S.c.tenant_id == tenant_id, S.c.subscription_number == number)
+        subscription_select().where(
+            subscription_t.c.tenant_id == tenant_id, subscription_t.c.subscription_number == number
+        )
     )
     return res.mappings().one_or_none()
 
@@ -128,7 +134,9 @@ async def subscriptions_by_ids(
     if not ids:
         return []
     res = await session.execute(
-        subscription_select().where(S.c.tenant_id == tenant_id, S.c.id.in_(ids)).order_by(S.c.id)
+        subscription_select()
+        .where(subscription_t.c.tenant_id == tenant_id, subscription_t.c.id.in_(ids))
+        .order_by(subscription_t.c.id)
     )
     return list(res.mappings())
 
@@ -141,7 +149,8 @@ async def subscriptions_by_numbers(
         return []
     res = await session.execute(
         subscription_select().where(
-            S.c.tenant_id == tenant_id, S.c.subscription_number.in_(numbers)
+            subscription_t.c.tenant_id == tenant_id,
+            subscription_t.c.subscription_number.in_(numbers),
         )
     )
     found = {r["subscription_number"]: r for r in res.mappings()}
@@ -152,9 +161,13 @@ async def subscriptions_of_account(
     session: AsyncSession, account_id: int, role: str, first: int | None, after: str | None
 ) -> Page:
     """Subscriptions the account owns (OWNER) or is invoice owner of (INVOICE_OWNER)."""
-    col = S.c.owner_account_id if role == "OWNER" else S.c.invoice_owner_account_id
+    col = (
+        subscription_t.c.owner_account_id
+        if role == "OWNER"
+        else subscription_t.c.invoice_owner_account_id
+    )
     return await paginate(
-        session, subscription_select().where(col == account_id), S.c.id, first, after
+        session, subscription_select().where(col == account_id), subscription_t.c.id, first, after
     )
 
 

@@ -13,8 +13,8 @@ from billing.errors import ValidationFailed
 from billing.numbering import create_sequences
 from db.models import ApiKey, Tenant, table_of
 
-T = table_of(Tenant)
-K = table_of(ApiKey)
+tenant_t = table_of(Tenant)
+api_key_t = table_of(ApiKey)
 
 DEV_TENANT_NAME = "development"
 
@@ -37,7 +37,7 @@ async def create_tenant(session: AsyncSession, name: str) -> tuple[int, str]:
     if not name.strip():
         raise ValidationFailed("Tenant name must not be empty", ["name"])
     tenant_id = (
-        await session.execute(insert(T).values(name=name.strip()).returning(T.c.id))
+        await session.execute(insert(tenant_t).values(name=name.strip()).returning(tenant_t.c.id))
     ).scalar_one()
     await create_sequences(session, tenant_id)
     key = await create_api_key(session, tenant_id)
@@ -48,14 +48,16 @@ async def create_api_key(session: AsyncSession, tenant_id: int) -> str:
     """A new API key for the tenant (returned once, stored hashed)."""
     key = "pb_" + secrets.token_urlsafe(32)
     await session.execute(
-        insert(K).values(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:7])
+        insert(api_key_t).values(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:7])
     )
     return key
 
 
 async def tenant_for_api_key(session: AsyncSession, key: str) -> int | None:
     """The tenant an API key belongs to, or None."""
-    res = await session.execute(select(K.c.tenant_id).where(K.c.key_hash == hash_key(key)))
+    res = await session.execute(
+        select(api_key_t.c.tenant_id).where(api_key_t.c.key_hash == hash_key(key))
+    )
     return res.scalar_one_or_none()
 
 
@@ -63,7 +65,9 @@ async def ensure_dev_tenant(session: AsyncSession) -> tuple[int, str | None]:
     """The development tenant of the embedded default run; creates it (and a key) once.
 
     Returns (tenant id, the new key or None when it already existed)."""
-    res = await session.execute(select(T.c.id).where(T.c.name == DEV_TENANT_NAME).order_by(T.c.id))
+    res = await session.execute(
+        select(tenant_t.c.id).where(tenant_t.c.name == DEV_TENANT_NAME).order_by(tenant_t.c.id)
+    )
     existing = res.scalars().first()
     if existing is not None:
         return existing, None
@@ -72,7 +76,7 @@ async def ensure_dev_tenant(session: AsyncSession) -> tuple[int, str | None]:
 
 async def get_settings(session: AsyncSession, tenant_id: int) -> TenantSettings:
     """The tenant's settings."""
-    row = (await session.execute(select(T).where(T.c.id == tenant_id))).one()
+    row = (await session.execute(select(tenant_t).where(tenant_t.c.id == tenant_id))).one()
     return TenantSettings(row.id, row.name, row.metrics_refresh_interval, row.lock_wait_ms)
 
 
@@ -97,5 +101,5 @@ async def update_settings(
             raise ValidationFailed("lockWait must be between 0 and 60000 ms", ["lockWait"])
         values["lock_wait_ms"] = lock_wait_ms
     if values:
-        await session.execute(update(T).where(T.c.id == tenant_id).values(**values))
+        await session.execute(update(tenant_t).where(tenant_t.c.id == tenant_id).values(**values))
     return await get_settings(session, tenant_id)

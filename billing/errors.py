@@ -76,6 +76,14 @@ class LimitExceeded(BillingError):
     code = "LIMIT_EXCEEDED"
 
 
+class Unavailable(BillingError):
+    """The database or the job queue failed for a moment (a restart, a lost connection, too
+    many clients); the operation wrote nothing and may be sent again."""
+
+    code = "UNAVAILABLE"
+    retryable = True
+
+
 ALL_ERRORS: tuple[type[BillingError], ...] = (
     ValidationFailed,
     NotFound,
@@ -87,4 +95,5 @@ ALL_ERRORS: tuple[type[BillingError], ...] = (
     LockCompetition,
     IdempotencyKeyReused,
     LimitExceeded,
+    Unavailable,
 )

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import idempotency
-from billing.dbutil import DatabaseError, translate
-from billing.errors import BillingError, ValidationFailed
+from billing.dbutil import DatabaseError, is_transient, translate
+from billing.errors import BillingError, Unavailable, ValidationFailed
 from billing.metrics import SYNC, Written
 from db import pg
 from db.pg import Db
@@ -61,10 +61,24 @@ async def in_transaction(
     except BillingError as exc:
         return None, [to_user_error(exc)]
     except Exception as exc:
-        if not too_large(exc):
-            raise
+        return None, [to_user_error(expected_failure(exc))]
+
+
+UNAVAILABLE = "The database is unavailable for a moment; nothing was written, send it again"
+
+
+def expected_failure(exc: Exception) -> BillingError:
+    """The domain error an exception that is not the code's fault means: numbers that
+    outgrow their column (VALIDATION), or a transient database failure, such as a restart,
+    a lost or refused connection or too many clients (UNAVAILABLE, retryable). Anything
+    else is re-raised: a bug, masked as "Unexpected error." and logged."""
+    if too_large(exc):
         log.info("refused: a value or sum overflows its column (%s)", exc)
-        return None, [to_user_error(ValidationFailed(TOO_LARGE))]
+        return ValidationFailed(TOO_LARGE)
+    if is_transient(exc):
+        log.warning("database unavailable: %r", exc)
+        return Unavailable(UNAVAILABLE)
+    raise exc
 
 
 def blank(value: str | None, field: list[str]) -> list[UserError]:
@@ -86,10 +100,7 @@ async def one_statement(
     except BillingError as exc:
         return None, [to_user_error(exc)]
     except Exception as exc:
-        if not too_large(exc):
-            raise
-        log.info("refused: a value or sum overflows its column (%s)", exc)
-        return None, [to_user_error(ValidationFailed(TOO_LARGE))]
+        return None, [to_user_error(expected_failure(exc))]
     if result.synced_account_ids and ctx.services.events is not None:
         ctx.services.events.announce_metrics(ctx.tenant_id, result.synced_account_ids, SYNC)
     return result, []
@@ -136,12 +147,24 @@ async def idempotent(
 
 
 async def read_one(ctx: Context, work: Callable[[Db], Awaitable[R]]) -> R:
-    """A read of one statement (billing's hot reads) on an autocommit connection."""
-    async with pg.autocommit(ctx.services.pg, ctx.sessionmaker.kw["bind"]) as conn:
-        return await work(conn)
+    """A read of one statement (billing's hot reads) on an autocommit connection; a
+    transient database failure is a retryable UNAVAILABLE error."""
+    try:
+        async with pg.autocommit(ctx.services.pg, ctx.sessionmaker.kw["bind"]) as conn:
+            return await work(conn)
+    except BillingError:
+        raise
+    except Exception as exc:
+        raise expected_failure(exc) from exc
 
 
 async def read(ctx: Context, work: Callable[[AsyncSession], Awaitable[R]]) -> R:
-    """A read in its own short session (root query fields)."""
-    async with ctx.sessionmaker() as session:
-        return await work(session)
+    """A read in its own short session (root query fields); a transient database failure
+    is a retryable UNAVAILABLE error."""
+    try:
+        async with ctx.sessionmaker() as session:
+            return await work(session)
+    except BillingError:
+        raise
+    except Exception as exc:
+        raise expected_failure(exc) from exc

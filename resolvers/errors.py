@@ -24,6 +24,7 @@ CODE_OF: dict[type[be.BillingError], ErrorCode] = {
     be.LockCompetition: ErrorCode.LOCK_COMPETITION,
     be.IdempotencyKeyReused: ErrorCode.IDEMPOTENCY_KEY_REUSED,
     be.LimitExceeded: ErrorCode.LIMIT_EXCEEDED,
+    be.Unavailable: ErrorCode.UNAVAILABLE,
 }
 
 

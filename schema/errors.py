@@ -21,6 +21,9 @@ class ErrorCode(Enum):
     LOCK_COMPETITION = "LOCK_COMPETITION"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
 
 @strawberry.interface(description="An expected failure; the operation wrote nothing.")
@@ -87,6 +90,14 @@ class LimitExceededError(UserError):
     pass
 
 
+@strawberry.type(
+    description="The database or the job queue failed for a moment; nothing was written. "
+    "Send the same request again (retryable)."
+)
+class UnavailableError(UserError):
+    pass
+
+
 ERROR_TYPES: dict[ErrorCode, type[UserError]] = {
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,
@@ -98,6 +109,7 @@ ERROR_TYPES: dict[ErrorCode, type[UserError]] = {
     ErrorCode.LOCK_COMPETITION: LockCompetitionError,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: IdempotencyKeyReusedError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
+    ErrorCode.UNAVAILABLE: UnavailableError,
 }
 
 

@@ -96,14 +96,15 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                     row = await orders.claim_job_any_tenant(s, job_id)
                     if row is None or row["status"] in ("COMPLETED", "FAILED"):
                         return row["status"] if row is not None else "MISSING"
-                    order_id = await orders.create_order(s, row["tenant_id"], dict(row["input"]))
-                    order = await orders.get_order(s, row["tenant_id"], order_id=order_id)
-                    assert order is not None
+                    order = orders.decode_order(row["input"])
+                    order_id = await orders.create_order(s, row["tenant_id"], order)
+                    made = await orders.get_order(s, row["tenant_id"], order_id=order_id)
+                    assert made is not None
                     await orders.set_job(
                         s,
                         job_id,
                         "COMPLETED",
-                        result={"orderId": order_id, "orderNumber": order["order_number"]},
+                        result={"orderId": order_id, "orderNumber": made["order_number"]},
                     )
             except DBAPIError as exc:
                 mapped = translate(exc)

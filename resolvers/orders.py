@@ -68,10 +68,21 @@ async def order_out(
 
 
 async def run_order(
-    ctx: Any, data: dict[str, Any], key: str | None, operation: str, with_subscriptions: bool = True
+    ctx: Any,
+    data: dict[str, Any],
+    order: ords.OrderInput | BillingError,
+    key: str | None,
+    operation: str,
+    with_subscriptions: bool = True,
 ) -> OrderPayload:
+    """An order action by action, in one transaction; ``data`` (its plain form) is what the
+    idempotency key holds, ``order`` the same decoded, or why it could not be. A bad order
+    is refused after the key is checked, as though billing had found it."""
+
     async def work(s: AsyncSession) -> Any:
-        order_id = await ords.create_order(s, ctx.tenant_id, data)
+        if isinstance(order, BillingError):
+            raise order
+        order_id = await ords.create_order(s, ctx.tenant_id, order)
         return await order_out(s, ctx.tenant_id, order_id, with_subscriptions)
 
     async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
@@ -87,12 +98,12 @@ async def run_order(
 
 
 async def subscription_only_order(
-    ctx: Any, data: dict[str, Any], with_subscriptions: bool
+    ctx: Any, order: ords.OrderInput, with_subscriptions: bool
 ) -> OrderPayload:
     """An order that only creates subscriptions: one statement, nothing read back but the
     subscriptions when the operation selects them."""
     done, errors = await one_statement(
-        ctx, lambda db: ords.create_subscription_order(db, ctx.tenant_id, data)
+        ctx, lambda db: ords.create_subscription_order(db, ctx.tenant_id, order)
     )
     if done is None:
         return OrderPayload(order=None, subscriptions=[], errors=errors)
@@ -113,10 +124,14 @@ async def subscription_only_order(
 async def place_order(
     ctx: Any, data: dict[str, Any], key: str | None, operation: str, with_subscriptions: bool
 ) -> OrderPayload:
-    """An order, the one-statement way when it only creates subscriptions."""
-    if not key and ords.takes(data):
-        return await subscription_only_order(ctx, data, with_subscriptions)
-    return await run_order(ctx, data, key, operation, with_subscriptions)
+    """An order, decoded once; the one-statement way when it only creates subscriptions."""
+    try:
+        order: ords.OrderInput | BillingError = ords.decode_order(data)
+    except BillingError as exc:
+        order = exc
+    if not key and not isinstance(order, BillingError) and ords.takes(order):
+        return await subscription_only_order(ctx, order, with_subscriptions)
+    return await run_order(ctx, data, order, key, operation, with_subscriptions)
 
 
 def subscription_order(i: CreateSubscriptionInput) -> dict[str, Any]:
@@ -253,7 +268,9 @@ class OrderMutations:
                         try:
                             async with s.begin_nested():
                                 try:
-                                    order_id = await ords.create_order(s, ctx.tenant_id, d)
+                                    order_id = await ords.create_order(
+                                        s, ctx.tenant_id, ords.decode_order(d)
+                                    )
                                 except DBAPIError as exc:
                                     mapped = translate(exc)
                                     if mapped is exc:

@@ -271,9 +271,9 @@ async def test_one_of_with_two_members_is_refused(
 async def test_one_of_is_checked_again_in_the_domain(
     sessionmaker: Any, tenant: Any, world: Gql
 ) -> None:
-    """Jobs and bulk paths hand the domain plain data: it checks the oneOf rule itself."""
+    """Jobs and bulk paths hand the domain plain data: its decoder checks the oneOf rule."""
     from billing.errors import ValidationFailed
-    from billing.orders import create_order
+    from billing.orders import create_order, decode_order
 
     before = await counts(sessionmaker, tenant.id)
     with pytest.raises(ValidationFailed) as exc:
@@ -281,16 +281,18 @@ async def test_one_of_is_checked_again_in_the_domain(
             await create_order(
                 s,
                 tenant.id,
-                {
-                    "existing_account_number": "R",
-                    "order_date": "2026-01-01",
-                    "subscriptions": [
-                        {
-                            "subscription_number": "S-1",
-                            "order_actions": [{"suspend": {}, "resume": {}}],
-                        }
-                    ],
-                },
+                decode_order(
+                    {
+                        "existing_account_number": "R",
+                        "order_date": "2026-01-01",
+                        "subscriptions": [
+                            {
+                                "subscription_number": "S-1",
+                                "order_actions": [{"suspend": {}, "resume": {}}],
+                            }
+                        ],
+                    }
+                ),
             )
     assert exc.value.field == A0
     assert await counts(sessionmaker, tenant.id) == before

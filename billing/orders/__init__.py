@@ -10,7 +10,7 @@ jobs.py              asynchronous orders' job rows
 """
 
 from billing.orders.create import create_order
-from billing.orders.data import input_hash, jsonable
+from billing.orders.data import OrderInput, decode_order, input_hash, jsonable
 from billing.orders.jobs import (
     claim_job_any_tenant,
     create_order_job,
@@ -23,10 +23,12 @@ from billing.orders.reads import get_order, order_actions, orders_of_account
 
 __all__ = [
     "CreatedOrder",
+    "OrderInput",
     "claim_job_any_tenant",
     "create_order",
     "create_order_job",
     "create_subscription_order",
+    "decode_order",
     "get_job",
     "get_order",
     "input_hash",

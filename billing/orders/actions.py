@@ -6,6 +6,7 @@ action; the amendments are dispatched through AMENDMENTS, keyed by the action.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,22 @@ from billing.dbutil import db_errors
 from billing.errors import CurrencyMismatch, Duplicate, InvalidState, NotFound, ValidationFailed
 from billing.money import MRR_PLACES, check_price, check_quantity
 from billing.orders.checks import add_months, plan_rows, rate_plan_number, subscription_terms
-from billing.orders.data import CANCEL_POLICIES, Action, Group, parse_date
+from billing.orders.data import (
+    CANCEL_POLICIES,
+    Action,
+    AddProduct,
+    CancelSubscription,
+    CreateSubscription,
+    OwnerTransfer,
+    RatePlan,
+    RemoveProduct,
+    RenewSubscription,
+    Resume,
+    Suspend,
+    Terms,
+    TermsAndConditions,
+    UpdateProduct,
+)
 from billing.subscriptions import SC, SRP, S, charge_mrr, refresh_subscription_mrr
 from db.models import SubscriptionSuspension, table_of
 
@@ -78,13 +94,15 @@ async def _save(run: OrderRun, sub: dict[str, Any], **values: Any) -> None:
     )
 
 
-async def create_subscription(run: OrderRun, g: Group, a: Action) -> dict[str, Any]:
+async def create_subscription(
+    run: OrderRun, number: str | None, a: Action[CreateSubscription]
+) -> dict[str, Any]:
     """Create one new subscription (CreateSubscription among other actions of its group)."""
-    return (await create_subscriptions(run, [(g, a)]))[0]
+    return (await create_subscriptions(run, [(number, a)]))[0]
 
 
 async def create_subscriptions(
-    run: OrderRun, items: list[tuple[Group, Action]]
+    run: OrderRun, items: list[tuple[str | None, Action[CreateSubscription]]]
 ) -> list[dict[str, Any]]:
     """Create new subscriptions, every one checked before any is written, then written with
     three multi-row INSERTs (subscriptions, rate plans, charges) on ids drawn up front.
@@ -94,10 +112,10 @@ async def create_subscriptions(
     subs: list[dict[str, Any]] = []
     plans_of: list[list[tuple[RowMapping, list[dict[str, Any]]]]] = []
     charge_numbers: list[str] = []
-    for g, a in items:
+    for number, a in items:
         b, path, eff = a.body, a.path, a.effective_date
-        owner_no = b.get("subscription_owner_account_number")
-        inv_no = b.get("invoice_owner_account_number")
+        owner_no = b.subscription_owner_account_number
+        inv_no = b.invoice_owner_account_number
         owner = (
             await run.account(owner_no, [*path, "subscriptionOwnerAccountNumber"])
             if owner_no
@@ -113,8 +131,7 @@ async def create_subscriptions(
                 f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
                 [*path, "invoiceOwnerAccountNumber"],
             )
-        terms = subscription_terms(b.get("terms") or {}, [*path, "terms"])
-        number = g.subscription_number
+        terms = subscription_terms(b.terms or Terms(), [*path, "terms"])
         if number is not None:
             number = number.strip()
             if not number or len(number) > 64:
@@ -132,7 +149,7 @@ async def create_subscriptions(
                 )
         plans = [
             await _plan_rows(run, rp, eff, [*path, "ratePlans", str(i)])
-            for i, rp in enumerate(b.get("rate_plans") or [])
+            for i, rp in enumerate(b.rate_plans)
         ]
         reserved_number, reserved_charges = run.reserved.pop(id(a))
         number = number if number is not None else reserved_number
@@ -156,7 +173,7 @@ async def create_subscriptions(
                 "term_end_date": add_months(eff, int(terms["initial_term"]))
                 if terms["term_type"] == "TERMED"
                 else None,
-                "invoice_separately": bool(b.get("invoice_separately")),
+                "invoice_separately": b.invoice_separately,
                 "mrr": mrr,
                 "version": 1,
             }
@@ -213,7 +230,7 @@ async def _draw_ids(session: AsyncSession, table: str, count: int) -> list[int]:
 
 
 async def _plan_rows(
-    run: OrderRun, rp: dict[str, Any], eff: date, path: list[str], end: date | None = None
+    run: OrderRun, rp: RatePlan | AddProduct, eff: date, path: list[str], end: date | None = None
 ) -> tuple[RowMapping, list[dict[str, Any]]]:
     """Check one rate plan of an order action against the catalog and build its charge rows
     (without subscription, rate plan and charge number)."""
@@ -238,10 +255,10 @@ async def _insert_plan(run: OrderRun, sub_id: int, plan: RowMapping, eff: date) 
     return int(res.scalar_one())
 
 
-async def _add_rate_plan(
-    run: OrderRun, sub: dict[str, Any], rp: dict[str, Any], eff: date, path: list[str]
-) -> None:
-    """Add a rate plan to an existing subscription (addProduct)."""
+async def add_product(run: OrderRun, sub: dict[str, Any], a: Action[AddProduct]) -> None:
+    """AddProduct: a catalog rate plan (with the order's overrides) joins the subscription
+    from the effective date, ending when the subscription does."""
+    rp, eff, path = a.body, a.effective_date, a.path
     plan, rows = await _plan_rows(run, rp, eff, path, end=sub.get("cancelled_date"))
     srp_id = await _insert_plan(run, sub["id"], plan, eff)
     numbers = await numbering.next_numbers(run.session, run.tenant_id, "charge", len(rows))
@@ -258,133 +275,15 @@ async def _add_rate_plan(
                 for r, n in zip(rows, numbers, strict=True)
             ],
         )
+    await _save(run, sub, mrr=await refresh_subscription_mrr(run.session, sub["id"]))
 
 
-async def apply(run: OrderRun, sub: dict[str, Any], a: Action) -> None:
-    """Apply an amending action to an open subscription, its row already locked."""
+async def update_product(run: OrderRun, sub: dict[str, Any], a: Action[UpdateProduct]) -> None:
+    """UpdateProduct: a charge's new price and/or quantity from the effective date (not before
+    its current segment starts); a segment not yet billed that starts that day is changed in
+    place, otherwise a new segment follows it."""
     b, path, eff, s = a.body, a.path, a.effective_date, run.session
-    _check_open(sub, path)
-    if a.kind == "add_product":
-        await _add_rate_plan(run, sub, b, eff, path)
-        await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
-    elif a.kind == "update_product":
-        await _update_product(run, sub, b, eff, path)
-        await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
-    elif a.kind == "remove_product":
-        number = b.get("product_rate_plan_number")
-        res = await s.execute(
-            text(
-                "SELECT srp.id, srp.effective_start_date FROM subscription_rate_plan srp "
-                "JOIN product_rate_plan p ON p.id = srp.product_rate_plan_id "
-                "WHERE srp.subscription_id = :s "
-                "AND p.rate_plan_number = :n AND srp.effective_end_date IS NULL"
-            ),
-            {"s": sub["id"], "n": number},
-        )
-        plans = list(res.mappings())
-        if not plans:
-            raise NotFound(
-                f"Rate plan {number} is not active on {sub['subscription_number']}",
-                [*path, "productRatePlanNumber"],
-            )
-        ids = [p["id"] for p in plans]
-        if any(eff < p["effective_start_date"] for p in plans):
-            raise ValidationFailed(
-                "effectiveDate is before the rate plan starts", [*path, "effectiveDate"]
-            )
-        await s.execute(update(SRP).where(SRP.c.id.in_(ids)).values(effective_end_date=eff))
-        await s.execute(
-            update(SC)
-            .where(
-                SC.c.subscription_rate_plan_id.in_(ids),
-                SC.c.is_last_segment,
-                SC.c.effective_end_date.is_(None),
-            )
-            .values(effective_end_date=eff)
-        )
-        await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
-    elif a.kind == "suspend":
-        if sub["status"] != "ACTIVE":
-            raise InvalidState(
-                f"Only an ACTIVE subscription can be suspended ({sub['status']})", path
-            )
-        await s.execute(
-            insert(SS).values(tenant_id=run.tenant_id, subscription_id=sub["id"], start_date=eff)
-        )
-        await _save(run, sub, status="SUSPENDED")
-    elif a.kind == "resume":
-        if sub["status"] != "SUSPENDED":
-            raise InvalidState(f"Subscription {sub['subscription_number']} is not suspended", path)
-        res = await s.execute(
-            select(SS.c.id, SS.c.start_date)
-            .where(SS.c.subscription_id == sub["id"], SS.c.end_date.is_(None))
-            .order_by(SS.c.id.desc())
-            .limit(1)
-        )
-        open_row = res.mappings().one_or_none()
-        if open_row is not None:
-            if eff < open_row["start_date"]:
-                raise ValidationFailed(
-                    "Resume date is before the suspension starts", [*path, "effectiveDate"]
-                )
-            await s.execute(update(SS).where(SS.c.id == open_row["id"]).values(end_date=eff))
-        await _save(run, sub, status="ACTIVE")
-    elif a.kind == "cancel_subscription":
-        await _cancel(run, sub, b, eff, path)
-    elif a.kind == "renew_subscription":
-        if sub["term_type"] != "TERMED" or sub["term_end_date"] is None:
-            raise InvalidState("Only a TERMED subscription can be renewed", path)
-        start = sub["term_end_date"]
-        await _save(
-            run,
-            sub,
-            term_start_date=start,
-            term_end_date=add_months(start, int(sub["renewal_term"] or sub["initial_term"] or 12)),
-            version=sub["version"] + 1,
-        )
-    elif a.kind == "terms_and_conditions":
-        terms = subscription_terms(b, path, sub)
-        end = (
-            add_months(sub["term_start_date"], int(terms["initial_term"]))
-            if terms["term_type"] == "TERMED"
-            else None
-        )
-        await _save(run, sub, term_end_date=end, version=sub["version"] + 1, **terms)
-    elif a.kind == "owner_transfer":
-        dest_no = b.get("destination_account_number")
-        inv_no = b.get("destination_invoice_account_number")
-        if not dest_no and not inv_no:
-            raise ValidationFailed(
-                "Give destinationAccountNumber and/or destinationInvoiceAccountNumber", path
-            )
-        owner = (
-            await run.account(dest_no, [*path, "destinationAccountNumber"])
-            if dest_no
-            else await run.account_by_id(sub["owner_account_id"])
-        )
-        inv = (
-            await run.account(inv_no, [*path, "destinationInvoiceAccountNumber"])
-            if inv_no
-            else await run.account_by_id(sub["invoice_owner_account_id"])
-        )
-        if owner["currency"] != inv["currency"] or inv["currency"] != sub["currency"]:
-            raise CurrencyMismatch("Both owners must use the subscription's currency", path)
-        await _save(
-            run,
-            sub,
-            owner_account_id=owner["id"],
-            invoice_owner_account_id=inv["id"],
-            version=sub["version"] + 1,
-        )
-    else:  # pragma: no cover - parse_groups admits only known kinds
-        raise ValidationFailed(f"Unknown action {a.kind}", path)
-
-
-async def _update_product(
-    run: OrderRun, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]
-) -> None:
-    s = run.session
-    number = b.get("charge_number")
+    number = b.charge_number
     res = await s.execute(
         select(SC).where(
             SC.c.subscription_id == sub["id"], SC.c.charge_number == number, SC.c.is_last_segment
@@ -397,18 +296,16 @@ async def _update_product(
         )
     if seg["effective_end_date"] is not None:
         raise InvalidState(f"Charge {number} has ended", [*path, "chargeNumber"])
-    if b.get("price") is None and b.get("quantity") is None:
+    if b.price is None and b.quantity is None:
         raise ValidationFailed("Give a new price and/or quantity", path)
     if eff < seg["effective_start_date"]:
         raise ValidationFailed(
             "effectiveDate is before the charge's current segment starts", [*path, "effectiveDate"]
         )
-    price = (
-        check_price(b["price"], [*path, "price"]) if b.get("price") is not None else seg["price"]
-    )
+    price = check_price(b.price, [*path, "price"]) if b.price is not None else seg["price"]
     qty = (
-        check_quantity(b["quantity"], [*path, "quantity"])
-        if b.get("quantity") is not None
+        check_quantity(b.quantity, [*path, "quantity"])
+        if b.quantity is not None
         else seg["quantity"]
     )
     mrr = charge_mrr(seg["charge_type"], seg["charge_model"], price, qty, seg["billing_period"])
@@ -416,30 +313,109 @@ async def _update_product(
         await s.execute(
             update(SC).where(SC.c.id == seg["id"]).values(price=price, quantity=qty, mrr=mrr)
         )
-        return
+    else:
+        await s.execute(
+            update(SC)
+            .where(SC.c.id == seg["id"])
+            .values(effective_end_date=eff, is_last_segment=False)
+        )
+        ctd = seg["charged_through_date"]
+        new = {k: seg[k] for k in seg.keys() if k not in ("id",)}
+        new.update(
+            segment=seg["segment"] + 1,
+            is_last_segment=True,
+            price=price,
+            quantity=qty,
+            mrr=mrr,
+            effective_start_date=eff,
+            effective_end_date=None,
+            charged_through_date=ctd if ctd is not None and ctd > eff else None,
+        )
+        await s.execute(insert(SC).values(**new))
+    await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
+
+
+async def remove_product(run: OrderRun, sub: dict[str, Any], a: Action[RemoveProduct]) -> None:
+    """RemoveProduct: an active rate plan and its charges end on the effective date, which is
+    not before the plan starts."""
+    path, eff, s = a.path, a.effective_date, run.session
+    number = a.body.product_rate_plan_number
+    res = await s.execute(
+        text(
+            "SELECT srp.id, srp.effective_start_date FROM subscription_rate_plan srp "
+            "JOIN product_rate_plan p ON p.id = srp.product_rate_plan_id "
+            "WHERE srp.subscription_id = :s "
+            "AND p.rate_plan_number = :n AND srp.effective_end_date IS NULL"
+        ),
+        {"s": sub["id"], "n": number},
+    )
+    plans = list(res.mappings())
+    if not plans:
+        raise NotFound(
+            f"Rate plan {number} is not active on {sub['subscription_number']}",
+            [*path, "productRatePlanNumber"],
+        )
+    ids = [p["id"] for p in plans]
+    if any(eff < p["effective_start_date"] for p in plans):
+        raise ValidationFailed(
+            "effectiveDate is before the rate plan starts", [*path, "effectiveDate"]
+        )
+    await s.execute(update(SRP).where(SRP.c.id.in_(ids)).values(effective_end_date=eff))
     await s.execute(
-        update(SC).where(SC.c.id == seg["id"]).values(effective_end_date=eff, is_last_segment=False)
+        update(SC)
+        .where(
+            SC.c.subscription_rate_plan_id.in_(ids),
+            SC.c.is_last_segment,
+            SC.c.effective_end_date.is_(None),
+        )
+        .values(effective_end_date=eff)
     )
-    ctd = seg["charged_through_date"]
-    new = {k: seg[k] for k in seg.keys() if k not in ("id",)}
-    new.update(
-        segment=seg["segment"] + 1,
-        is_last_segment=True,
-        price=price,
-        quantity=qty,
-        mrr=mrr,
-        effective_start_date=eff,
-        effective_end_date=None,
-        charged_through_date=ctd if ctd is not None and ctd > eff else None,
-    )
-    await s.execute(insert(SC).values(**new))
+    await _save(run, sub, mrr=await refresh_subscription_mrr(s, sub["id"]))
 
 
-async def _cancel(
-    run: OrderRun, sub: dict[str, Any], b: dict[str, Any], eff: date, path: list[str]
+async def suspend(run: OrderRun, sub: dict[str, Any], a: Action[Suspend]) -> None:
+    """Suspend: only an ACTIVE subscription, from the effective date."""
+    if sub["status"] != "ACTIVE":
+        raise InvalidState(
+            f"Only an ACTIVE subscription can be suspended ({sub['status']})", a.path
+        )
+    await run.session.execute(
+        insert(SS).values(
+            tenant_id=run.tenant_id, subscription_id=sub["id"], start_date=a.effective_date
+        )
+    )
+    await _save(run, sub, status="SUSPENDED")
+
+
+async def resume(run: OrderRun, sub: dict[str, Any], a: Action[Resume]) -> None:
+    """Resume: only a SUSPENDED subscription, not before its suspension starts."""
+    path, eff, s = a.path, a.effective_date, run.session
+    if sub["status"] != "SUSPENDED":
+        raise InvalidState(f"Subscription {sub['subscription_number']} is not suspended", path)
+    res = await s.execute(
+        select(SS.c.id, SS.c.start_date)
+        .where(SS.c.subscription_id == sub["id"], SS.c.end_date.is_(None))
+        .order_by(SS.c.id.desc())
+        .limit(1)
+    )
+    open_row = res.mappings().one_or_none()
+    if open_row is not None:
+        if eff < open_row["start_date"]:
+            raise ValidationFailed(
+                "Resume date is before the suspension starts", [*path, "effectiveDate"]
+            )
+        await s.execute(update(SS).where(SS.c.id == open_row["id"]).values(end_date=eff))
+    await _save(run, sub, status="ACTIVE")
+
+
+async def cancel_subscription(
+    run: OrderRun, sub: dict[str, Any], a: Action[CancelSubscription]
 ) -> None:
-    s = run.session
-    policy = b.get("cancellation_policy") or "SPECIFIC_DATE"
+    """CancelSubscription: the subscription, its plans and charges end on the date the policy
+    names (default SPECIFIC_DATE: the given date, else the effective date), never before the
+    subscription starts."""
+    b, path, eff, s = a.body, a.path, a.effective_date, run.session
+    policy = b.cancellation_policy or "SPECIFIC_DATE"
     if policy not in CANCEL_POLICIES:
         raise ValidationFailed(
             f"cancellationPolicy must be one of {', '.join(CANCEL_POLICIES)}",
@@ -461,8 +437,7 @@ async def _cancel(
         )
         when = res.scalar_one() or eff
     else:
-        when_path = [*path, "cancellationEffectiveDate"]
-        when = parse_date(b.get("cancellation_effective_date"), when_path) or eff
+        when = b.cancellation_effective_date or eff
     if when < sub["contract_effective_date"]:
         raise ValidationFailed(
             "Cancellation date is before the subscription starts",
@@ -486,3 +461,87 @@ async def _cancel(
         .values(effective_end_date=when)
     )
     await _save(run, sub, status="CANCELLED", cancelled_date=when, version=sub["version"] + 1)
+
+
+async def renew_subscription(
+    run: OrderRun, sub: dict[str, Any], a: Action[RenewSubscription]
+) -> None:
+    """RenewSubscription: only a TERMED subscription; the next term starts where the current
+    one ends and lasts the renewal term (else the initial term, else 12 months)."""
+    if sub["term_type"] != "TERMED" or sub["term_end_date"] is None:
+        raise InvalidState("Only a TERMED subscription can be renewed", a.path)
+    start = sub["term_end_date"]
+    await _save(
+        run,
+        sub,
+        term_start_date=start,
+        term_end_date=add_months(start, int(sub["renewal_term"] or sub["initial_term"] or 12)),
+        version=sub["version"] + 1,
+    )
+
+
+async def terms_and_conditions(
+    run: OrderRun, sub: dict[str, Any], a: Action[TermsAndConditions]
+) -> None:
+    """TermsAndConditions: new terms over the current ones; a TERMED term ends its initial
+    term after the current term starts, an EVERGREEN one never."""
+    terms = subscription_terms(a.body, a.path, sub)
+    end = (
+        add_months(sub["term_start_date"], int(terms["initial_term"]))
+        if terms["term_type"] == "TERMED"
+        else None
+    )
+    await _save(run, sub, term_end_date=end, version=sub["version"] + 1, **terms)
+
+
+async def owner_transfer(run: OrderRun, sub: dict[str, Any], a: Action[OwnerTransfer]) -> None:
+    """OwnerTransfer: a new owner and/or invoice owner, both in the subscription's currency."""
+    path = a.path
+    dest_no = a.body.destination_account_number
+    inv_no = a.body.destination_invoice_account_number
+    if not dest_no and not inv_no:
+        raise ValidationFailed(
+            "Give destinationAccountNumber and/or destinationInvoiceAccountNumber", path
+        )
+    owner = (
+        await run.account(dest_no, [*path, "destinationAccountNumber"])
+        if dest_no
+        else await run.account_by_id(sub["owner_account_id"])
+    )
+    inv = (
+        await run.account(inv_no, [*path, "destinationInvoiceAccountNumber"])
+        if inv_no
+        else await run.account_by_id(sub["invoice_owner_account_id"])
+    )
+    if owner["currency"] != inv["currency"] or inv["currency"] != sub["currency"]:
+        raise CurrencyMismatch("Both owners must use the subscription's currency", path)
+    await _save(
+        run,
+        sub,
+        owner_account_id=owner["id"],
+        invoice_owner_account_id=inv["id"],
+        version=sub["version"] + 1,
+    )
+
+
+Amendment = Callable[[OrderRun, dict[str, Any], Action[Any]], Awaitable[None]]
+
+# What each action does to an existing subscription, keyed by the action's input type.
+AMENDMENTS: dict[type, Amendment] = {
+    AddProduct: add_product,
+    UpdateProduct: update_product,
+    RemoveProduct: remove_product,
+    Suspend: suspend,
+    Resume: resume,
+    CancelSubscription: cancel_subscription,
+    RenewSubscription: renew_subscription,
+    TermsAndConditions: terms_and_conditions,
+    OwnerTransfer: owner_transfer,
+}
+
+
+async def apply(run: OrderRun, sub: dict[str, Any], a: Action[Any]) -> None:
+    """Apply an amending action to a subscription that is not cancelled, its row already
+    locked."""
+    _check_open(sub, a.path)
+    await AMENDMENTS[type(a.body)](run, sub, a)

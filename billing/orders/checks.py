@@ -9,8 +9,17 @@ from typing import Any
 from billing.catalog import BILLING_PERIODS
 from billing.errors import NotFound, ValidationFailed
 from billing.money import check_price, check_quantity
-from billing.orders.data import TERM_TYPES
+from billing.orders.data import (
+    TERM_TYPES,
+    AddProduct,
+    ChargeOverride,
+    RatePlan,
+    Terms,
+    TermsAndConditions,
+)
 from billing.subscriptions import charge_mrr
+
+NO_OVERRIDE = ChargeOverride(None)
 
 
 def add_months(d: date, months: int) -> date:
@@ -21,7 +30,7 @@ def add_months(d: date, months: int) -> date:
 
 
 def subscription_terms(
-    body: dict[str, Any], path: list[str], current: dict[str, Any] | None = None
+    body: Terms | TermsAndConditions, path: list[str], current: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A subscription's terms from an action's input over its current ones (defaults: TERMED,
     12 and 12 months, no auto-renew); a TERMED term is 1-1200 months."""
@@ -31,20 +40,14 @@ def subscription_terms(
         "renewal_term": 12,
         "auto_renew": False,
     }
-    term_type = body.get("term_type") or cur["term_type"]
+    term_type = body.term_type or cur["term_type"]
     if term_type not in TERM_TYPES:
         raise ValidationFailed("termType must be TERMED or EVERGREEN", [*path, "termType"])
     out = {
         "term_type": term_type,
-        "initial_term": body.get("initial_term")
-        if body.get("initial_term") is not None
-        else cur["initial_term"],
-        "renewal_term": body.get("renewal_term")
-        if body.get("renewal_term") is not None
-        else cur["renewal_term"],
-        "auto_renew": body.get("auto_renew")
-        if body.get("auto_renew") is not None
-        else cur["auto_renew"],
+        "initial_term": body.initial_term if body.initial_term is not None else cur["initial_term"],
+        "renewal_term": body.renewal_term if body.renewal_term is not None else cur["renewal_term"],
+        "auto_renew": body.auto_renew if body.auto_renew is not None else cur["auto_renew"],
     }
     for key, name in (("initial_term", "initialTerm"), ("renewal_term", "renewalTerm")):
         v = out[key]
@@ -55,9 +58,9 @@ def subscription_terms(
     return out
 
 
-def rate_plan_number(rp: dict[str, Any], path: list[str]) -> str:
+def rate_plan_number(rp: RatePlan | AddProduct, path: list[str]) -> str:
     """The catalog rate plan an order's rate plan names (required)."""
-    number = rp.get("product_rate_plan_number")
+    number = rp.product_rate_plan_number
     if not number:
         raise ValidationFailed(
             "productRatePlanNumber is required", [*path, "productRatePlanNumber"]
@@ -69,7 +72,7 @@ def plan_rows(
     tenant_id: int,
     plan: Any,
     charges: list[Any],
-    rp: dict[str, Any],
+    rp: RatePlan | AddProduct,
     eff: date,
     path: list[str],
     end: date | None = None,
@@ -77,11 +80,11 @@ def plan_rows(
     """The charge rows of one of an order's rate plans (without subscription, rate plan and
     charge number): the catalog's charges with the order's overrides, checked."""
     number = plan["rate_plan_number"]
-    overrides: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    overrides: dict[str, tuple[ChargeOverride, list[str]]] = {}
     known = {c["charge_number"] for c in charges}
-    for i, o in enumerate(rp.get("charge_overrides") or []):
+    for i, o in enumerate(rp.charge_overrides):
         opath = [*path, "chargeOverrides", str(i)]
-        cn = o.get("product_rate_plan_charge_number")
+        cn = o.product_rate_plan_charge_number
         if cn not in known:
             raise NotFound(
                 f"Charge {cn} is not part of rate plan {number}",
@@ -91,21 +94,18 @@ def plan_rows(
             raise ValidationFailed(
                 f"Charge {cn} is overridden twice", [*opath, "productRatePlanChargeNumber"]
             )
+        assert cn is not None  # a known charge number
         overrides[cn] = (o, opath)
     rows = []
     for c in charges:
-        o, opath = overrides.get(c["charge_number"], ({}, path))
-        price = (
-            check_price(o["price"], [*opath, "price"])
-            if o.get("price") is not None
-            else c["list_price"]
-        )
+        o, opath = overrides.get(c["charge_number"], (NO_OVERRIDE, path))
+        price = check_price(o.price, [*opath, "price"]) if o.price is not None else c["list_price"]
         qty = (
-            check_quantity(o["quantity"], [*opath, "quantity"])
-            if o.get("quantity") is not None
+            check_quantity(o.quantity, [*opath, "quantity"])
+            if o.quantity is not None
             else c["default_quantity"]
         )
-        period = o.get("billing_period") or c["billing_period"]
+        period = o.billing_period or c["billing_period"]
         if period not in BILLING_PERIODS:
             raise ValidationFailed(
                 "billingPeriod must be MONTH, QUARTER, SEMI_ANNUAL or ANNUAL",

@@ -17,14 +17,7 @@ from billing.dbutil import db_errors
 from billing.errors import Duplicate, NotFound, ValidationFailed
 from billing.metrics import MetricsWriter
 from billing.orders.actions import OrderRun, apply, create_subscription, create_subscriptions
-from billing.orders.data import (
-    ACTION_TYPES,
-    Action,
-    account_data,
-    jsonable,
-    parse_date,
-    parse_groups,
-)
+from billing.orders.data import Action, CreateSubscription, OrderInput, OwnerTransfer, payload
 from billing.rating import bill_order_subscriptions
 from billing.subscriptions import S, contribution
 from db.locks import bound_lock_waits, unbound_lock_waits
@@ -34,29 +27,22 @@ SO = table_of(Order)
 OA = table_of(OrderAction)
 
 
-async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, Any]) -> int:
+async def create_order(session: AsyncSession, tenant_id: int, order: OrderInput) -> int:
     """Run an order: every action in the order given, all-or-nothing; contractedMrr of every
     subscription owner moves through the MetricsWriter. Returns the order id."""
-    order_date = parse_date(data.get("order_date"), ["orderDate"])
-    if order_date is None:
-        raise ValidationFailed("orderDate is required", ["orderDate"])
-    existing, new = data.get("existing_account_number"), data.get("new_account")
-    if (existing is None) == (new is None):
-        raise ValidationFailed(
-            "Give exactly one of existingAccountNumber and newAccount", ["existingAccountNumber"]
-        )
-    options = data.get("processing_options") or {}
-    groups = parse_groups(data, order_date)
-
-    if existing is not None:
+    order_date, groups, options = order.order_date, order.subscriptions, order.processing_options
+    if order.existing_account_number is not None:
         order_account = await accounts.get_account(
-            session, tenant_id, existing, field="existingAccountNumber"
+            session, tenant_id, order.existing_account_number, field="existingAccountNumber"
         )
     else:
-        order_account = await accounts.create_account(session, tenant_id, account_data(new or {}))
+        assert order.new_account is not None  # decode_order: one of the two
+        order_account = await accounts.create_account(session, tenant_id, order.new_account)
     run = OrderRun(session, tenant_id, order_account)
+    # The subscription row of each group, as locked or created.
+    subs: list[dict[str, Any] | None] = [None] * len(groups)
 
-    order_number = data.get("order_number")
+    order_number = order.order_number
     if order_number is not None:
         order_number = order_number.strip()
         if not order_number or len(order_number) > 64:
@@ -72,9 +58,7 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
     async with db_errors():
         await bound_lock_waits(session, tenant_id)
         # Existing subscriptions: row locks first, in id order.
-        wanted = [
-            g.subscription_number for g in groups if g.actions[0].kind != "create_subscription"
-        ]
+        wanted = [g.subscription_number for g in groups if not g.creates]
         if wanted:
             res = await session.execute(
                 select(S)
@@ -82,40 +66,40 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
                 .order_by(S.c.id)
                 .with_for_update()
             )
-            subs = {r["subscription_number"]: dict(r) for r in res.mappings()}
-            for g in groups:
-                if g.actions[0].kind != "create_subscription":
-                    if g.subscription_number not in subs:
+            locked = {r["subscription_number"]: dict(r) for r in res.mappings()}
+            for gi, g in enumerate(groups):
+                if not g.creates:
+                    if g.subscription_number not in locked:
                         raise NotFound(
                             f"Subscription {g.subscription_number} not found",
                             [*g.path, "subscriptionNumber"],
                         )
-                    g.sub = subs[g.subscription_number]
+                    subs[gi] = locked[g.subscription_number]
         await unbound_lock_waits(session)
 
     # Every account whose contractedMrr may move, resolved before anything is written.
     to_lock: set[int] = set()
-    for g in groups:
-        if g.sub is not None:
-            to_lock.add(g.sub["owner_account_id"])
+    for g, sub in zip(groups, subs, strict=True):
+        if sub is not None:
+            to_lock.add(sub["owner_account_id"])
         for a in g.actions:
-            if a.kind == "create_subscription":
-                owner = a.body.get("subscription_owner_account_number")
+            if isinstance(a.body, CreateSubscription):
+                owner = a.body.subscription_owner_account_number
                 to_lock.add(
                     (await run.account(owner, [*a.path, "subscriptionOwnerAccountNumber"]))["id"]
                     if owner
                     else order_account["id"]
                 )
-                inv = a.body.get("invoice_owner_account_number")
+                inv = a.body.invoice_owner_account_number
                 if inv:
                     await run.account(inv, [*a.path, "invoiceOwnerAccountNumber"])
-            elif a.kind == "owner_transfer":
-                dest = a.body.get("destination_account_number")
+            elif isinstance(a.body, OwnerTransfer):
+                dest = a.body.destination_account_number
                 if dest:
                     to_lock.add(
                         (await run.account(dest, [*a.path, "destinationAccountNumber"]))["id"]
                     )
-                inv = a.body.get("destination_invoice_account_number")
+                inv = a.body.destination_invoice_account_number
                 if inv:
                     await run.account(inv, [*a.path, "destinationInvoiceAccountNumber"])
     writer = MetricsWriter(session, tenant_id)
@@ -137,17 +121,15 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
 
     # New subscriptions: their catalog plans read once, their numbers drawn in two round
     # trips and handed out in the order's own order.
-    wanted_numbers: list[tuple[Action, bool, int]] = []
+    wanted_numbers: list[tuple[Action[CreateSubscription], bool, int]] = []
     for g in groups:
         for a in g.actions:
-            if a.kind == "create_subscription":
+            if isinstance(a.body, CreateSubscription):
                 charges = 0
-                for i, rp in enumerate(a.body.get("rate_plans") or []):
-                    if rp.get("product_rate_plan_number"):
+                for i, rp in enumerate(a.body.rate_plans):
+                    if rp.product_rate_plan_number:
                         path = [*a.path, "ratePlans", str(i), "productRatePlanNumber"]
-                        charges += len(
-                            (await run.rate_plan(rp["product_rate_plan_number"], path))[1]
-                        )
+                        charges += len((await run.rate_plan(rp.product_rate_plan_number, path))[1])
                 wanted_numbers.append((a, g.subscription_number is None, charges))
     sub_numbers = iter(
         await numbering.next_numbers(
@@ -165,63 +147,65 @@ async def create_order(session: AsyncSession, tenant_id: int, data: dict[str, An
         )
         taken += n
 
-    befores = [contribution(g.sub) for g in groups]
+    befores = [contribution(sub) for sub in subs]
     # Groups that only create a subscription are written together.
-    bulk = [
-        (g, g.actions[0]) for g in groups if [a.kind for a in g.actions] == ["create_subscription"]
-    ]
-    for (g, _), sub in zip(bulk, await create_subscriptions(run, bulk), strict=True):
-        g.sub = sub
-    created = {id(g) for g, _ in bulk}
+    bulk = [gi for gi, g in enumerate(groups) if g.creates and len(g.actions) == 1]
+    new_subs = await create_subscriptions(
+        run, [(groups[gi].subscription_number, groups[gi].actions[0]) for gi in bulk]
+    )
+    for gi, sub in zip(bulk, new_subs, strict=True):
+        subs[gi] = sub
+    created = set(bulk)
 
     sequence = 0
     action_rows: list[dict[str, Any]] = []
     touched: list[int] = []
-    for g, (before_owner, before) in zip(groups, befores, strict=True):
+    for gi, (g, (before_owner, before)) in enumerate(zip(groups, befores, strict=True)):
         for a in g.actions:
-            if a.kind == "create_subscription":
-                if id(g) not in created:
-                    g.sub = await create_subscription(run, g, a)
+            if isinstance(a.body, CreateSubscription):
+                if gi not in created:
+                    subs[gi] = await create_subscription(run, g.subscription_number, a)
             else:
-                assert g.sub is not None
-                await apply(run, g.sub, a)
-            assert g.sub is not None  # created above or by create_subscriptions
+                sub = subs[gi]
+                assert sub is not None
+                await apply(run, sub, a)
+            sub = subs[gi]
+            assert sub is not None  # created above or by create_subscriptions
             action_rows.append(
                 {
                     "tenant_id": tenant_id,
                     "order_id": order_id,
-                    "subscription_id": g.sub["id"],
+                    "subscription_id": sub["id"],
                     "sequence": sequence,
-                    "action_type": ACTION_TYPES[a.kind],
+                    "action_type": a.body.action_type,
                     "effective_date": a.effective_date,
-                    "payload": jsonable(a.body),
+                    "payload": payload(a.body),
                 }
             )
             sequence += 1
-        assert g.sub is not None
-        if id(g) in created:
-            after_row: Any = g.sub  # just written whole by create_subscriptions
+        sub = subs[gi]
+        assert sub is not None
+        if gi in created:
+            after_row: Any = sub  # just written whole by create_subscriptions
         else:
             after_row = (
-                (await session.execute(select(S).where(S.c.id == g.sub["id"]))).mappings().one()
+                (await session.execute(select(S).where(S.c.id == sub["id"]))).mappings().one()
             )
         after_owner, after = contribution(after_row)
         if before_owner is not None and before:
             writer.add(before_owner, contracted_mrr=-before)
         if after_owner is not None and after:
             writer.add(after_owner, contracted_mrr=after)
-        touched.append(g.sub["id"])
+        touched.append(sub["id"])
     await session.execute(insert(OA), action_rows)
     await writer.flush()
-    if options.get("run_billing"):
-        target_path = ["processingOptions", "targetDate"]
-        target = parse_date(options.get("target_date"), target_path) or order_date
+    if options.run_billing:
         await bill_order_subscriptions(
             session,
             tenant_id,
             order_id,
             touched,
-            target,
-            bool(options.get("generate_draft_invoice")),
+            options.target_date or order_date,
+            options.generate_draft_invoice,
         )
     return int(order_id)

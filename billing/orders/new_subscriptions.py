@@ -6,7 +6,8 @@ two round trips: one read (the accounts, the catalog rate plans, numbers already
 then one statement that locks the accounts FOR SHARE, inserts the order, subscriptions,
 rate plans, charges and actions on ids and numbers drawn inside it, and moves contractedMrr
 the accounts' way (billing.metrics.metrics_ctes). Every other order goes through
-billing.orders.create.create_order; both check the input with the same functions.
+billing.orders.create.create_order; both take the same decoded OrderInput and check it with the
+same functions.
 """
 
 from __future__ import annotations
@@ -25,32 +26,29 @@ from billing.errors import CurrencyMismatch, Duplicate, LockCompetition, NotFoun
 from billing.metrics import Written, metrics_ctes, written
 from billing.money import MRR_PLACES
 from billing.orders.checks import add_months, plan_rows, rate_plan_number, subscription_terms
-from billing.orders.data import ACTION_TYPES, Action, Group, jsonable, parse_date, parse_groups
+from billing.orders.data import (
+    Action,
+    CreateSubscription,
+    OrderInput,
+    OrderSubscription,
+    Terms,
+    payload,
+)
 from db.pg import Db, connection_of
 
-CREATE = "create_subscription"
+CREATE = CreateSubscription.action_type
 # A re-read when an account changed between the read and the write (a rare race).
 WRITE_ATTEMPTS = 5
 
 
-def takes(data: dict[str, Any]) -> bool:
-    """Whether an order (plain input data) only creates subscriptions on existing accounts,
+def takes(order: OrderInput) -> bool:
+    """Whether an order only creates subscriptions on an existing account, one action each,
     without billing: the orders this module writes."""
-    if data.get("new_account") is not None or not data.get("existing_account_number"):
+    if order.new_account is not None or not order.existing_account_number:
         return False
-    if (data.get("processing_options") or {}).get("run_billing"):
+    if order.processing_options.run_billing:
         return False
-    groups = data.get("subscriptions") or []
-    if not groups:
-        return False
-    for g in groups:
-        actions = g.get("order_actions") or []
-        if len(actions) != 1:
-            return False
-        chosen = [k for k, v in (actions[0] or {}).items() if v is not None]
-        if chosen != [CREATE]:
-            return False
-    return True
+    return all(g.creates and len(g.actions) == 1 for g in order.subscriptions)
 
 
 ORDER_FACTS = """
@@ -153,7 +151,7 @@ ins_charges AS (
 ins_actions AS (
   INSERT INTO order_action (tenant_id, order_id, subscription_id, sequence, action_type,
                             effective_date, payload)
-  SELECT $1, so.id, subs.id, subs.n - 1, '{ACTION_TYPES[CREATE]}', subs.eff, a.payload::json
+  SELECT $1, so.id, subs.id, subs.n - 1, '{CREATE}', subs.eff, a.payload::json
   FROM so, subs JOIN unnest($37::text[]) WITH ORDINALITY AS a(payload, n) ON a.n = subs.n
 ),
 {metrics_ctes(document="so", contracted_mrr="m_a.d_mrr")}
@@ -168,7 +166,7 @@ FROM checked LEFT JOIN so ON TRUE
 class NewSubscription:
     """One subscription the order creates, checked and priced."""
 
-    action: Action
+    action: Action[CreateSubscription]
     given_number: str | None
     owner: dict[str, Any]
     invoice_owner: dict[str, Any]
@@ -192,17 +190,14 @@ class CreatedOrder:
 
 
 async def create_subscription_order(
-    db: Db | AsyncSession, tenant_id: int, data: dict[str, Any]
+    db: Db | AsyncSession, tenant_id: int, order: OrderInput
 ) -> Written:
-    """Write an order that only creates subscriptions (``takes(data)``): all or nothing,
+    """Write an order that only creates subscriptions (``takes(order)``): all or nothing,
     contractedMrr of each subscription owner moved the owner's way. The Written row is a
     CreatedOrder."""
-    order_date = parse_date(data.get("order_date"), ["orderDate"])
-    if order_date is None:
-        raise ValidationFailed("orderDate is required", ["orderDate"])
-    groups = parse_groups(data, order_date)
-    order_number = _given_order_number(data.get("order_number"))
-    order_account_number = str(data["existing_account_number"])
+    order_date, groups = order.order_date, order.subscriptions
+    order_number = _given_order_number(order.order_number)
+    order_account_number = str(order.existing_account_number)
     conn = await connection_of(db)
     for _ in range(WRITE_ATTEMPTS):
         facts = await _facts(conn, tenant_id, order_account_number, groups, order_number)
@@ -231,7 +226,7 @@ async def create_subscription_order(
                 [s.terms["term_type"] for s in subs], [s.terms["initial_term"] for s in subs],
                 [s.terms["renewal_term"] for s in subs], [s.terms["auto_renew"] for s in subs],
                 [s.action.effective_date for s in subs], [s.term_end for s in subs],
-                [bool(s.action.body.get("invoice_separately")) for s in subs],
+                [s.action.body.invoice_separately for s in subs],
                 [s.mrr for s in subs],
                 [n for n, _, _ in plans], [p["id"] for _, p, _ in plans],
                 [p["name"] for _, p, _ in plans],
@@ -241,7 +236,7 @@ async def create_subscription_order(
                 [r["charge_model"] for _, r in charges], [r["price"] for _, r in charges],
                 [r["quantity"] for _, r in charges], [r["billing_period"] for _, r in charges],
                 [r["billing_timing"] for _, r in charges], [r["mrr"] for _, r in charges],
-                [json.dumps(jsonable(s.action.body)) for s in subs],
+                [json.dumps(payload(s.action.body)) for s in subs],
             )  # fmt: skip
         assert row is not None
         if row["id"] is None:
@@ -274,18 +269,22 @@ class _Facts:
 
 
 async def _facts(
-    conn: Db, tenant_id: int, order_account: str, groups: list[Group], order_number: str | None
+    conn: Db,
+    tenant_id: int,
+    order_account: str,
+    groups: tuple[OrderSubscription, ...],
+    order_number: str | None,
 ) -> _Facts:
     """Everything the order reads, in one round trip."""
     accounts = {order_account}
     plans: set[str] = set()
     numbers: list[str] = []
     for g in groups:
-        body = g.actions[0].body
-        for key in ("subscription_owner_account_number", "invoice_owner_account_number"):
-            if body.get(key):
-                accounts.add(str(body[key]))
-        for i, rp in enumerate(body.get("rate_plans") or []):
+        body: CreateSubscription = g.actions[0].body
+        for number in (body.subscription_owner_account_number, body.invoice_owner_account_number):
+            if number:
+                accounts.add(str(number))
+        for i, rp in enumerate(body.rate_plans):
             plans.add(rate_plan_number(rp, [*g.actions[0].path, "ratePlans", str(i)]))
         if g.subscription_number:
             numbers.append(g.subscription_number.strip())
@@ -305,13 +304,13 @@ async def _facts(
 
 
 def _new_subscription(
-    tenant_id: int, g: Group, order_account: dict[str, Any], facts: _Facts
+    tenant_id: int, g: OrderSubscription, order_account: dict[str, Any], facts: _Facts
 ) -> NewSubscription:
     """One CreateSubscription checked against the accounts and the catalog, priced."""
-    a = g.actions[0]
+    a: Action[CreateSubscription] = g.actions[0]
     b, path, eff = a.body, a.path, a.effective_date
-    owner_no = b.get("subscription_owner_account_number")
-    inv_no = b.get("invoice_owner_account_number")
+    owner_no = b.subscription_owner_account_number
+    inv_no = b.invoice_owner_account_number
     owner = (
         facts.account(owner_no, [*path, "subscriptionOwnerAccountNumber"])
         if owner_no
@@ -323,7 +322,7 @@ def _new_subscription(
             f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
             [*path, "invoiceOwnerAccountNumber"],
         )
-    terms = subscription_terms(b.get("terms") or {}, [*path, "terms"])
+    terms = subscription_terms(b.terms or Terms(), [*path, "terms"])
     number = g.subscription_number
     if number is not None:
         number = number.strip()
@@ -336,7 +335,7 @@ def _new_subscription(
                 f"Subscription number {number} is already used", [*path, "subscriptionNumber"]
             )
     plans = []
-    for i, rp in enumerate(b.get("rate_plans") or []):
+    for i, rp in enumerate(b.rate_plans):
         rp_path = [*path, "ratePlans", str(i)]
         rp_number = rate_plan_number(rp, rp_path)
         found = facts.plans.get(rp_number)
@@ -356,7 +355,7 @@ def _new_subscription(
     return NewSubscription(a, number, owner, inv, terms, term_end, plans, mrr)
 
 
-def _given_order_number(given: Any) -> str | None:
+def _given_order_number(given: str | None) -> str | None:
     if given is None:
         return None
     number = str(given).strip()

@@ -6,6 +6,10 @@ request), so that it costs a few tens of microseconds of CPU per request instead
 Every response is checked by a caller-supplied function: (status, body) -> None when the
 request did what it should, else an error label, which is counted and not reported as
 throughput. Responses must carry Content-Length (uvicorn + Starlette do).
+
+``run_mix`` sends a list of such requests in turn (request i of the whole load is
+``mix[i % len(mix)]``, whichever connection sends it), each with its own check and label,
+e.g. three mutations over 1,000 accounts; ``run_load`` is the one-request case.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Check = Callable[[int, bytes], str | None]
+Request = tuple[bytes, Check, str]  # the encoded request, its check, its label
 
 
 def post_bytes(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -55,12 +60,13 @@ def graphql_check(field: str, *, read: bool = False) -> Check:
 
 
 class _Load:
-    def __init__(self, request: bytes, check: Check, stop: float) -> None:
-        self.request = request
-        self.check = check
+    def __init__(self, mix: Sequence[Request], stop: float) -> None:
+        self.mix = mix
+        self.next = 0  # index of the next request of the whole load
         self.stop = stop
         self.lat: list[float] = []
         self.ok = 0
+        self.ok_by_label: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
 
@@ -73,6 +79,7 @@ class _Conn(asyncio.Protocol):
         self.body_at = 0
         self.status = 0
         self.t0 = 0.0
+        self.current: Request = load.mix[0]
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,9 +87,12 @@ class _Conn(asyncio.Protocol):
         self.transport = transport
 
     def send(self) -> None:
+        load = self.load
+        self.current = load.mix[load.next % len(load.mix)]
+        load.next += 1
         self.t0 = time.perf_counter()
         assert self.transport is not None
-        self.transport.write(self.load.request)
+        self.transport.write(self.current[0])
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -110,9 +120,11 @@ class _Conn(asyncio.Protocol):
             now = time.perf_counter()
             load = self.load
             load.lat.append(now - self.t0)
-            err = load.check(self.status, body)
+            _, check, label = self.current
+            err = check(self.status, body)
             if err is None:
                 load.ok += 1
+                load.ok_by_label[label] += 1
             else:
                 load.errors[err] += 1
             if now < load.stop:
@@ -138,9 +150,18 @@ async def run_load(
     """``connections`` keep-alive connections, each one request at a time, for ``seconds``;
     requests in flight at the deadline are waited for (and counted). Returns counts,
     throughput, latency percentiles and this process's CPU per request."""
+    r = await run_mix(host, port, [(request, check, "")], connections, seconds)
+    del r["ok_by_label"]
+    return r
+
+
+async def run_mix(
+    host: str, port: int, mix: Sequence[Request], connections: int, seconds: float
+) -> dict[str, Any]:
+    """``run_load`` over the requests of ``mix`` in turn; also counts OK answers per label."""
     loop = asyncio.get_running_loop()
     conns: list[tuple[_Conn, asyncio.Future[None]]] = []
-    load = _Load(request, check, 0.0)
+    load = _Load(mix, 0.0)
     for _ in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
         _, proto = await loop.create_connection(lambda f=fut: _Conn(load, f), host, port)
@@ -167,6 +188,7 @@ async def run_load(
         "seconds": round(elapsed, 3),
         "requests": total,
         "ok": load.ok,
+        "ok_by_label": dict(load.ok_by_label),
         "errors": dict(load.errors),
         "throughput": round(load.ok / elapsed, 1),
         "p50_ms": pct(0.50),

@@ -2,10 +2,13 @@
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/11 \
         python bench/run.py --scenario all [--quick] [--repeat 3] [--json out.json]
+    python bench/run.py --scenario hot [--workers 2] [--json hot.json --plot bench/results/hot.png]
+    python bench/run.py --scenario hot --orders-only --workers 2   # createOrder vs the ceiling
     python bench/run.py --scenario seed [--customers 1000] [--subscriptions 100000] \
         [--per-order 50] [--order-clients 16]
 
-Each run creates a fresh database on the server of DATABASE_URL (dropped afterwards).
+Each run creates a fresh database on the server of DATABASE_URL (dropped afterwards); the
+writes and hot scenarios start a PostgreSQL of their own unless given --database-url.
 """
 
 from __future__ import annotations
@@ -39,17 +42,20 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
             background_accounts=20 if args.quick else 1000,
             keep=args.keep,
         )
-    async with fresh_database(keep=args.keep) as url:
-        if scenario == "hot":
-            from bench import hot
+    if scenario == "hot":
+        from bench import hot
 
-            clients = [8] if args.quick else args.clients
-            return await hot.run(
-                url,
-                clients,
-                3.0 if args.quick else args.seconds,
-                spread=100 if args.quick else 1000,
-            )
+        return await hot.scenario(
+            database_url=args.database_url,
+            keep=args.keep,
+            clients_list=[4] if args.quick else args.clients,
+            seconds=1.0 if args.quick else args.seconds,
+            warmup=0.3 if args.quick else 1.0,
+            spread=20 if args.quick else 1000,
+            workers=args.workers,
+            orders_only=args.orders_only,
+        )
+    async with fresh_database(keep=args.keep) as url:
         if scenario == "raw":
             from bench import raw
 
@@ -119,13 +125,23 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
         "writes scenario", "the cost of one write; its own PostgreSQL with pg_stat_statements"
     )
     wr.add_argument("--connections", type=int, default=16, help="keep-alive connections")
-    wr.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    wr.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (and hot)")
     wr.add_argument("--ceiling", action="store_true", help="also the raw asyncpg order endpoint")
     wr.add_argument(
         "--database-url",
-        help="use this PostgreSQL server instead of starting one (statement counts need "
-        "pg_stat_statements preloaded there)",
+        help="writes and hot: use this PostgreSQL server instead of starting one (statement "
+        "counts need pg_stat_statements preloaded there)",
     )
+    hot = ap.add_argument_group(
+        "hot scenario",
+        "light keep-alive client, N = --clients, --workers API processes, its own PostgreSQL",
+    )
+    hot.add_argument(
+        "--orders-only",
+        action="store_true",
+        help="only createOrder on one partner account, beside the bare asyncpg ceiling",
+    )
+    ap.add_argument("--plot", help="hot: write the throughput-against-N plot (PNG) here")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases")
     args = ap.parse_args()
@@ -141,6 +157,10 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
                 await asyncio.to_thread(Path(args.json).write_text, dump)
             if name != "hot":
                 print(json.dumps(res, indent=1, default=str), flush=True)
+    if args.plot and "hot" in out:
+        from bench.summarize import hot_plot
+
+        print("plot:", hot_plot(out["hot"], Path(args.plot)), flush=True)
     return out, args.json
 
 

@@ -1,11 +1,13 @@
 # ruff: noqa: E501
-"""Median and spread (min..max) of the runs in a bench/run.py --json file, as Markdown.
+"""Median and spread (min..max) of the runs in a bench/run.py --json file, as Markdown;
+with --plot, the hot scenario's throughput against N as a PNG (matplotlib: the bench extra).
 
-python bench/summarize.py results.json
+python bench/summarize.py results.json [--plot bench/results/hot.png]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,31 +23,101 @@ def fmt(values: list[float], digits: int = 1) -> str:
     return f"{med:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})"
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    c = r["cpu_ms_per_req"]
+    return f"{c['api']:.2f} / {c.get('worker', 0):.2f} / {c['postgres']:.2f} / {c['loadgen']:.3f}"
+
+
 def hot(runs: list[dict[str, Any]]) -> list[str]:
+    """The hot-account table: medians and spread of the runs, CPU per request of the middle run."""
+    orders = runs[0].get("mode") == "orders_only"
+    labels = ("graphql", "ceiling") if orders else ("partner", "ordinary", "spread")
+    cfg = runs[0]["config"]
     out = [
-        "| N | target | throughput/s | p50 ms | p99 ms | LOCK_COMPETITION | other errors | CPU s api / worker / loadgen / postgres+rest |",
+        f"{cfg['api_workers']} API process(es), {cfg['seconds_per_window']} s windows, "
+        f"mutations {', '.join(cfg['mutations'])}; PostgreSQL {cfg['postgres_version']}",
+        "",
+        "| N | target | throughput/s | p50 ms | p99 ms | LOCK_COMPETITION | other errors | CPU ms/request api / worker / postgres / loadgen (middle run) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    sizes = [r["clients"] for r in runs[0]["runs"]]
-    for i, n in enumerate(sizes):
-        for label in ("partner", "ordinary", "spread"):
+    mid = runs[len(runs) // 2]
+    for i, row in enumerate(runs[0]["runs"]):
+        n = row["clients"]
+        for label in labels:
             rs = [run["runs"][i][label] for run in runs]
-            cpu = rs[len(rs) // 2]["cpu_s"]
             out.append(
                 f"| {n} | {label} | {fmt([r['throughput'] for r in rs])} | {fmt([r['p50_ms'] for r in rs])} | "
                 f"{fmt([r['p99_ms'] for r in rs])} | {sum(r['lock_competition'] for r in rs)} | "
-                f"{sum(sum(r['other_errors'].values()) for r in rs)} | "
-                f"{cpu.get('api')} / {cpu.get('worker')} / {cpu.get('loadgen')} / {cpu.get('postgres_and_rest', cpu.get('postgres'))} |"
+                f"{sum(sum(r['other_errors'].values()) for r in rs)} | {_cpu(mid['runs'][i][label])} |"
             )
-        out.append(
-            f"| {n} | **ratio (a)/(c)** | {fmt([run['runs'][i]['hot_ratio'] for run in runs], 3)} | | | | | |"
-        )
+        if orders:
+            out.append(
+                f"| {n} | **GraphQL / ceiling** | {fmt([run['runs'][i]['graphql_to_ceiling_throughput'] for run in runs], 3)} | | | | | "
+                f"API CPU {fmt([run['runs'][i]['graphql_to_ceiling_api_cpu'] for run in runs], 2)}x |"
+            )
+        else:
+            out.append(
+                f"| {n} | **ratio (a)/(c)** | {fmt([run['runs'][i]['hot_ratio'] for run in runs], 3)} | | | | | |"
+            )
     out.append("")
     out.append(
-        "Partner metrics equal recompute after refresh, per run: "
-        + ", ".join(str(r["partner_check"]["exact"]) for r in runs)
+        "Metrics equal recompute after refresh (partner, folded = writes, other accounts), per run: "
+        + ", ".join(
+            f"{r['partner_check']['exact']}/{r['partner_check']['folded_equals_writes']}/"
+            f"{r['others_check']['exact']} ({r['others_check']['accounts_checked']})"
+            for r in runs
+        )
     )
     return out
+
+
+def hot_plot(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Throughput against N (median of the runs, min..max as error bars), one line per target
+    of the hot scenario (or GraphQL createOrder vs its ceiling for --orders-only runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    orders = runs[0].get("mode") == "orders_only"
+    names = (
+        {"graphql": "GraphQL createOrder", "ceiling": "ceiling: bare Starlette + asyncpg"}
+        if orders
+        else {
+            "partner": "(a) one partner account",
+            "ordinary": "(b) one ordinary account",
+            "spread": f"(c) {runs[0]['config']['spread_accounts']:,} ordinary accounts",
+        }
+    )
+    sizes = [row["clients"] for row in runs[0]["runs"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, name in names.items():
+        meds, lows, highs = [], [], []
+        for i in range(len(sizes)):
+            med, lo, hi = median_spread([run["runs"][i][label]["throughput"] for run in runs])
+            meds.append(med)
+            lows.append(med - lo)
+            highs.append(hi - med)
+        ax.errorbar(sizes, meds, yerr=[lows, highs], marker="o", capsize=4, label=name)
+    cfg = runs[0]["config"]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("N concurrent clients (one request at a time each)")
+    ax.set_ylabel("successful requests per second")
+    what = "createOrder only" if orders else "createOrder / createStandaloneInvoice / createPayment"
+    ax.set_title(
+        f"Hot account: {what}\n{cfg['api_workers']} API process(es), "
+        f"{cfg['seconds_per_window']} s windows, median of {len(runs)} run(s)",
+        fontsize=10,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 SEED_STAGES = ("accounts", "catalog", "orders", "bill_run", "refresh", "check")
@@ -102,7 +174,13 @@ def seed(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def main() -> None:
-    data = json.loads(Path(sys.argv[1]).read_text())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", help="a bench/run.py --json file")
+    ap.add_argument("--plot", help="write the hot scenario's plot (PNG) here")
+    args = ap.parse_args()
+    data = json.loads(Path(args.results).read_text())
+    if args.plot and "hot" in data:
+        print(f"plot: {hot_plot(data['hot'], Path(args.plot))}", file=sys.stderr)
     lines: list[str] = []
     if "hot" in data:
         lines += ["### Hot account", *hot(data["hot"]), ""]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from bench import framework, freshness, hot, raw, refresh, seed
+from bench.summarize import hot as summarize_hot
+from bench.summarize import hot_plot
 
 
 async def test_refresh_scale_quick_is_exact(database_url: str) -> None:
@@ -61,8 +67,12 @@ async def test_hot_account_quick_partner_takes_every_write(
     database_url: str, redis_url: str
 ) -> None:
     """The hot-account load (orders, invoices, payments) through real uvicorn and arq
-    processes: the partner account takes every write and is exact after its refresh."""
-    out = await hot.run(database_url, [4], 2.0, spread=20, redis=redis_url)
+    processes, driven by the light client: the partner account takes every write, every
+    touched account is exact after its refresh, and the plot is drawn from the results."""
+    out = await hot.run(
+        database_url, [4], 1.0, spread=20, redis=redis_url, warmup=0.3, progress=False
+    )
+    assert out["mode"] == "mix"
     (row,) = out["runs"]
     partner = row["partner"]
     assert partner["lock_competition"] == 0 and partner["other_errors"] == {}
@@ -71,12 +81,47 @@ async def test_hot_account_quick_partner_takes_every_write(
         "createStandaloneInvoice",
         "createPayment",
     }
-    for label in ("ordinary", "spread"):
-        assert row[label]["ok"] > 0 and row[label]["other_errors"] == {}
+    for label in hot.TARGETS:
+        r = row[label]
+        assert r["ok"] > 0 and r["ok"] == r["requests"] and r["other_errors"] == {}
+        assert r["cpu_ms_per_req"]["api"] > 0 and r["cpu_ms_per_req"]["loadgen"] > 0
     assert row["hot_ratio"] > 0
     check = out["partner_check"]
     assert check["folded"] == partner["ok"]  # one ledger row per write on the partner account
-    assert check["exact"]
+    assert check["folded_equals_writes"] and check["exact"]
+    others = out["others_check"]
+    assert others["accounts_checked"] == 21 and others["exact"]
+    assert out["all_exact"]
+    assert summarize_hot([out])[0].startswith("1 API process(es)")
+
+
+async def test_hot_orders_only_beside_the_ceiling(database_url: str, redis_url: str) -> None:
+    """createOrder only on a partner account, then the bare asyncpg endpoint (the ceiling)
+    on another, in the same run: both take every order and both accounts end exact."""
+    out = await hot.run(
+        database_url, [2], 0.5, redis=redis_url, warmup=0.2, orders_only=True, progress=False
+    )
+    assert out["mode"] == "orders_only"
+    (row,) = out["runs"]
+    for label in ("graphql", "ceiling"):
+        r = row[label]
+        assert r["ok"] > 0 and r["ok"] == r["requests"] and r["other_errors"] == {}
+        assert r["lock_competition"] == 0 and r["ok_by_mutation"] == {"createOrder": r["ok"]}
+    assert row["graphql_to_ceiling_throughput"] > 0
+    assert out["partner_check"]["folded_equals_writes"] and out["partner_check"]["exact"]
+    assert out["others_check"] == {**out["others_check"], "accounts_checked": 1, "exact": True}
+
+
+def test_hot_plot_draws_throughput_against_n(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the bench extra
+    window = {"throughput": 100.0}
+    run = {
+        "mode": "mix",
+        "config": {"api_workers": 1, "seconds_per_window": 1.0, "spread_accounts": 1000},
+        "runs": [{"clients": n, **{t: window for t in hot.TARGETS}} for n in (8, 32, 128)],
+    }
+    png = hot_plot([run, run], tmp_path / "results" / "hot.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 async def test_framework_quick_serves_both_paths(database_url: str, redis_url: str) -> None:

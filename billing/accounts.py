@@ -26,6 +26,7 @@ from db.locks import (
 )
 from db.models import Account, AccountMetrics, table_of
 from db.pg import Db
+from db.statuses import AccountStatus
 
 account_t = table_of(Account)
 account_metrics_t = table_of(AccountMetrics)
@@ -38,7 +39,7 @@ PAYMENT_TERMS: dict[str, int] = {
     "NET_60": 60,
     "NET_90": 90,
 }
-STATUSES = ("ACTIVE", "CANCELED")
+STATUSES = tuple(AccountStatus)
 CONTACT_FIELDS = (
     "firstName", "lastName", "workEmail", "workPhone", "address1", "address2",
     "city", "state", "postalCode", "country",
@@ -129,7 +130,7 @@ async def create_account(session: AsyncSession, tenant_id: int, data: AccountDat
         "partner_account": data.partner_account,
         "bill_to": bill_to,
         "sold_to": sold_to,
-        "status": "ACTIVE",
+        "status": AccountStatus.ACTIVE,
     }
     if data.account_number is not None:
         number = data.account_number.strip()

@@ -21,6 +21,7 @@ from billing.errors import (
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount
 from db.models import Application, DebitMemo, Invoice, table_of
+from db.statuses import InvoiceStatus
 
 application_t = table_of(Application)
 TARGETS = {"invoice": table_of(Invoice), "debit_memo": table_of(DebitMemo)}
@@ -86,7 +87,7 @@ async def resolve_targets(
                 raise ValidationFailed(f"{LABEL[kind]} {num} belongs to another account", f)
             if row["currency"] != account["currency"]:
                 raise CurrencyMismatch(f"{LABEL[kind]} {num} is in {row['currency']}", f)
-            if row["status"] != "POSTED":
+            if row["status"] != InvoiceStatus.POSTED:
                 raise InvalidState(
                     f"{LABEL[kind]} {num} is {row['status']}; "
                     "only POSTED documents take applications",

@@ -36,6 +36,7 @@ from billing.errors import InvalidState, NotFound, ValidationFailed
 from billing.invoices import cancel_invoice
 from billing.rating import InvoiceSpec, bill_subscriptions, post_invoices
 from db.models import BillRun, BillRunAccount, table_of
+from db.statuses import BillRunAccountStatus, BillRunPosting, BillRunStatus, InvoiceSource
 
 bill_run_t = table_of(BillRun)
 bill_run_account_t = table_of(BillRunAccount)
@@ -103,7 +104,7 @@ async def create_bill_run(session: AsyncSession, tenant_id: int, data: BillRunDa
                 invoice_date=invoice_date,
                 selection=selection,
                 auto_post=data.auto_post,
-                status="PENDING",
+                status=BillRunStatus.PENDING,
                 accounts_total=0,
                 accounts_processed=0,
                 invoices_generated=0,
@@ -199,11 +200,13 @@ def is_settled(run: RowMapping) -> bool:
     COMPLETED without autoPost (it waits for postBillRun or cancelBillRun), when no post or
     cancel is under way."""
     status = run["status"]
-    if status in ("POSTED", "CANCELED"):
+    if status in (BillRunStatus.POSTED, BillRunStatus.CANCELED):
         return True
     if run["posting"] is not None:
         return False
-    return status == "ERROR" or (status == "COMPLETED" and not run["auto_post"])
+    return status == BillRunStatus.ERROR or (
+        status == BillRunStatus.COMPLETED and not run["auto_post"]
+    )
 
 
 # --------------------------------------------------------------------------- the worker's side
@@ -213,8 +216,8 @@ async def start_bill_run(session: AsyncSession, run_id: int) -> RowMapping:
     """PENDING -> PROCESSING (other states are left as they are)."""
     await session.execute(
         update(bill_run_t)
-        .where(bill_run_t.c.id == run_id, bill_run_t.c.status == "PENDING")
-        .values(status="PROCESSING")
+        .where(bill_run_t.c.id == run_id, bill_run_t.c.status == BillRunStatus.PENDING)
+        .values(status=BillRunStatus.PROCESSING)
     )
     return await get_bill_run_by_id(session, run_id)
 
@@ -252,7 +255,7 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
         return None
     run = await get_bill_run_by_id(session, run_id)
     spec = InvoiceSpec(
-        claimed, run["target_date"], run["invoice_date"], "BILL_RUN", bill_run_id=run_id
+        claimed, run["target_date"], run["invoice_date"], InvoiceSource.BILL_RUN, bill_run_id=run_id
     )
     result = await bill_subscriptions(session, spec, invoice_owner_id=account_id)
     await session.execute(
@@ -261,7 +264,7 @@ async def bill_account(session: AsyncSession, run_id: int, account_id: int) -> i
             bill_run_account_t.c.bill_run_id == run_id,
             bill_run_account_t.c.account_id == account_id,
         )
-        .values(status="DONE", invoices=len(result.invoice_ids))
+        .values(status=BillRunAccountStatus.DONE, invoices=len(result.invoice_ids))
     )
     return len(result.invoice_ids)
 
@@ -275,9 +278,9 @@ async def mark_account_error(
         .where(
             bill_run_account_t.c.bill_run_id == run_id,
             bill_run_account_t.c.account_id == account_id,
-            bill_run_account_t.c.status == "PENDING",
+            bill_run_account_t.c.status == BillRunAccountStatus.PENDING,
         )
-        .values(status="ERROR", error_code=code, error_message=message[:1000])
+        .values(status=BillRunAccountStatus.ERROR, error_code=code, error_message=message[:1000])
     )
 
 
@@ -317,15 +320,15 @@ async def begin_post(session: AsyncSession, tenant_id: int, number: str) -> RowM
     A run already being posted is continued (repeating an interrupted post) and a POSTED
     run is left as it is; a run being canceled, or in any other state, is INVALID_STATE."""
     run = await _lock_run(session, tenant_id, number)
-    if run["posting"] == "CANCEL":
+    if run["posting"] == BillRunPosting.CANCEL:
         raise InvalidState(f"Bill run {number} is being canceled; it cannot be posted")
-    if run["status"] == "POSTED" or run["posting"] == "POST":
+    if run["status"] == BillRunStatus.POSTED or run["posting"] == BillRunPosting.POST:
         return run
-    if run["status"] != "COMPLETED":
+    if run["status"] != BillRunStatus.COMPLETED:
         raise InvalidState(
             f"Bill run {number} is {run['status']}; only a COMPLETED run can be posted"
         )
-    return await _mark(session, run["id"], "POST")
+    return await _mark(session, run["id"], BillRunPosting.POST)
 
 
 async def post_chunk(
@@ -335,11 +338,11 @@ async def post_chunk(
     no draft makes the run POSTED in its own transaction. True while the post goes on."""
     limit = limit or POST_CHUNK
     run = await _lock_run_by_id(session, run_id)
-    if run["posting"] != "POST":
+    if run["posting"] != BillRunPosting.POST:
         return False
     ids = await _draft_ids(session, run_id, limit + 1)  # one more: is this chunk the last?
     await post_invoices(session, tenant_id, ids[:limit])
-    return not await _done_if_no_draft(session, run_id, len(ids) > limit, "POSTED")
+    return not await _done_if_no_draft(session, run_id, len(ids) > limit, BillRunStatus.POSTED)
 
 
 async def begin_cancel(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
@@ -347,15 +350,15 @@ async def begin_cancel(session: AsyncSession, tenant_id: int, number: str) -> Ro
     drafts). A run already being canceled is continued and a CANCELED run is left as it
     is; a run being posted, or in any other state, is INVALID_STATE."""
     run = await _lock_run(session, tenant_id, number)
-    if run["posting"] == "POST":
+    if run["posting"] == BillRunPosting.POST:
         raise InvalidState(f"Bill run {number} is being posted; it cannot be canceled")
-    if run["status"] == "CANCELED" or run["posting"] == "CANCEL":
+    if run["status"] == BillRunStatus.CANCELED or run["posting"] == BillRunPosting.CANCEL:
         return run
-    if run["status"] not in ("COMPLETED", "ERROR"):
+    if run["status"] not in (BillRunStatus.COMPLETED, BillRunStatus.ERROR):
         raise InvalidState(
             f"Bill run {number} is {run['status']}; only a COMPLETED or ERROR run can be canceled"
         )
-    return await _mark(session, run["id"], "CANCEL")
+    return await _mark(session, run["id"], BillRunPosting.CANCEL)
 
 
 async def cancel_chunk(
@@ -366,7 +369,7 @@ async def cancel_chunk(
     own transaction. True while the cancel goes on."""
     limit = limit or CANCEL_CHUNK
     run = await _lock_run_by_id(session, run_id)
-    if run["posting"] != "CANCEL":
+    if run["posting"] != BillRunPosting.CANCEL:
         return False
     res = await session.execute(
         text(
@@ -378,7 +381,9 @@ async def cancel_chunk(
     numbers = [r[0] for r in res]
     for number in numbers[:limit]:
         await cancel_invoice(session, tenant_id, number)
-    return not await _done_if_no_draft(session, run_id, len(numbers) > limit, "CANCELED")
+    return not await _done_if_no_draft(
+        session, run_id, len(numbers) > limit, BillRunStatus.CANCELED
+    )
 
 
 async def _mark(session: AsyncSession, run_id: int, posting: str) -> RowMapping:

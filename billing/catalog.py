@@ -15,15 +15,16 @@ from billing.errors import NotFound, ValidationFailed
 from billing.money import check_price, check_quantity
 from billing.pages import Page, paginate
 from db.models import Product, ProductRatePlan, ProductRatePlanCharge, table_of
+from db.statuses import BillingTiming, ChargeModel, ChargeType
 
 product_t = table_of(Product)
 rate_plan_t = table_of(ProductRatePlan)
 rate_plan_charge_t = table_of(ProductRatePlanCharge)
 
-CHARGE_TYPES = ("ONE_TIME", "RECURRING", "USAGE")
-CHARGE_MODELS = ("FLAT_FEE", "PER_UNIT")
+CHARGE_TYPES = tuple(ChargeType)
+CHARGE_MODELS = tuple(ChargeModel)
 BILLING_PERIODS: dict[str, int] = {"MONTH": 1, "QUARTER": 3, "SEMI_ANNUAL": 6, "ANNUAL": 12}
-BILLING_TIMINGS = ("IN_ADVANCE", "IN_ARREARS")
+BILLING_TIMINGS = tuple(BillingTiming)
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ChargeData:
     charge_model: str
     list_price: Any
     billing_period: str = "MONTH"
-    billing_timing: str = "IN_ADVANCE"
+    billing_timing: str = BillingTiming.IN_ADVANCE
     default_quantity: Any = Decimal(1)
     uom: str | None = None
     product_rate_plan_charge_number: str | None = None

@@ -28,6 +28,7 @@ from billing.money import ZERO, check_amount, check_price, check_quantity, quant
 from billing.pages import Page, paginate
 from db.models import Application, Invoice, InvoiceItem, table_of
 from db.pg import Db, connection_of
+from db.statuses import InvoiceStatus
 
 invoice_t = table_of(Invoice)
 invoice_item_t = table_of(InvoiceItem)
@@ -56,7 +57,7 @@ class StandaloneInvoiceData:
     items: list[ItemData] = field(default_factory=list)
     invoice_number: str | None = None
     due_date: date | None = None
-    status: str = "DRAFT"
+    status: str = InvoiceStatus.DRAFT
     currency: str | None = None
 
 
@@ -171,7 +172,7 @@ async def create_standalone_invoice(
 
     Two round trips: the account is read, then one statement locks it (FOR SHARE), writes
     the invoice and its items and moves the metrics the account's way."""
-    if data.status not in ("DRAFT", "POSTED"):
+    if data.status not in (InvoiceStatus.DRAFT, InvoiceStatus.POSTED):
         raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
     given = _given_number(data.invoice_number)
     conn = await connection_of(db)
@@ -259,12 +260,12 @@ async def post_invoice(session: AsyncSession, tenant_id: int, number: str) -> Ro
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(inv["account_id"])
     inv = await get_invoice(session, tenant_id, number, for_update=True)
-    if inv["status"] != "DRAFT":
+    if inv["status"] != InvoiceStatus.DRAFT:
         raise InvalidState(f"Invoice {number} is {inv['status']}; only a DRAFT can be posted")
     await session.execute(
         update(invoice_t)
         .where(invoice_t.c.id == inv["id"])
-        .values(status="POSTED", balance=inv["amount"], posted_at=text("now()"))
+        .values(status=InvoiceStatus.POSTED, balance=inv["amount"], posted_at=text("now()"))
     )
     writer.add(inv["account_id"], invoice_balance=inv["amount"], invoice_dates=True)
     await writer.flush()
@@ -278,7 +279,7 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(inv["account_id"])
     inv = await get_invoice(session, tenant_id, number, for_update=True)
-    if inv["status"] != "POSTED":
+    if inv["status"] != InvoiceStatus.POSTED:
         raise InvalidState(
             f"Invoice {number} is {inv['status']}; only a POSTED one can be unposted"
         )
@@ -302,7 +303,9 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     if memo is not None:
         raise InvalidState(f"Invoice {number} has memos made from it; cancel them first")
     await session.execute(
-        update(invoice_t).where(invoice_t.c.id == inv["id"]).values(status="DRAFT", posted_at=None)
+        update(invoice_t)
+        .where(invoice_t.c.id == inv["id"])
+        .values(status=InvoiceStatus.DRAFT, posted_at=None)
     )
     writer.add(inv["account_id"], invoice_balance=-inv["balance"], invoice_dates=True)
     await writer.flush()
@@ -312,10 +315,12 @@ async def unpost_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
 async def cancel_invoice(session: AsyncSession, tenant_id: int, number: str) -> RowMapping:
     """DRAFT -> CANCELED (posted invoices are unposted first); moves no metric."""
     inv = await get_invoice(session, tenant_id, number, for_update=True)
-    if inv["status"] != "DRAFT":
+    if inv["status"] != InvoiceStatus.DRAFT:
         raise InvalidState(f"Invoice {number} is {inv['status']}; only a DRAFT can be canceled")
     await session.execute(
-        update(invoice_t).where(invoice_t.c.id == inv["id"]).values(status="CANCELED", balance=ZERO)
+        update(invoice_t)
+        .where(invoice_t.c.id == inv["id"])
+        .values(status=InvoiceStatus.CANCELED, balance=ZERO)
     )
     # Billed periods go back to the subscriptions (bill runs and runBilling set them).
     await session.execute(

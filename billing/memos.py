@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,14 +29,15 @@ from billing.metrics import MetricsWriter
 from billing.money import ZERO, check_amount
 from billing.pages import Page, paginate
 from db.models import Application, CreditMemo, DebitMemo, MemoItem, table_of
+from db.statuses import InvoiceStatus, MemoKind, MemoStatus
 
 credit_memo_t = table_of(CreditMemo)
 debit_memo_t = table_of(DebitMemo)
 memo_item_t = table_of(MemoItem)
 application_t = table_of(Application)
 
-TABLE = {"credit_memo": credit_memo_t, "debit_memo": debit_memo_t}
-LABEL = {"credit_memo": "Credit memo", "debit_memo": "Debit memo"}
+TABLE: dict[str, Table] = {MemoKind.CREDIT_MEMO: credit_memo_t, MemoKind.DEBIT_MEMO: debit_memo_t}
+LABEL: dict[str, str] = {MemoKind.CREDIT_MEMO: "Credit memo", MemoKind.DEBIT_MEMO: "Debit memo"}
 
 
 @dataclass
@@ -93,7 +94,7 @@ async def _source(
 
 
 def _check_posted(invoice: RowMapping) -> None:
-    if invoice["status"] != "POSTED":
+    if invoice["status"] != InvoiceStatus.POSTED:
         raise InvalidState(
             f"Invoice {invoice['invoice_number']} is {invoice['status']}; "
             "memos are made from POSTED invoices",
@@ -136,7 +137,7 @@ async def credited_from_invoice(session: AsyncSession, invoice_id: int) -> Decim
     """What earlier credit memos (not canceled) took from an invoice."""
     res = await session.execute(
         select(func.coalesce(func.sum(credit_memo_t.c.amount), 0)).where(
-            credit_memo_t.c.invoice_id == invoice_id, credit_memo_t.c.status != "CANCELED"
+            credit_memo_t.c.invoice_id == invoice_id, credit_memo_t.c.status != MemoStatus.CANCELED
         )
     )
     return Decimal(res.scalar_one())
@@ -172,18 +173,18 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
                     currency=account["currency"],
                     invoice_id=invoice["id"] if invoice is not None else None,
                     memo_date=data.memo_date or date.today(),
-                    status="POSTED" if data.auto_post else "DRAFT",
+                    status=MemoStatus.POSTED if data.auto_post else MemoStatus.DRAFT,
                     amount=total,
                     reason_code=data.reason_code,
                 )
                 .returning(credit_memo_t.c.id)
             )
         ).scalar_one()
-    await _insert_items(session, tenant_id, "credit_memo", memo_id, lines)
+    await _insert_items(session, tenant_id, MemoKind.CREDIT_MEMO, memo_id, lines)
     if data.auto_post:
         writer.add(account["id"], unapplied_credit_memo=total)
         await writer.flush()
-    return await get_memo_by_id(session, "credit_memo", memo_id)
+    return await get_memo_by_id(session, MemoKind.CREDIT_MEMO, memo_id)
 
 
 async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoData) -> RowMapping:
@@ -209,7 +210,7 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
                     invoice_id=invoice["id"] if invoice is not None else None,
                     memo_date=memo_date,
                     due_date=due_date_for(memo_date, account["payment_term"]),
-                    status="POSTED" if data.auto_post else "DRAFT",
+                    status=MemoStatus.POSTED if data.auto_post else MemoStatus.DRAFT,
                     amount=total,
                     balance=total,
                     reason_code=data.reason_code,
@@ -217,11 +218,11 @@ async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoDat
                 .returning(debit_memo_t.c.id)
             )
         ).scalar_one()
-    await _insert_items(session, tenant_id, "debit_memo", memo_id, lines)
+    await _insert_items(session, tenant_id, MemoKind.DEBIT_MEMO, memo_id, lines)
     if data.auto_post:
         writer.add(account["id"], debit_memo_balance=total)
         await writer.flush()
-    return await get_memo_by_id(session, "debit_memo", memo_id)
+    return await get_memo_by_id(session, MemoKind.DEBIT_MEMO, memo_id)
 
 
 # --------------------------------------------------------------------------- lookups
@@ -271,18 +272,22 @@ async def post_memo(session: AsyncSession, tenant_id: int, kind: str, number: st
     """DRAFT -> POSTED: a debit memo's balance, or a credit memo's unapplied amount,
     reaches the account's metrics."""
     memo, writer = await _locked(session, tenant_id, kind, number)
-    if memo["status"] != "DRAFT":
+    if memo["status"] != MemoStatus.DRAFT:
         raise InvalidState(
             f"{LABEL[kind]} {number} is {memo['status']}; only a DRAFT can be posted"
         )
     t = TABLE[kind]
-    if kind == "debit_memo":
+    if kind == MemoKind.DEBIT_MEMO:
         await session.execute(
-            update(t).where(t.c.id == memo["id"]).values(status="POSTED", balance=memo["amount"])
+            update(t)
+            .where(t.c.id == memo["id"])
+            .values(status=MemoStatus.POSTED, balance=memo["amount"])
         )
         writer.add(memo["account_id"], debit_memo_balance=memo["amount"])
     else:
-        await session.execute(update(t).where(t.c.id == memo["id"]).values(status="POSTED"))
+        await session.execute(
+            update(t).where(t.c.id == memo["id"]).values(status=MemoStatus.POSTED)
+        )
         writer.add(memo["account_id"], unapplied_credit_memo=credit_unapplied(memo))
     await writer.flush()
     return await get_memo_by_id(session, kind, memo["id"])
@@ -291,7 +296,7 @@ async def post_memo(session: AsyncSession, tenant_id: int, kind: str, number: st
 async def unpost_memo(session: AsyncSession, tenant_id: int, kind: str, number: str) -> RowMapping:
     """POSTED -> DRAFT, refused while anything is applied to or from the memo (or refunded)."""
     memo, writer = await _locked(session, tenant_id, kind, number)
-    if memo["status"] != "POSTED":
+    if memo["status"] != MemoStatus.POSTED:
         raise InvalidState(
             f"{LABEL[kind]} {number} is {memo['status']}; only a POSTED one can be unposted"
         )
@@ -301,7 +306,7 @@ async def unpost_memo(session: AsyncSession, tenant_id: int, kind: str, number: 
             select(application_t.c.id).where(application_t.c[f"{kind}_id"] == memo["id"]).limit(1)
         )
     ).first()
-    if kind == "debit_memo":
+    if kind == MemoKind.DEBIT_MEMO:
         if applied is not None or memo["balance"] != memo["amount"]:
             raise InvalidState(
                 f"Debit memo {number} has payments or credits applied; unapply them first"
@@ -311,7 +316,7 @@ async def unpost_memo(session: AsyncSession, tenant_id: int, kind: str, number: 
         if applied is not None or memo["applied_amount"] != 0 or memo["refund_amount"] != 0:
             raise InvalidState(f"Credit memo {number} is applied or refunded; unapply it first")
         writer.add(memo["account_id"], unapplied_credit_memo=-memo["amount"])
-    await session.execute(update(t).where(t.c.id == memo["id"]).values(status="DRAFT"))
+    await session.execute(update(t).where(t.c.id == memo["id"]).values(status=MemoStatus.DRAFT))
     await writer.flush()
     return await get_memo_by_id(session, kind, memo["id"])
 
@@ -319,13 +324,13 @@ async def unpost_memo(session: AsyncSession, tenant_id: int, kind: str, number: 
 async def cancel_memo(session: AsyncSession, tenant_id: int, kind: str, number: str) -> RowMapping:
     """DRAFT -> CANCELED; moves no metric."""
     memo = await get_memo(session, tenant_id, kind, number, for_update=True)
-    if memo["status"] != "DRAFT":
+    if memo["status"] != MemoStatus.DRAFT:
         raise InvalidState(
             f"{LABEL[kind]} {number} is {memo['status']}; only a DRAFT can be canceled"
         )
     t = TABLE[kind]
-    values: dict[str, Any] = {"status": "CANCELED"}
-    if kind == "debit_memo":
+    values: dict[str, Any] = {"status": MemoStatus.CANCELED}
+    if kind == MemoKind.DEBIT_MEMO:
         values["balance"] = ZERO
     await session.execute(update(t).where(t.c.id == memo["id"]).values(**values))
     return await get_memo_by_id(session, kind, memo["id"])
@@ -344,8 +349,8 @@ async def apply_credit_memo(
     """Apply part of a posted credit memo's unapplied amount to posted invoices and debit memos."""
     if not invoices and not debit_memos:
         raise ValidationFailed("Name at least one invoice or debit memo", ["invoices"])
-    memo, writer = await _locked(session, tenant_id, "credit_memo", number)
-    if memo["status"] != "POSTED":
+    memo, writer = await _locked(session, tenant_id, MemoKind.CREDIT_MEMO, number)
+    if memo["status"] != MemoStatus.POSTED:
         raise InvalidState(
             f"Credit memo {number} is {memo['status']}; only POSTED memos are applied"
         )
@@ -357,7 +362,7 @@ async def apply_credit_memo(
             f"{total} exceeds the credit memo's unapplied amount {credit_unapplied(memo)}",
             ["invoices"],
         )
-    await apply(session, tenant_id, "credit_memo", memo["id"], targets, writer)
+    await apply(session, tenant_id, MemoKind.CREDIT_MEMO, memo["id"], targets, writer)
     await session.execute(
         update(credit_memo_t)
         .where(credit_memo_t.c.id == memo["id"])
@@ -365,7 +370,7 @@ async def apply_credit_memo(
     )
     writer.add(memo["account_id"], unapplied_credit_memo=-total)
     await writer.flush()
-    return await get_memo_by_id(session, "credit_memo", memo["id"])
+    return await get_memo_by_id(session, MemoKind.CREDIT_MEMO, memo["id"])
 
 
 async def unapply_credit_memo(
@@ -376,12 +381,12 @@ async def unapply_credit_memo(
     debit_memos: list[TargetAmount],
 ) -> RowMapping:
     """Take applied credit back to the memo's unapplied amount."""
-    memo, writer = await _locked(session, tenant_id, "credit_memo", number)
-    if memo["status"] != "POSTED":
+    memo, writer = await _locked(session, tenant_id, MemoKind.CREDIT_MEMO, number)
+    if memo["status"] != MemoStatus.POSTED:
         raise InvalidState(f"Credit memo {number} is {memo['status']}")
     account = await get_account_by_id(session, tenant_id, memo["account_id"])
     total = await unapply(
-        session, tenant_id, "credit_memo", memo["id"], account, invoices, debit_memos, writer
+        session, tenant_id, MemoKind.CREDIT_MEMO, memo["id"], account, invoices, debit_memos, writer
     )
     await session.execute(
         update(credit_memo_t)
@@ -390,7 +395,7 @@ async def unapply_credit_memo(
     )
     writer.add(memo["account_id"], unapplied_credit_memo=total)
     await writer.flush()
-    return await get_memo_by_id(session, "credit_memo", memo["id"])
+    return await get_memo_by_id(session, MemoKind.CREDIT_MEMO, memo["id"])
 
 
 # --------------------------------------------------------------------------- lists

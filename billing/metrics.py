@@ -41,12 +41,13 @@ from db.locks import (
     unbound_lock_waits,
 )
 from db.models import MetricsChange, table_of
+from db.statuses import MetricsUpdateReason
 
 ZERO = Decimal(0)
 metrics_change_t = table_of(MetricsChange)
 
-SYNC = "SYNC"  # an ordinary account's metrics moved with the write itself
-REFRESH = "REFRESH"  # a refresh folded pending changes and stamped lastMetricsUpdate
+SYNC = MetricsUpdateReason.SYNC
+REFRESH = MetricsUpdateReason.REFRESH
 _UPDATED = "partnerbill.metrics_updated"
 
 DELTA_FIELDS = (

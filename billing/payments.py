@@ -34,9 +34,10 @@ from billing.money import check_amount
 from billing.pages import Page, paginate
 from db.models import Payment, table_of
 from db.pg import Db, connection_of
+from db.statuses import PaymentMethod, PaymentStatus
 
 payment_t = table_of(Payment)
-METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
+METHODS = tuple(PaymentMethod)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class PaymentData:
     account_number: str
     amount: object
     effective_date: date
-    method: str = "OTHER"
+    method: str = PaymentMethod.OTHER
     currency: str | None = None
     reference: str | None = None
     invoices: list[TargetAmount] = field(default_factory=list)
@@ -196,7 +197,7 @@ async def apply_payment(
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(pay["account_id"])
     pay = await get_payment(session, tenant_id, number, for_update=True)
-    if pay["status"] != "PROCESSED":
+    if pay["status"] != PaymentStatus.PROCESSED:
         raise InvalidState(f"Payment {number} is {pay['status']}")
     account = await get_account_by_id(session, tenant_id, pay["account_id"])
     targets = await resolve_targets(session, tenant_id, account, invoices, debit_memos)
@@ -228,7 +229,7 @@ async def unapply_payment(
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(pay["account_id"])
     pay = await get_payment(session, tenant_id, number, for_update=True)
-    if pay["status"] != "PROCESSED":
+    if pay["status"] != PaymentStatus.PROCESSED:
         raise InvalidState(f"Payment {number} is {pay['status']}")
     account = await get_account_by_id(session, tenant_id, pay["account_id"])
     total = await unapply(
@@ -261,14 +262,14 @@ async def cancel_payment(session: AsyncSession, tenant_id: int, number: str) -> 
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(pay["account_id"])
     pay = await get_payment(session, tenant_id, number, for_update=True)
-    if pay["status"] != "PROCESSED":
+    if pay["status"] != PaymentStatus.PROCESSED:
         raise InvalidState(
             f"Payment {number} is {pay['status']}; only PROCESSED payments are canceled"
         )
     if pay["applied_amount"] != 0 or pay["refund_amount"] != 0:
         raise InvalidState(f"Payment {number} is applied or refunded; unapply it first")
     await session.execute(
-        update(payment_t).where(payment_t.c.id == pay["id"]).values(status="CANCELED")
+        update(payment_t).where(payment_t.c.id == pay["id"]).values(status=PaymentStatus.CANCELED)
     )
     writer.add(pay["account_id"], unapplied_payment=-pay["amount"])
     await writer.flush()
@@ -281,7 +282,9 @@ async def last_payments(session: AsyncSession, account_ids: list[int]) -> dict[i
         return {}
     stmt = (
         select(payment_t)
-        .where(payment_t.c.account_id.in_(account_ids), payment_t.c.status == "PROCESSED")
+        .where(
+            payment_t.c.account_id.in_(account_ids), payment_t.c.status == PaymentStatus.PROCESSED
+        )
         .ext(distinct_on(payment_t.c.account_id))
         .order_by(payment_t.c.account_id, payment_t.c.effective_date.desc(), payment_t.c.id.desc())
     )

@@ -38,6 +38,7 @@ from billing.invoices import due_date_for
 from billing.metrics import MetricsWriter
 from billing.money import ZERO, quantize
 from db.models import Invoice, InvoiceItem, table_of
+from db.statuses import BillingTiming, ChargeModel, ChargeType, InvoiceSource, InvoiceStatus
 
 invoice_t = table_of(Invoice)
 invoice_item_t = table_of(InvoiceItem)
@@ -76,7 +77,7 @@ class ChargeSpec:
     price: Decimal
     quantity: Decimal
     billing_period: str = "MONTH"
-    billing_timing: str = "IN_ADVANCE"
+    billing_timing: str = BillingTiming.IN_ADVANCE
     start: date = date(2000, 1, 1)  # this segment's effective start
     end: date | None = None  # exclusive: segment end or cancellation
     charge_start: date | None = None  # first segment's start: the period alignment anchor
@@ -123,8 +124,8 @@ def rate_charge(
     if spec.end is not None and spec.end <= spec.start:
         return []
     unit = spec.price
-    full = spec.price * spec.quantity if spec.charge_model == "PER_UNIT" else spec.price
-    if spec.charge_type == "ONE_TIME":
+    full = spec.price * spec.quantity if spec.charge_model == ChargeModel.PER_UNIT else spec.price
+    if spec.charge_type == ChargeType.ONE_TIME:
         if spec.charged_through is not None or spec.start > target_date:
             return []
         return [
@@ -137,7 +138,7 @@ def rate_charge(
                 spec.start + ONE_DAY,
             )
         ]
-    if spec.charge_type != "RECURRING":
+    if spec.charge_type != ChargeType.RECURRING:
         return []  # usage is rated from usage records, which this service does not take
     months = PERIOD_MONTHS[spec.billing_period]
     susp = list(suspensions)
@@ -152,7 +153,7 @@ def rate_charge(
         s1 = b if spec.end is None else min(b, spec.end)
         if s1 <= s0:
             continue
-        if spec.billing_timing == "IN_ARREARS":
+        if spec.billing_timing == BillingTiming.IN_ARREARS:
             if s1 - ONE_DAY >= target_date:  # its last day must be before targetDate
                 break
         elif s0 > target_date:
@@ -428,7 +429,7 @@ async def _open_invoice(
                 invoice_date=spec.invoice_date,
                 due_date=due_date_for(spec.invoice_date, payment_term),
                 target_date=spec.target_date,
-                status="DRAFT",
+                status=InvoiceStatus.DRAFT,
                 amount=ZERO,
                 balance=ZERO,
                 source=spec.source,
@@ -490,7 +491,7 @@ async def bill_order_subscriptions(
     owe by ``target_date``, posted unless ``draft``. Returns the invoice ids."""
     if not subscription_ids:
         return []
-    spec = InvoiceSpec(tenant_id, target_date, target_date, "ORDER", order_id=order_id)
+    spec = InvoiceSpec(tenant_id, target_date, target_date, InvoiceSource.ORDER, order_id=order_id)
     result = await bill_subscriptions(session, spec, subscription_ids=sorted(set(subscription_ids)))
     if not draft:
         await post_invoices(session, tenant_id, result.invoice_ids)

@@ -16,9 +16,10 @@ from billing.metrics import MetricsWriter
 from billing.money import check_amount
 from billing.payments import get_payment, payment_t, unapplied
 from db.models import Refund, table_of
+from db.statuses import MemoKind, MemoStatus, PaymentMethod, PaymentStatus
 
 refund_t = table_of(Refund)
-METHODS = ("CHECK", "CASH", "WIRE", "CREDIT_CARD", "OTHER")
+METHODS = tuple(PaymentMethod)
 
 
 async def _insert(
@@ -62,7 +63,7 @@ async def refund_payment(
     amount: object,
     *,
     refund_date: date | None = None,
-    method: str = "OTHER",
+    method: str = PaymentMethod.OTHER,
 ) -> RowMapping:
     """Give back part of a processed payment's unapplied amount."""
     _check_method(method)
@@ -71,7 +72,7 @@ async def refund_payment(
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(pay["account_id"])
     pay = await get_payment(session, tenant_id, number, for_update=True)
-    if pay["status"] != "PROCESSED":
+    if pay["status"] != PaymentStatus.PROCESSED:
         raise InvalidState(
             f"Payment {number} is {pay['status']}; only PROCESSED payments are refunded"
         )
@@ -99,16 +100,16 @@ async def refund_credit_memo(
     amount: object,
     *,
     refund_date: date | None = None,
-    method: str = "OTHER",
+    method: str = PaymentMethod.OTHER,
 ) -> RowMapping:
     """Pay out part of a posted credit memo's unapplied amount."""
     _check_method(method)
-    memo = await get_memo(session, tenant_id, "credit_memo", number)
+    memo = await get_memo(session, tenant_id, MemoKind.CREDIT_MEMO, number)
     value = check_amount(amount, memo["currency"], ["amount"])
     writer = MetricsWriter(session, tenant_id)
     await writer.lock(memo["account_id"])
-    memo = await get_memo(session, tenant_id, "credit_memo", number, for_update=True)
-    if memo["status"] != "POSTED":
+    memo = await get_memo(session, tenant_id, MemoKind.CREDIT_MEMO, number, for_update=True)
+    if memo["status"] != MemoStatus.POSTED:
         raise InvalidState(
             f"Credit memo {number} is {memo['status']}; only POSTED memos are refunded"
         )

@@ -14,6 +14,7 @@ from billing.catalog import BILLING_PERIODS
 from billing.money import MRR_PLACES, ROUNDING, ZERO
 from billing.pages import Page, paginate
 from db.models import Subscription, SubscriptionCharge, SubscriptionRatePlan, table_of
+from db.statuses import ChargeModel, ChargeType, SubscriptionStatus
 
 subscription_t = table_of(Subscription)
 subscription_rate_plan_t = table_of(SubscriptionRatePlan)
@@ -21,7 +22,7 @@ subscription_charge_t = table_of(SubscriptionCharge)
 # billing/orders' names for these tables, until it moves to the names above.
 S, SRP, SC = subscription_t, subscription_rate_plan_t, subscription_charge_t
 
-COUNTED_STATUSES = ("ACTIVE", "SUSPENDED")
+COUNTED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.SUSPENDED)
 
 
 def charge_mrr(
@@ -29,9 +30,9 @@ def charge_mrr(
 ) -> Decimal:
     """MRR of one charge segment: price x quantity (PER_UNIT) or price (FLAT_FEE) over the
     months of its billing period, 6 places; one-time and usage charges count 0."""
-    if charge_type != "RECURRING":
+    if charge_type != ChargeType.RECURRING:
         return ZERO.quantize(MRR_PLACES)
-    amount = price * quantity if charge_model == "PER_UNIT" else price
+    amount = price * quantity if charge_model == ChargeModel.PER_UNIT else price
     return (amount / BILLING_PERIODS[billing_period]).quantize(MRR_PLACES, rounding=ROUNDING)
 
 

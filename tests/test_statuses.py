@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from enum import Enum
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,8 @@ import schema.catalog as sc
 import schema.documents as sd
 import schema.orders as so
 from db.models import TABLES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS: list[tuple[type[Enum], type[Enum]]] = [
     (st.AccountStatus, sa.AccountStatus),
@@ -57,3 +62,33 @@ def test_column_defaults_are_members() -> None:
     assert defaults[("bill_run", "status")] == st.BillRunStatus.PENDING
     assert defaults[("bill_run_account", "status")] == st.BillRunAccountStatus.PENDING
     assert defaults[("job", "status")] == st.JobStatus.QUEUED
+
+
+STATUS_IN_SQL = re.compile(r"status\s*(?:=|<>|!=)\s*'([A-Z_]+)'|status\s+IN\s*\(([^)]*)\)")
+STORED_STATUSES = {
+    m.value
+    for e in (
+        st.AccountStatus,
+        st.InvoiceStatus,
+        st.MemoStatus,
+        st.PaymentStatus,
+        st.SubscriptionStatus,
+        st.OrderStatus,
+        st.BillRunStatus,
+        st.BillRunAccountStatus,
+        st.JobStatus,
+    )
+    for m in e
+}
+
+
+def test_statuses_written_in_billing_sql_are_members() -> None:
+    """billing/ keeps SQL text readable with quoted statuses; each one is a stored status."""
+    seen = set()
+    for path in sorted((ROOT / "billing").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for single, listed in STATUS_IN_SQL.findall(node.value):
+                    seen |= {single} if single else set(re.findall(r"'([A-Z_]+)'", listed))
+    assert seen - STORED_STATUSES == set()
+    assert {"DRAFT", "POSTED", "PROCESSED", "PENDING"} <= seen

@@ -82,19 +82,20 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
     from billing import orders
     from billing.dbutil import translate
     from billing.errors import BillingError
+    from db.statuses import JobStatus
 
     sessionmaker = ctx["sessionmaker"]
     async with sessionmaker.begin() as s:
         row = await orders.claim_job_any_tenant(s, job_id)
-        if row is None or row["status"] in ("COMPLETED", "FAILED"):
+        if row is None or row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
             return row["status"] if row is not None else "MISSING"
-        await orders.set_job(s, job_id, "PROCESSING")
+        await orders.set_job(s, job_id, JobStatus.PROCESSING)
     try:
         async with sessionmaker() as s:
             try:
                 async with s.begin():
                     row = await orders.claim_job_any_tenant(s, job_id)
-                    if row is None or row["status"] in ("COMPLETED", "FAILED"):
+                    if row is None or row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
                         return row["status"] if row is not None else "MISSING"
                     order = orders.decode_order(row["input"])
                     order_id = await orders.create_order(s, row["tenant_id"], order)
@@ -103,7 +104,7 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                     await orders.set_job(
                         s,
                         job_id,
-                        "COMPLETED",
+                        JobStatus.COMPLETED,
                         result={"orderId": order_id, "orderNumber": made["order_number"]},
                     )
             except DBAPIError as exc:
@@ -112,7 +113,7 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                     raise
                 raise mapped from exc
             await events.publish_committed(ctx.get("redis"), s)
-        return "COMPLETED"
+        return JobStatus.COMPLETED
     except BillingError as exc:
         if exc.retryable and ctx.get("job_try", 1) < 5:
             from arq import Retry
@@ -122,7 +123,7 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
             await orders.set_job(
                 s,
                 job_id,
-                "FAILED",
+                JobStatus.FAILED,
                 errors=[
                     {
                         "code": exc.code,
@@ -132,7 +133,7 @@ async def create_order(ctx: dict[str, Any], job_id: str) -> str:
                     }
                 ],
             )
-        return "FAILED"
+        return JobStatus.FAILED
 
 
 FUNCTIONS.append(create_order)

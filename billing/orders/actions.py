@@ -39,6 +39,7 @@ from billing.orders.data import (
 )
 from billing.subscriptions import SC, SRP, S, charge_mrr, refresh_subscription_mrr
 from db.models import SubscriptionSuspension, table_of
+from db.statuses import ChargeType, SubscriptionStatus, TermType
 
 SS = table_of(SubscriptionSuspension)
 
@@ -83,7 +84,10 @@ class OrderRun:
 
 
 def _check_open(sub: dict[str, Any], path: list[str]) -> None:
-    if sub["status"] in ("CANCELLED", "EXPIRED") or sub["cancelled_date"] is not None:
+    if (
+        sub["status"] in (SubscriptionStatus.CANCELLED, SubscriptionStatus.EXPIRED)
+        or sub["cancelled_date"] is not None
+    ):
         raise InvalidState(f"Subscription {sub['subscription_number']} is cancelled", path)
 
 
@@ -156,7 +160,12 @@ async def create_subscriptions(
         assert len(reserved_charges) == sum(len(rows) for _, rows in plans)
         charge_numbers.extend(reserved_charges)
         mrr = sum(
-            (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"),
+            (
+                r["mrr"]
+                for _, rows in plans
+                for r in rows
+                if r["charge_type"] == ChargeType.RECURRING
+            ),
             Decimal(0),
         ).quantize(MRR_PLACES)
         subs.append(
@@ -166,12 +175,12 @@ async def create_subscriptions(
                 "owner_account_id": owner["id"],
                 "invoice_owner_account_id": inv["id"],
                 "currency": inv["currency"],
-                "status": "ACTIVE",
+                "status": SubscriptionStatus.ACTIVE,
                 **terms,
                 "contract_effective_date": eff,
                 "term_start_date": eff,
                 "term_end_date": add_months(eff, int(terms["initial_term"]))
-                if terms["term_type"] == "TERMED"
+                if terms["term_type"] == TermType.TERMED
                 else None,
                 "invoice_separately": b.invoice_separately,
                 "mrr": mrr,
@@ -375,7 +384,7 @@ async def remove_product(run: OrderRun, sub: dict[str, Any], a: Action[RemovePro
 
 async def suspend(run: OrderRun, sub: dict[str, Any], a: Action[Suspend]) -> None:
     """Suspend: only an ACTIVE subscription, from the effective date."""
-    if sub["status"] != "ACTIVE":
+    if sub["status"] != SubscriptionStatus.ACTIVE:
         raise InvalidState(
             f"Only an ACTIVE subscription can be suspended ({sub['status']})", a.path
         )
@@ -384,13 +393,13 @@ async def suspend(run: OrderRun, sub: dict[str, Any], a: Action[Suspend]) -> Non
             tenant_id=run.tenant_id, subscription_id=sub["id"], start_date=a.effective_date
         )
     )
-    await _save(run, sub, status="SUSPENDED")
+    await _save(run, sub, status=SubscriptionStatus.SUSPENDED)
 
 
 async def resume(run: OrderRun, sub: dict[str, Any], a: Action[Resume]) -> None:
     """Resume: only a SUSPENDED subscription, not before its suspension starts."""
     path, eff, s = a.path, a.effective_date, run.session
-    if sub["status"] != "SUSPENDED":
+    if sub["status"] != SubscriptionStatus.SUSPENDED:
         raise InvalidState(f"Subscription {sub['subscription_number']} is not suspended", path)
     res = await s.execute(
         select(SS.c.id, SS.c.start_date)
@@ -405,7 +414,7 @@ async def resume(run: OrderRun, sub: dict[str, Any], a: Action[Resume]) -> None:
                 "Resume date is before the suspension starts", [*path, "effectiveDate"]
             )
         await s.execute(update(SS).where(SS.c.id == open_row["id"]).values(end_date=eff))
-    await _save(run, sub, status="ACTIVE")
+    await _save(run, sub, status=SubscriptionStatus.ACTIVE)
 
 
 async def cancel_subscription(
@@ -460,7 +469,13 @@ async def cancel_subscription(
         )
         .values(effective_end_date=when)
     )
-    await _save(run, sub, status="CANCELLED", cancelled_date=when, version=sub["version"] + 1)
+    await _save(
+        run,
+        sub,
+        status=SubscriptionStatus.CANCELLED,
+        cancelled_date=when,
+        version=sub["version"] + 1,
+    )
 
 
 async def renew_subscription(
@@ -468,7 +483,7 @@ async def renew_subscription(
 ) -> None:
     """RenewSubscription: only a TERMED subscription; the next term starts where the current
     one ends and lasts the renewal term (else the initial term, else 12 months)."""
-    if sub["term_type"] != "TERMED" or sub["term_end_date"] is None:
+    if sub["term_type"] != TermType.TERMED or sub["term_end_date"] is None:
         raise InvalidState("Only a TERMED subscription can be renewed", a.path)
     start = sub["term_end_date"]
     await _save(
@@ -488,7 +503,7 @@ async def terms_and_conditions(
     terms = subscription_terms(a.body, a.path, sub)
     end = (
         add_months(sub["term_start_date"], int(terms["initial_term"]))
-        if terms["term_type"] == "TERMED"
+        if terms["term_type"] == TermType.TERMED
         else None
     )
     await _save(run, sub, term_end_date=end, version=sub["version"] + 1, **terms)

@@ -18,6 +18,7 @@ from billing.orders.data import (
     TermsAndConditions,
 )
 from billing.subscriptions import charge_mrr
+from db.statuses import TermType
 
 NO_OVERRIDE = ChargeOverride(None)
 
@@ -35,7 +36,7 @@ def subscription_terms(
     """A subscription's terms from an action's input over its current ones (defaults: TERMED,
     12 and 12 months, no auto-renew); a TERMED term is 1-1200 months."""
     cur = current or {
-        "term_type": "TERMED",
+        "term_type": TermType.TERMED,
         "initial_term": 12,
         "renewal_term": 12,
         "auto_renew": False,
@@ -51,7 +52,7 @@ def subscription_terms(
     }
     for key, name in (("initial_term", "initialTerm"), ("renewal_term", "renewalTerm")):
         v = out[key]
-        if term_type == "TERMED" and (v is None or not 1 <= int(v) <= 1200):
+        if term_type == TermType.TERMED and (v is None or not 1 <= int(v) <= 1200):
             raise ValidationFailed(
                 f"{name} must be 1-1200 months for a TERMED subscription", [*path, name]
             )

@@ -22,6 +22,7 @@ from billing.rating import bill_order_subscriptions
 from billing.subscriptions import S, contribution
 from db.locks import bound_lock_waits, unbound_lock_waits
 from db.models import Order, OrderAction, table_of
+from db.statuses import OrderStatus
 
 SO = table_of(Order)
 OA = table_of(OrderAction)
@@ -113,7 +114,7 @@ async def create_order(session: AsyncSession, tenant_id: int, order: OrderInput)
                 order_number=order_number,
                 account_id=order_account["id"],
                 order_date=order_date,
-                status="COMPLETED",
+                status=OrderStatus.COMPLETED,
             )
             .returning(SO.c.id)
         )

@@ -21,8 +21,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from billing import accounts
 from billing.errors import LimitExceeded, ValidationFailed
+from db.statuses import TermType
 
-TERM_TYPES = ("TERMED", "EVERGREEN")
+TERM_TYPES = tuple(TermType)
 CANCEL_POLICIES = ("END_OF_CURRENT_TERM", "END_OF_LAST_INVOICE_PERIOD", "SPECIFIC_DATE")
 MAX_ACTIONS = 1000
 

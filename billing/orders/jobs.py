@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.errors import IdempotencyKeyReused, NotFound
 from billing.orders.data import input_hash, jsonable
 from db.models import Job, table_of
+from db.statuses import JobStatus
 
 J = table_of(Job)
 
@@ -71,7 +72,7 @@ async def claim_job_any_tenant(session: AsyncSession, job_id: str) -> RowMapping
 async def set_job(
     session: AsyncSession,
     job_id: str,
-    status: str,
+    status: JobStatus,
     *,
     result: dict[str, Any] | None = None,
     errors: list[dict[str, Any]] | None = None,

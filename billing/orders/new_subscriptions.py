@@ -35,6 +35,7 @@ from billing.orders.data import (
     payload,
 )
 from db.pg import Db, connection_of
+from db.statuses import ChargeType, TermType
 
 CREATE = CreateSubscription.action_type
 # A re-read when an account changed between the read and the write (a rare race).
@@ -346,11 +347,13 @@ def _new_subscription(
         plan, charges = found
         plans.append((plan, plan_rows(tenant_id, plan, charges, rp, eff, rp_path)))
     mrr = sum(
-        (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == "RECURRING"),
+        (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == ChargeType.RECURRING),
         Decimal(0),
     ).quantize(MRR_PLACES)
     term_end = (
-        add_months(eff, int(terms["initial_term"])) if terms["term_type"] == "TERMED" else None
+        add_months(eff, int(terms["initial_term"]))
+        if terms["term_type"] == TermType.TERMED
+        else None
     )
     return NewSubscription(a, number, owner, inv, terms, term_end, plans, mrr)
 

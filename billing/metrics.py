@@ -11,7 +11,10 @@ Every metric-moving operation hands its deltas to a :class:`MetricsWriter`:
 The refresh folds ``metrics_change`` into ``account_metrics`` in short transactions of up
 to 500 accounts, each claimed by locking its metrics row (FOR UPDATE SKIP LOCKED), with
 DELETE ... RETURNING, so a change that commits while a refresh runs stays in the ledger for
-the next one.
+the next one. The fold itself has one home, the SQL function ``pb_fold_metrics`` (migration
+0008): the tenant refresh (``pb_refresh_accounts``), refreshAccountMetrics and the switch
+back to an ordinary account (``pb_fold_account_metrics``) all call it; this module only
+calls them.
 :func:`recompute` is the from-scratch definition every path must equal.
 
 Every change of stored metrics is noted on the session (:func:`note_metrics_updated`), so

@@ -10,7 +10,11 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# Namespaces (first key of the two-key advisory lock functions).
+# Namespaces (first key of the two-key advisory lock functions): every user takes them from
+# here. Migrations 0002 and 0003 wrote NS_ACCOUNT_METRICS into pb_refresh_account (0006 drops
+# it; their downgrades put it back), and a migration's text is fixed once released, so they
+# pin the literal; tests/test_locks.py holds every such literal to these values.
+NS_MIGRATIONS = 7100  # exclusive while db.migrate upgrades the schema
 NS_ACCOUNT_METRICS = 7101  # exclusive: ordinary writers, refreshAccountMetrics, the partner switch
 NS_ACCOUNT_MODE = 7102  # shared by writers, exclusive when partnerAccount flips
 NS_TENANT_REFRESH = 7103

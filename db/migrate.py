@@ -31,7 +31,9 @@ async def upgrade_async(url: str, revision: str = "head") -> None:
             # One migrator at a time, even if several processes start together.
             from sqlalchemy import text
 
-            await conn.execute(text("SELECT pg_advisory_xact_lock(7100, 1)"))
+            from db.locks import NS_MIGRATIONS
+
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 1)"), {"ns": NS_MIGRATIONS})
 
             def _go(sync_conn) -> None:  # type: ignore[no-untyped-def]
                 cfg = alembic_config(url)

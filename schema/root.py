@@ -19,6 +19,7 @@ from resolvers.errors import ErrorPolicy, log_errors
 from resolvers.memos import MemoMutations, MemoQueries
 from resolvers.orders import OrderMutations, OrderQueries
 from resolvers.pages import DEFAULT_PAGE
+from schema import inputs
 from schema.errors import ERROR_TYPES
 from schema.limits import QueryLimiter, QueryLimits
 from schema.scalars import SCALAR_OVERRIDES
@@ -59,9 +60,10 @@ class PartnerbillSchema(strawberry.Schema):
 
 
 def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
-    """The schema with the request limits of ``limits`` (the defaults when None)."""
+    """The schema with the request limits of ``limits`` (the defaults when None); its input
+    objects are built by compiled converters (schema.inputs)."""
     limits = limits or QueryLimits(default_page=DEFAULT_PAGE)
-    return PartnerbillSchema(
+    built = PartnerbillSchema(
         query=Query,
         mutation=Mutation,
         subscription=SubscriptionRoot,
@@ -76,6 +78,8 @@ def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
             ErrorPolicy,
         ],
     )
+    inputs.install(built._schema, built.config.name_converter.from_field)
+    return built
 
 
 schema = build_schema()

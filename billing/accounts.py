@@ -22,6 +22,7 @@ from db.locks import (
     NS_ACCOUNT_MODE,
     bound_lock_waits,
     key_of,
+    lock_timeout_sql,
     unbound_lock_waits,
 )
 from db.models import Account, AccountMetrics, table_of
@@ -359,11 +360,12 @@ class AccountForWrite:
     currency: str
     payment_term: str
     partner_account: bool
-    lock_timeout: str  # the tenant's lock wait as a lock_timeout setting, e.g. "5000ms"
+    lock_timeout: str  # the tenant's lock wait as a lock_timeout setting (db.locks), "5000ms"
 
 
-ACCOUNT_FOR_WRITE = """
-SELECT a.id, a.account_number, a.currency, a.payment_term, a.partner_account, t.lock_wait_ms
+ACCOUNT_FOR_WRITE = f"""
+SELECT a.id, a.account_number, a.currency, a.payment_term, a.partner_account,
+       {lock_timeout_sql("t.lock_wait_ms")} AS lock_timeout
 FROM account a JOIN tenant t ON t.id = a.tenant_id
 WHERE a.tenant_id = $1 AND a.account_number = $2
 """
@@ -383,7 +385,7 @@ async def account_for_write(
         currency=row["currency"],
         payment_term=row["payment_term"],
         partner_account=row["partner_account"],
-        lock_timeout=f"{int(row['lock_wait_ms'])}ms",
+        lock_timeout=row["lock_timeout"],
     )
 
 

@@ -25,12 +25,20 @@ def key_of(ident: int) -> int:
     return ((ident + 2**31) % 2**32) - 2**31
 
 
+def lock_timeout_sql(lock_wait_ms: str) -> str:
+    """The lock_timeout setting (an SQL text expression) for a lock wait given as an SQL
+    expression in milliseconds. A lock wait of 0 means do not wait, but PostgreSQL reads
+    lock_timeout 0 as wait forever: 0 becomes the smallest positive wait, 1 ms. The session
+    writes (bound_lock_waits) and the one-statement writes (account_for_write) use it."""
+    return f"(greatest({lock_wait_ms}, 1)::text || 'ms')"
+
+
 async def bound_lock_waits(session: AsyncSession, tenant_id: int) -> None:
     """From here on, a lock wait of this transaction ends after the tenant's lock wait
     (SQLSTATE 55P03, which the domain reports as LOCK_COMPETITION)."""
     await session.execute(
         text(
-            "SELECT set_config('lock_timeout', lock_wait_ms::text || 'ms', true) "
+            f"SELECT set_config('lock_timeout', {lock_timeout_sql('lock_wait_ms')}, true) "
             "FROM tenant WHERE id = :t"
         ),
         {"t": tenant_id},

@@ -280,7 +280,8 @@ class TenantSettings:
         description="Seconds between refreshes of partner accounts' metrics."
     )
     lock_wait: int = strawberry.field(
-        description="Milliseconds an ordinary account's write waits for its lock."
+        description="Milliseconds an ordinary account's write waits for its lock (0 to "
+        "60000); 0 means do not wait: a held lock answers LOCK_COMPETITION at once."
     )
 
 

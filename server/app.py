@@ -29,6 +29,7 @@ from jobs.events import EventHub
 from jobs.redis import redis_settings_from_url
 from resolvers.context import Services
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
+from server.keys import KeyWatch
 from server.logs import RequestId
 from server.settings import Settings, read_dev_key
 
@@ -174,7 +175,9 @@ def create_app(
             )
         )
 
-    runtime = Runtime(dev_api_key=dev_api_key if settings.allow_anonymous or dev_api_key else None)
+    # The development key goes into the GraphiQL page, which anyone who reaches the server
+    # may load: only when anonymous development access is on anyway.
+    runtime = Runtime(dev_api_key=dev_api_key if settings.allow_anonymous else None)
     view = PartnerbillGraphQL(
         schema,
         runtime,
@@ -196,6 +199,7 @@ def create_app(
         redis = None
         events: EventHub | None = None
         worker: InProcessWorker | None = None
+        key_watch: KeyWatch | None = None
         try:
             sessionmaker = create_sessionmaker(engine)
             pool = await pg.create_pool(
@@ -205,6 +209,10 @@ def create_app(
             )
             redis = await create_pool(redis_settings_from_url(redis_url))
             events = EventHub(redis)
+            key_watch = KeyWatch(redis, view.key_cache)
+            await key_watch.check()  # keys are trusted long only once the watch runs
+            key_watch.start()
+            app.state.key_watch = key_watch
             if settings.allow_anonymous:
                 async with sessionmaker.begin() as session:
                     runtime.dev_tenant_id, _ = await ensure_dev_tenant(session)
@@ -219,6 +227,8 @@ def create_app(
             yield
         finally:
             runtime.services = None
+            if key_watch is not None:
+                await key_watch.stop()
             if worker is not None:
                 await worker.stop()
             if events is not None:
@@ -300,4 +310,5 @@ def app_from_env() -> Starlette:
             "uvicorn --factory server.app:app_from_env needs DATABASE_URL and REDIS_URL; "
             "for the embedded servers run `partnerbill serve`"
         )
-    return create_app(settings, dev_api_key=read_dev_key(settings.data_dir))
+    dev_key = read_dev_key(settings.data_dir) if settings.allow_anonymous else None
+    return create_app(settings, dev_api_key=dev_key)

@@ -1,4 +1,5 @@
-"""The ``partnerbill`` command: serve, worker, migrate, tenant create."""
+"""The ``partnerbill`` command: serve, worker, migrate, tenant (create, list, rotate-key,
+revoke-key)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import ipaddress
 import logging
 import os
 import signal
@@ -201,6 +203,16 @@ async def _prepare(settings: Settings, *, dev_tenant: bool) -> tuple[str | None,
     return read_dev_key(settings.data_dir.resolve()), False
 
 
+def loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     processes = args.workers if args.workers is not None else 1
     if processes < 1:
@@ -208,6 +220,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    if settings.allow_anonymous and not loopback(host):
+        # Anyone who reaches the port would act for the development tenant without a key.
+        print(
+            f"partnerbill: refusing to listen on {host} with anonymous development access on: "
+            "anyone who can reach it would act for the development tenant without an API "
+            "key. Listen on 127.0.0.1, or set PARTNERBILL_ALLOW_ANONYMOUS=0 and send API keys "
+            "(`partnerbill tenant create NAME`).",
+            file=sys.stderr,
+        )
+        return 2
     was_embedded = settings.embedded
     with servers(settings) as settings:
         assert settings.database_url
@@ -427,33 +449,179 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_tenant_create(args: argparse.Namespace, settings: Settings) -> int:
-    from billing.errors import BillingError
-    from billing.tenants import create_tenant
+class KeysNotAnnounced(Exception):
+    """Keys were revoked, but the API processes could not be told over Redis."""
+
+
+def _in_session(
+    settings: Settings,
+    work: Callable[[Any], Any],
+    *,
+    migrate: bool = False,
+    announce_keys: bool = False,
+) -> Any:
+    """Run ``work(session)`` in one transaction on the configured (or embedded) database;
+    with ``announce_keys``, then tell the API processes that keys were revoked
+    (server.keys), or raise KeysNotAnnounced after the commit."""
     from db.engine import create_engine, create_sessionmaker
     from db.migrate import upgrade_async
 
-    with servers(settings, redis=False) as settings:
+    with servers(settings, redis=announce_keys) as settings:
         assert settings.database_url
-        url = settings.database_url
+        url, statement_cache = settings.database_url, settings.statement_cache
+        redis_url = settings.redis_url
 
-        async def main() -> tuple[int, str]:
-            await upgrade_async(url)
-            engine = create_engine(url, pool_size=1, max_overflow=0)
+        async def main() -> Any:
+            if migrate:
+                await upgrade_async(url)
+            engine = create_engine(
+                url, pool_size=1, max_overflow=0, statement_cache=statement_cache
+            )
             try:
                 async with create_sessionmaker(engine).begin() as session:
-                    return await create_tenant(session, args.name)
+                    result = await work(session)
             finally:
                 await engine.dispose()
+            if announce_keys and redis_url is not None and not await _announce(redis_url):
+                raise KeysNotAnnounced(result)
+            return result
 
-        try:
-            tenant_id, key = run_async(main)
-        except BillingError as e:
-            print(f"partnerbill: {e}", file=sys.stderr)
-            return 2
+        return run_async(main)
+
+
+async def _announce(redis_url: str) -> bool:
+    from arq import create_pool
+
+    from jobs.redis import redis_settings_from_url
+    from server.keys import announce_key_change
+
+    try:
+        redis = await create_pool(redis_settings_from_url(redis_url))
+    except Exception:
+        log.warning("cannot reach Redis to announce the key change", exc_info=True)
+        return False
+    try:
+        return await announce_key_change(redis)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+NOT_ANNOUNCED = (
+    "partnerbill: the change is committed, but Redis could not be reached to tell the API "
+    "processes: those that still reach Redis may accept the revoked key for up to a minute "
+    "(restart them to be sure)."
+)
+
+
+async def _forget_revoked_dev_key(session: Any, data_dir: Path, new_key: str | None) -> None:
+    """Keep the stored development key in step: when it was just revoked, store the new key
+    of its tenant (a rotation) or remove the file, so GraphiQL never offers a dead key."""
+    from billing.tenants import tenant_for_api_key
+
+    stored = read_dev_key(data_dir)
+    if stored is None or await tenant_for_api_key(session, stored) is not None:
+        return
+    if new_key is not None:
+        _store_dev_key(data_dir, new_key)
+    else:
+        (data_dir / DEV_KEY_FILE).unlink(missing_ok=True)
+
+
+def _key_line(key: Any) -> str:
+    return f"  key {key.id}  {key.prefix}...  created {key.created_at:%Y-%m-%d %H:%M:%S %Z}"
+
+
+def cmd_tenant_create(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.errors import BillingError
+    from billing.tenants import create_tenant
+
+    try:
+        tenant_id, key = _in_session(
+            settings, lambda session: create_tenant(session, args.name), migrate=True
+        )
+    except BillingError as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
     say(f"Created tenant {tenant_id} ({args.name.strip()}). Its API key, shown only once:")
     say(key)
     return 0
+
+
+def cmd_tenant_list(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.tenants import list_tenants
+
+    tenants = _in_session(settings, list_tenants)
+    if not tenants:
+        say("No tenants yet: `partnerbill tenant create NAME` makes one.")
+    for t in tenants:
+        keys = f"{len(t.keys)} API key{'' if len(t.keys) == 1 else 's'}"
+        say(f"tenant {t.id}  {t.name}  (created {t.created_at:%Y-%m-%d}, {keys})")
+        for key in t.keys:
+            say(_key_line(key))
+    return 0
+
+
+def cmd_tenant_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.errors import BillingError
+    from billing.tenants import rotate_api_key
+
+    data_dir = settings.data_dir.resolve()
+
+    async def work(session: Any) -> tuple[str, list[Any]]:
+        key, revoked = await rotate_api_key(session, args.tenant_id, keep_old=args.keep_old)
+        await _forget_revoked_dev_key(session, data_dir, key)
+        return key, revoked
+
+    code = 0
+    try:
+        key, revoked = _in_session(settings, work, announce_keys=True)
+    except BillingError as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    except KeysNotAnnounced as e:
+        (key, revoked), code = e.args[0], 1
+        print(NOT_ANNOUNCED, file=sys.stderr)
+    if revoked:
+        say(f"Revoked {len(revoked)} key{'' if len(revoked) == 1 else 's'} of tenant "
+            f"{args.tenant_id}; API processes refuse them within a second:")  # fmt: skip
+        for old in revoked:
+            say(_key_line(old))
+    elif args.keep_old:
+        say("The tenant's other keys keep working until `partnerbill tenant revoke-key`.")
+    say(f"New API key of tenant {args.tenant_id}, shown only once:")
+    say(key)
+    return code
+
+
+def cmd_tenant_revoke_key(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.errors import BillingError, NotFound
+    from billing.tenants import api_key_id, revoke_api_key
+
+    data_dir = settings.data_dir.resolve()
+    ref = args.key.strip()
+
+    async def work(session: Any) -> Any:
+        key_id = int(ref) if ref.isdigit() else await api_key_id(session, ref)
+        if key_id is None:
+            raise NotFound("No such API key", ["key"])
+        revoked = await revoke_api_key(session, key_id)
+        await _forget_revoked_dev_key(session, data_dir, None)
+        return revoked
+
+    code = 0
+    try:
+        revoked = _in_session(settings, work, announce_keys=True)
+    except BillingError as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    except KeysNotAnnounced as e:
+        revoked, code = e.args[0], 1
+        print(NOT_ANNOUNCED, file=sys.stderr)
+    say(
+        f"Revoked key {revoked.id} ({revoked.prefix}...) of tenant {revoked.tenant_id}; "
+        "API processes refuse it within a second."
+    )
+    return code
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -484,6 +652,24 @@ def build_parser() -> argparse.ArgumentParser:
     create = tenant_sub.add_parser("create", help="create a tenant; prints its API key last")
     create.add_argument("name")
     create.set_defaults(func=cmd_tenant_create)
+    listing = tenant_sub.add_parser("list", help="list tenants and their keys (ids and prefixes)")
+    listing.set_defaults(func=cmd_tenant_list)
+    rotate = tenant_sub.add_parser(
+        "rotate-key",
+        help="give a tenant a new API key (printed last) and revoke its other keys",
+    )
+    rotate.add_argument("tenant_id", type=int, metavar="TENANT_ID")
+    rotate.add_argument(
+        "--keep-old",
+        action="store_true",
+        help="leave the other keys working (revoke them later with revoke-key)",
+    )
+    rotate.set_defaults(func=cmd_tenant_rotate_key)
+    revoke = tenant_sub.add_parser(
+        "revoke-key", help="revoke one API key: refused by every API process within a second"
+    )
+    revoke.add_argument("key", metavar="KEY", help="the key's id (see `tenant list`) or the key")
+    revoke.set_defaults(func=cmd_tenant_revoke_key)
     return parser
 
 

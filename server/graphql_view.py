@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from billing.tenants import tenant_for_api_key
 from resolvers.context import Context, Services
+from server.keys import KEY_TTL_S, TRUSTED_TTL_S
 
 log = logging.getLogger("partnerbill.graphql")
 
@@ -41,13 +43,30 @@ class Runtime:
     dev_api_key: str | None = None
 
 
-class TenantCache:
-    """A small LRU of API key -> tenant id with a time limit, so a request costs no lookup."""
+# An unknown key is looked up again after this long: a flood of bad keys costs few reads.
+UNKNOWN_KEY_TTL_S = 5.0
 
-    def __init__(self, ttl: float = 60.0, negative_ttl: float = 5.0, maxsize: int = 10_000):
+
+class TenantCache:
+    """A small LRU of API key -> tenant id with a time limit, so most requests cost no lookup.
+
+    A key is trusted for ``trusted_ttl`` while ``server.keys.KeyWatch`` watches the key
+    generation in Redis (it clears the cache when a key is revoked), else for ``ttl``, short
+    enough that a revocation takes effect within a second anyway."""
+
+    def __init__(
+        self,
+        ttl: float = KEY_TTL_S,
+        negative_ttl: float = UNKNOWN_KEY_TTL_S,
+        maxsize: int = 10_000,
+        trusted_ttl: float = TRUSTED_TTL_S,
+    ):
         self.ttl = ttl
+        self.trusted_ttl = trusted_ttl
         self.negative_ttl = negative_ttl
         self.maxsize = maxsize
+        self.watched = False
+        self.generation = 0  # moves on every clear: a lookup sent before it is not stored
         self._entries: OrderedDict[str, tuple[int | None, float]] = OrderedDict()
 
     def get(self, key: str) -> tuple[bool, int | None]:
@@ -61,15 +80,41 @@ class TenantCache:
         self._entries.move_to_end(key)
         return True, tenant_id
 
-    def put(self, key: str, tenant_id: int | None) -> None:
-        ttl = self.ttl if tenant_id is not None else self.negative_ttl
-        self._entries[key] = (tenant_id, time.monotonic() + ttl)
+    def put(
+        self,
+        key: str,
+        tenant_id: int | None,
+        read_at: float | None = None,
+        generation: int | None = None,
+    ) -> None:
+        """Remember a lookup sent at ``read_at`` (monotonic; the time limit runs from then)
+        in cache generation ``generation``: not when the cache was cleared since."""
+        if generation is not None and generation != self.generation:
+            return
+        if tenant_id is None:
+            ttl = self.negative_ttl
+        else:
+            ttl = self.trusted_ttl if self.watched else self.ttl
+        start = time.monotonic() if read_at is None else read_at
+        self._entries[key] = (tenant_id, start + ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+        self.generation += 1
+
+    def watched_from_now(self) -> None:
+        """Keys may have been revoked: forget them; from now on keys are trusted longer."""
+        self.clear()
+        self.watched = True
+
+    def unwatched(self) -> None:
+        """Revocations can no longer be heard: forget keys trusted long, trust new ones
+        briefly."""
+        self.watched = False
+        self.clear()
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -159,6 +204,7 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         self.max_batch = max_batch
         self.inflight = InFlight(max_inflight_per_tenant)
         self.key_cache = key_cache or TenantCache()
+        self._key_lookups: dict[str, asyncio.Future[int | None]] = {}
 
     # -- HTTP entry: JSON errors ---------------------------------------------------------
 
@@ -195,14 +241,30 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         return self.runtime.services
 
     async def resolve_key(self, key: str) -> int | None:
-        """The tenant of an API key, through the short-lived cache."""
+        """The tenant of an API key, through the short-lived cache; the requests that miss
+        it together share one lookup."""
         hit, tenant_id = self.key_cache.get(key)
         if hit:
             return tenant_id
+        lookup = self._key_lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up_key(key))
+            self._key_lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(key, done))
+        # Shielded: a client that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    async def _look_up_key(self, key: str) -> int | None:
+        read_at, generation = time.monotonic(), self.key_cache.generation
         async with self.services.sessionmaker() as session:
             tenant_id = await tenant_for_api_key(session, key)
-        self.key_cache.put(key, tenant_id)
+        self.key_cache.put(key, tenant_id, read_at, generation)
         return tenant_id
+
+    def _lookup_done(self, key: str, done: asyncio.Future[int | None]) -> None:
+        self._key_lookups.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone away
 
     async def tenant_for(self, key: str | None) -> int:
         """The tenant a request acts for, or an HTTP 401."""

@@ -179,7 +179,8 @@ async def test_unexpected_errors_are_masked_and_logged(
 
 
 async def test_graphiql_is_served_offline_with_the_dev_key_prefilled(settings: Settings) -> None:
-    async with serve(settings, dev_api_key="pb_dev_example") as c:
+    anonymous = Settings(**{**settings.__dict__, "allow_anonymous": True})
+    async with serve(anonymous, dev_api_key="pb_dev_example") as c:
         page = await c.get("/graphql", headers={"Accept": "text/html"})
         assert page.status_code == 200
         assert "Bearer pb_dev_example" in page.text

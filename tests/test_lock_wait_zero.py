@@ -13,7 +13,7 @@ from sqlalchemy import text
 from billing import metrics as met
 from db.locks import lock_timeout_sql
 from tests.helpers import Gql
-from tests.order_helpers import make_account
+from tests.order_helpers import create_action, make_account, make_catalog, order
 
 INVOICE = """mutation($input: CreateStandaloneInvoiceInput!) {
   createStandaloneInvoice(input: $input) {
@@ -23,6 +23,40 @@ SETTINGS = """mutation($ms: Int!) {
 
 # Far longer than "at once", far shorter than forever.
 PATIENCE_S = 5.0
+
+
+ORDER = """mutation($input: CreateOrderInput!) {
+  createOrder(input: $input) { order { orderNumber } errors { __typename code retryable } } }"""
+
+
+async def test_lock_wait_zero_on_a_subscription_order(sessionmaker: Any, tenant: Any) -> None:
+    """The one-statement order writer takes the same lock wait."""
+    gql = Gql(sessionmaker, tenant.id)
+    await make_catalog(gql)
+    await make_account(gql, "LWO")
+    await gql(SETTINGS, ms=0)
+    async with sessionmaker() as s:
+        account_id = (
+            await s.execute(
+                text("SELECT id FROM account WHERE tenant_id = :t AND account_number = 'LWO'"),
+                {"t": tenant.id},
+            )
+        ).scalar_one()
+    holder = sessionmaker()
+    await holder.begin()
+    try:
+        await met.MetricsWriter(holder, tenant.id).lock(account_id)
+        async with asyncio.timeout(PATIENCE_S):
+            data = await gql(ORDER, input=order("LWO", [{"orderActions": [create_action()]}]))
+    finally:
+        await holder.rollback()
+        await holder.close()
+    assert data["createOrder"] == {
+        "order": None,
+        "errors": [
+            {"__typename": "LockCompetitionError", "code": "LOCK_COMPETITION", "retryable": True}
+        ],
+    }
 
 
 @pytest.mark.parametrize("path", ["one-statement", "session"])

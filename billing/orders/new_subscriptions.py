@@ -34,6 +34,7 @@ from billing.orders.data import (
     Terms,
     payload,
 )
+from db.locks import lock_timeout_sql
 from db.pg import Db, connection_of
 from db.statuses import ChargeType, TermType
 
@@ -52,9 +53,9 @@ def takes(order: OrderInput) -> bool:
     return all(g.creates and len(g.actions) == 1 for g in order.subscriptions)
 
 
-ORDER_FACTS = """
+ORDER_FACTS = f"""
 SELECT
-  (SELECT lock_wait_ms FROM tenant WHERE id = $1) AS lock_wait_ms,
+  (SELECT {lock_timeout_sql('lock_wait_ms')} FROM tenant WHERE id = $1) AS lock_timeout,
   (SELECT coalesce(json_agg(json_build_object(
             'id', a.id, 'account_number', a.account_number, 'currency', a.currency)), '[]')
    FROM account a WHERE a.tenant_id = $1 AND a.account_number = ANY($2::text[]))::text
@@ -65,7 +66,7 @@ SELECT
                         FROM product_rate_plan_charge c WHERE c.rate_plan_id = p.id))), '[]')
    FROM product_rate_plan p
    WHERE p.tenant_id = $1 AND p.rate_plan_number = ANY($3::text[]))::text AS plans,
-  (SELECT coalesce(array_agg(subscription_number), '{}') FROM subscription
+  (SELECT coalesce(array_agg(subscription_number), '{{}}') FROM subscription
    WHERE tenant_id = $1 AND subscription_number = ANY($4::text[])) AS taken_subscriptions,
   EXISTS (SELECT 1 FROM sales_order WHERE tenant_id = $1 AND order_number = $5::text)
     AS order_number_taken
@@ -297,7 +298,7 @@ async def _facts(
         raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
     plan_list = json.loads(row["plans"], parse_float=Decimal)
     return _Facts(
-        lock_timeout=f"{int(row['lock_wait_ms'])}ms",
+        lock_timeout=row["lock_timeout"],
         accounts={a["account_number"]: a for a in json.loads(row["accounts"])},
         plans={p["rate_plan_number"]: (p, p["charges"]) for p in plan_list},
         taken_subscriptions=set(row["taken_subscriptions"]),

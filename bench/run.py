@@ -91,6 +91,7 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
                 subscriptions=args.subscriptions,
                 per_order=args.per_order,
                 clients=args.order_clients,
+                api_workers=args.workers,
             )
         raise SystemExit(f"unknown scenario {scenario}")
 
@@ -125,7 +126,9 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
         "writes scenario", "the cost of one write; its own PostgreSQL with pg_stat_statements"
     )
     wr.add_argument("--connections", type=int, default=16, help="keep-alive connections")
-    wr.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (and hot)")
+    wr.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (writes, hot, seed)"
+    )
     wr.add_argument("--ceiling", action="store_true", help="also the raw asyncpg order endpoint")
     wr.add_argument(
         "--database-url",

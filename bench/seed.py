@@ -273,6 +273,7 @@ async def run(
     per_order: int = 50,
     clients: int = 16,
     account_clients: int = 4,
+    api_workers: int = 1,
     redis: str | None = None,
     bill_run_timeout: float = 1800.0,
     refresh_timeout: float = 600.0,
@@ -297,6 +298,7 @@ async def run(
             "per_order": per_order,
             "orders": len(plan),
             "order_clients": clients,
+            "api_workers": api_workers,
             "account_clients": account_clients,
             "price": str(PRICE),
         },
@@ -321,7 +323,7 @@ async def run(
             )
 
     t_all = time.perf_counter()
-    with processes(url, redis=redis) as procs:
+    with processes(url, api_workers, redis=redis) as procs:
 
         @asynccontextmanager
         async def stage(name: str) -> AsyncIterator[dict[str, Any]]:

@@ -132,6 +132,9 @@ class Server:
         env.update(
             DATABASE_URL=self.db_url,
             REDIS_URL=self.redis,
+            # The load is one tenant at up to 128 clients: above the default cap on a tenant's
+            # requests in flight (32, answered 429), which protects other tenants, not the bench.
+            PARTNERBILL_MAX_INFLIGHT_PER_TENANT="1024",
             PARTNERBILL_ALLOW_ANONYMOUS="0",
             PARTNERBILL_RUN_WORKER="0",
             PARTNERBILL_LOG_LEVEL="warning",

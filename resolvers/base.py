@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import idempotency
@@ -144,6 +145,36 @@ async def idempotent(
         return result
 
     return await in_transaction(ctx, guarded)
+
+
+async def keyed_payload(
+    ctx: Context,
+    input: Any,
+    operation: str,
+    work: Callable[[AsyncSession], Awaitable[Any]],
+    out: Callable[[AsyncSession, Any], Awaitable[Any]],
+    by_id: Callable[[AsyncSession, int], Awaitable[Any]],
+    payload: Callable[..., P],
+    field: str,
+) -> P:
+    """``mutation_payload`` under the input's optional ``idempotency_key``: a repeat with the
+    same key and input answers the first result (its row read again by id, ``by_id``) and
+    writes nothing; the same key with another input is IDEMPOTENCY_KEY_REUSED."""
+    data = strawberry.asdict(input)
+    data.pop("idempotency_key", None)
+
+    async def go(s: AsyncSession) -> Any:
+        return await out(s, await work(s))
+
+    async def replay(s: AsyncSession, stored: dict[str, Any]) -> Any:
+        return await out(s, await by_id(s, stored["id"]))
+
+    # Taken whole, not unpacked at the call (see resolvers.documents.create_payment).
+    result = await idempotent(
+        ctx, input.idempotency_key, operation, data, go, lambda r: {"id": r.db_id}, replay
+    )
+    obj, errors = result
+    return payload(**{field: obj, "errors": errors})
 
 
 async def read_one(ctx: Context, work: Callable[[Db], Awaitable[R]]) -> R:

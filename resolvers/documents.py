@@ -13,7 +13,7 @@ from billing.accounts import account_number_of
 from billing.applications import TargetAmount
 from resolvers import convert
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, mutation_payload, one_statement, read
+from resolvers.base import idempotent, keyed_payload, mutation_payload, one_statement, read
 from schema.documents import (
     CreatePaymentInput,
     CreateStandaloneInvoiceInput,
@@ -96,8 +96,11 @@ async def _invoice_result(ctx: Any, work: Any) -> InvoicePayload:
     return await mutation_payload(ctx, work, invoice_out, InvoicePayload, "invoice")
 
 
-async def _payment_result(ctx: Any, work: Any) -> PaymentPayload:
-    return await mutation_payload(ctx, work, payment_out, PaymentPayload, "payment")
+async def keyed_payment(ctx: Any, input: Any, operation: str, work: Any) -> PaymentPayload:
+    """A payment mutation that takes an optional idempotency key."""
+    return await keyed_payload(
+        ctx, input, operation, work, payment_out, pay.get_payment_by_id, PaymentPayload, "payment"
+    )
 
 
 @strawberry.type
@@ -201,8 +204,8 @@ class DocumentMutations:
         self, info: strawberry.Info, input: PaymentApplicationInput
     ) -> PaymentPayload:
         ctx = info.context
-        return await _payment_result(
-            ctx,
+        return await keyed_payment(
+            ctx, input, "applyPayment",
             lambda s: pay.apply_payment(
                 s, ctx.tenant_id, input.payment_number,
                 targets(input.invoices, "invoice_number"),
@@ -215,8 +218,8 @@ class DocumentMutations:
         self, info: strawberry.Info, input: PaymentApplicationInput
     ) -> PaymentPayload:
         ctx = info.context
-        return await _payment_result(
-            ctx,
+        return await keyed_payment(
+            ctx, input, "unapplyPayment",
             lambda s: pay.unapply_payment(
                 s, ctx.tenant_id, input.payment_number,
                 targets(input.invoices, "invoice_number"),

@@ -65,6 +65,7 @@ def refund(
     row: Any, account_number: str, payment_number: str | None, credit_memo_number: str | None
 ) -> Refund:
     return Refund(
+        db_id=row["id"],
         id=gid("Refund", row["id"]),
         refund_number=row["refund_number"],
         account_number=account_number,

@@ -13,8 +13,8 @@ from billing import payments as pay
 from billing.accounts import account_number_of
 from resolvers import memo_convert
 from resolvers.accounts import input_payload
-from resolvers.base import idempotent, mutation_payload, read
-from resolvers.documents import payment_out, targets
+from resolvers.base import idempotent, keyed_payload, mutation_payload, read
+from resolvers.documents import keyed_payment, targets
 from schema.documents import PaymentPayload
 from schema.memos import (
     CreateCreditMemoInput,
@@ -99,8 +99,21 @@ async def _debit(ctx: Any, work: Any) -> DebitMemoPayload:
     )
 
 
-async def _refund(ctx: Any, work: Any) -> RefundPayload:
-    return await mutation_payload(ctx, work, refund_out, RefundPayload, "refund")
+async def _keyed_credit(ctx: Any, input: Any, operation: str, work: Any) -> CreditMemoPayload:
+    """A credit memo mutation that takes an optional idempotency key."""
+    return await keyed_payload(
+        ctx, input, operation, work,
+        lambda s, row: memo_out(s, "credit_memo", row),
+        lambda s, memo_id: memos.get_memo_by_id(s, "credit_memo", memo_id),
+        CreditMemoPayload, "credit_memo",
+    )  # fmt: skip
+
+
+async def _refund(ctx: Any, input: Any, operation: str, work: Any) -> RefundPayload:
+    """A refund, under the input's optional idempotency key."""
+    return await keyed_payload(
+        ctx, input, operation, work, refund_out, refunds.get_refund_by_id, RefundPayload, "refund"
+    )
 
 
 @strawberry.type
@@ -209,8 +222,8 @@ class MemoMutations:
         self, info: strawberry.Info, input: CreditMemoApplicationInput
     ) -> CreditMemoPayload:
         ctx = info.context
-        return await _credit(
-            ctx,
+        return await _keyed_credit(
+            ctx, input, "applyCreditMemo",
             lambda s: memos.apply_credit_memo(
                 s, ctx.tenant_id, input.memo_number,
                 targets(input.invoices, "invoice_number"),
@@ -223,8 +236,8 @@ class MemoMutations:
         self, info: strawberry.Info, input: CreditMemoApplicationInput
     ) -> CreditMemoPayload:
         ctx = info.context
-        return await _credit(
-            ctx,
+        return await _keyed_credit(
+            ctx, input, "unapplyCreditMemo",
             lambda s: memos.unapply_credit_memo(
                 s, ctx.tenant_id, input.memo_number,
                 targets(input.invoices, "invoice_number"),
@@ -238,7 +251,7 @@ class MemoMutations:
     ) -> RefundPayload:
         ctx = info.context
         return await _refund(
-            ctx,
+            ctx, input, "refundCreditMemo",
             lambda s: refunds.refund_credit_memo(
                 s, ctx.tenant_id, input.memo_number, input.amount,
                 refund_date=input.refund_date, method=input.method.value,
@@ -251,7 +264,7 @@ class MemoMutations:
     ) -> RefundPayload:
         ctx = info.context
         return await _refund(
-            ctx,
+            ctx, input, "refundPayment",
             lambda s: refunds.refund_payment(
                 s, ctx.tenant_id, input.payment_number, input.amount,
                 refund_date=input.refund_date, method=input.method.value,
@@ -263,10 +276,7 @@ class MemoMutations:
         self, info: strawberry.Info, input: PaymentNumberInput
     ) -> PaymentPayload:
         ctx = info.context
-        return await mutation_payload(
-            ctx,
+        return await keyed_payment(
+            ctx, input, "cancelPayment",
             lambda s: pay.cancel_payment(s, ctx.tenant_id, input.payment_number),
-            payment_out,
-            PaymentPayload,
-            "payment",
-        )
+        )  # fmt: skip

@@ -218,6 +218,7 @@ class PaymentApplicationInput:
     payment_number: str
     invoices: list[InvoiceApplicationInput] = strawberry.field(default_factory=list)
     debit_memos: list[DebitMemoApplicationInput] = strawberry.field(default_factory=list)
+    idempotency_key: str | None = None
 
 
 @strawberry.type(description="Result of a payment mutation.")

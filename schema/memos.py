@@ -105,6 +105,7 @@ class DebitMemo:
     description="Money paid back from a payment's or a credit memo's unapplied amount."
 )
 class Refund:
+    db_id: Private[int]
     id: strawberry.ID = strawberry.field(description="Opaque identifier.")
     refund_number: str = strawberry.field(description="Business number (R...).")
     account_number: str = strawberry.field(description="The refunded account.")
@@ -163,6 +164,7 @@ class CreditMemoApplicationInput:
     debit_memos: list[DebitMemoApplicationInput] = strawberry.field(
         default_factory=list, description="Amounts per debit memo."
     )
+    idempotency_key: str | None = strawberry.field(default=None, description="Makes a retry safe.")
 
 
 @strawberry.input(description="Refund part of a credit memo's unapplied amount.")
@@ -173,6 +175,7 @@ class RefundCreditMemoInput:
     method: PaymentMethod = strawberry.field(
         default=PaymentMethod.OTHER, description="How paid back."
     )
+    idempotency_key: str | None = strawberry.field(default=None, description="Makes a retry safe.")
 
 
 @strawberry.input(description="Refund part of a payment's unapplied amount.")
@@ -183,11 +186,13 @@ class RefundPaymentInput:
     method: PaymentMethod = strawberry.field(
         default=PaymentMethod.OTHER, description="How paid back."
     )
+    idempotency_key: str | None = strawberry.field(default=None, description="Makes a retry safe.")
 
 
 @strawberry.input(description="Names a payment.")
 class PaymentNumberInput:
     payment_number: str = strawberry.field(description="P... number.")
+    idempotency_key: str | None = strawberry.field(default=None, description="Makes a retry safe.")
 
 
 @strawberry.type(description="Result of a credit memo mutation.")

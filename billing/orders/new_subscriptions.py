@@ -55,7 +55,7 @@ def takes(order: OrderInput) -> bool:
 
 ORDER_FACTS = f"""
 SELECT
-  (SELECT {lock_timeout_sql('lock_wait_ms')} FROM tenant WHERE id = $1) AS lock_timeout,
+  (SELECT {lock_timeout_sql("lock_wait_ms")} FROM tenant WHERE id = $1) AS lock_timeout,
   (SELECT coalesce(json_agg(json_build_object(
             'id', a.id, 'account_number', a.account_number, 'currency', a.currency)), '[]')
    FROM account a WHERE a.tenant_id = $1 AND a.account_number = ANY($2::text[]))::text

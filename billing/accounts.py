@@ -24,6 +24,7 @@ from db.locks import (
     key_of,
     lock_timeout_sql,
     unbound_lock_waits,
+    write_locks_sql,
 )
 from db.models import Account, AccountMetrics, table_of
 from db.pg import Db
@@ -400,8 +401,11 @@ def locked_account_cte(*, id_param: str, tenant_param: str, lock_timeout_param: 
     after a concurrent update is re-read at its newest version, so the partner flag seen
     here is the one the write commits under.
 
-    The tenant's lock wait bounds the statement's lock waits: set_config runs in the scan's
-    filter, below the row lock, so it is in force before the first wait. ``extra`` adds
+    The tenant's lock wait bounds the statement's lock waits, and an ordinary account's
+    metrics lock is taken first (db.locks.write_locks_sql), in the scan's filter, below the
+    row lock. (The flag read there may be a moment old: the worst is an unneeded lock, or a
+    write that orders on the metrics row alone; the flag the write commits under is the
+    locked one.) ``extra`` adds
     conditions on ``a``: the facts the caller computed with must still hold, or the CTE is
     empty and the statement writes nothing."""
     return f"""
@@ -409,7 +413,7 @@ acc AS (
   SELECT a.id, a.tenant_id, a.partner_account
   FROM account a
   WHERE a.id = {id_param} AND a.tenant_id = {tenant_param} {extra}
-    AND set_config('lock_timeout', {lock_timeout_param}, true) IS NOT NULL
+    AND {write_locks_sql(lock_timeout_param, "a.id", "NOT a.partner_account")}
   FOR SHARE OF a
 )"""
 

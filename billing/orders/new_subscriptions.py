@@ -34,7 +34,7 @@ from billing.orders.data import (
     Terms,
     payload,
 )
-from db.locks import lock_timeout_sql
+from db.locks import lock_timeout_sql, write_locks_sql
 from db.pg import Db, connection_of
 from db.statuses import ChargeType, TermType
 
@@ -77,7 +77,8 @@ WITH acc AS (
   SELECT a.id, a.tenant_id, a.partner_account, d.d_mrr
   FROM unnest($2::bigint[], $3::text[], $4::numeric[]) AS d(account_id, currency, d_mrr)
   JOIN account a ON a.id = d.account_id AND a.currency = d.currency
-  WHERE a.tenant_id = $1 AND set_config('lock_timeout', $5::text, true) IS NOT NULL
+  WHERE a.tenant_id = $1
+    AND {write_locks_sql("$5::text", "a.id", "d.d_mrr <> 0 AND NOT a.partner_account")}
   ORDER BY a.id
   FOR SHARE OF a
 ),

@@ -47,3 +47,14 @@ async def test_hot_tables_lose_their_tenant_foreign_key(scratch_url: str) -> Non
     assert "account" in after
     await downgrade(scratch_url, "0006")
     assert await tables_referencing_tenant(scratch_url) == before
+
+
+def test_the_models_say_the_same() -> None:
+    from db.models import SQLModel
+
+    without = {
+        t.name
+        for t in SQLModel.metadata.tables.values()
+        if "tenant_id" in t.c and not any(fk.column.table.name == "tenant" for fk in t.foreign_keys)
+    }
+    assert without == HOT

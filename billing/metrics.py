@@ -32,9 +32,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from billing.dbutil import db_errors
+from billing.dbutil import db_errors, is_transient
 from billing.errors import NotFound
 from db.locks import (
     NS_ACCOUNT_METRICS,
@@ -234,6 +235,28 @@ class MetricsWriter:
                 )
                 note_metrics_updated(self.session, self.tenant_id, [account_id], SYNC)
         if ledger:
+            # Refused up front: a change that would take a partner account's stored totals
+            # past their columns raises numeric_value_out_of_range here, as it does in the
+            # ordinary account's UPDATE above (the API answers VALIDATION).
+            await self.session.execute(
+                text(
+                    "SELECT pb_check_totals(a, ib, dm, up, cm, mrr) FROM unnest("
+                    "CAST(:a AS bigint[]), CAST(:ib AS numeric[]), CAST(:dm AS numeric[]), "
+                    "CAST(:up AS numeric[]), CAST(:cm AS numeric[]), CAST(:mrr AS numeric[])"
+                    ") AS d(a, ib, dm, up, cm, mrr)"
+                ),
+                {
+                    k: [r[col] for r in ledger]
+                    for k, col in (
+                        ("a", "account_id"),
+                        ("ib", "d_invoice_balance"),
+                        ("dm", "d_debit_memo_balance"),
+                        ("up", "d_unapplied_payment"),
+                        ("cm", "d_unapplied_credit_memo"),
+                        ("mrr", "d_contracted_mrr"),
+                    )
+                },
+            )
             await self.session.execute(insert(metrics_change_t), ledger)
         self.deltas.clear()
 
@@ -299,6 +322,7 @@ metrics_ledger AS (
   FROM {account} m_a
   WHERE m_a.partner_account AND ({when}) AND EXISTS (SELECT 1 FROM {document})
     AND ({invoice_balance} <> 0 OR {unapplied_payment} <> 0 OR {contracted_mrr} <> 0)
+    AND pb_check_totals(m_a.id, {invoice_balance}, 0, {unapplied_payment}, 0, {contracted_mrr})
   RETURNING account_id
 ),
 metrics_sync AS (
@@ -489,11 +513,57 @@ class RefreshReport:
     accounts_skipped: int = 0  # held by someone else (left for the next run) or already folded
     changes_folded: int = 0
     refreshed_ids: list[int] = field(default_factory=list)
+    set_aside_ids: list[int] = field(default_factory=list)  # failed now: retried later
+    waiting: int = 0  # set aside earlier and not due again yet
 
 
 REFRESH_BATCH = 500
+RETRY_FIRST = 1.0  # seconds before a set-aside account is tried again; doubles per failure
+RETRY_MOST = 3600.0  # the longest wait between two tries of a set-aside account
 
 OnRefreshed = Callable[[list[int]], Awaitable[None]]
+
+
+async def set_aside_accounts(
+    conn: AsyncSession | AsyncConnection, tenant_id: int
+) -> dict[int, bool]:
+    """The tenant's set-aside accounts: {account id: due for another try now}."""
+    res = await conn.execute(
+        text(
+            "SELECT account_id, retry_at <= now() FROM metrics_refresh_failure WHERE tenant_id = :t"
+        ),
+        {"t": tenant_id},
+    )
+    return {int(a): bool(due) for a, due in res.all()}
+
+
+async def refresh_errors(
+    conn: AsyncSession | AsyncConnection, tenant_id: int, account_ids: list[int]
+) -> dict[int, str]:
+    """Why the refresh set these accounts aside (accounts it did not set aside are left out)."""
+    res = await conn.execute(
+        text(
+            "SELECT account_id, error FROM metrics_refresh_failure "
+            "WHERE tenant_id = :t AND account_id = ANY(:ids)"
+        ),
+        {"t": tenant_id, "ids": account_ids},
+    )
+    return {int(a): str(e) for a, e in res.all()}
+
+
+async def count_set_aside(conn: AsyncSession | AsyncConnection) -> dict[int, int]:
+    """Set-aside accounts per tenant, for /metrics."""
+    res = await conn.execute(
+        text("SELECT tenant_id, count(*) FROM metrics_refresh_failure GROUP BY tenant_id")
+    )
+    return {int(t): int(n) for t, n in res.all()}
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error a set-aside account is reported with: the database's message, first line."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return message[:500]
 
 
 async def refresh_tenant(
@@ -512,15 +582,70 @@ async def refresh_tenant(
     folds their ledger rows set-based. An account another refresher holds is skipped and
     stays in the ledger for the next run. Cost grows with the changed accounts only.
 
+    A batch whose statement fails for a reason that is not transient (an account's totals
+    would overflow their columns, say) is split in halves and each half folded again, down
+    to the single account that fails: every other account is folded, and that one is set
+    aside (``metrics_refresh_failure``, migration 0009) with its error, its ledger rows kept.
+    A set-aside account is tried again after RETRY_FIRST seconds, doubling per failure up to
+    RETRY_MOST; its next successful fold clears it. A transient failure (lost connection,
+    restart) is raised: nothing is set aside for it, the next run folds everything.
+
     ``on_refreshed`` is awaited with the ids of each batch once its statement committed."""
     report = RefreshReport(tenant_id)
     async with engine.connect() as conn:
         ids = await changed_accounts(conn, tenant_id)
+        aside = await set_aside_accounts(conn, tenant_id)
+        changed = set(ids)
+        gone = [a for a in aside if a not in changed]
+        if gone:  # nothing left to fold (the rows were folded or removed): nothing failing
+            await conn.execute(
+                text("DELETE FROM metrics_refresh_failure WHERE account_id = ANY(:ids)"),
+                {"ids": gone},
+            )
+            await conn.commit()
+    if aside:
+        report.waiting = sum(1 for a in ids if a in aside and not aside[a])
+        ids = [a for a in ids if aside.get(a, True)]
     if not ids:
         return report
     queue: asyncio.Queue[list[int]] = asyncio.Queue()
     for i in range(0, len(ids), batch):
         queue.put_nowait(ids[i : i + batch])
+
+    async def fold(conn: AsyncConnection, chunk: list[int]) -> None:
+        try:
+            rows = (
+                await conn.execute(
+                    text("SELECT r_account, r_folded FROM pb_refresh_accounts(:t, :ids)"),
+                    {"t": tenant_id, "ids": chunk},
+                )
+            ).all()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                await fold(conn, chunk[:half])
+                await fold(conn, chunk[half:])
+                return
+            await _set_aside(conn, tenant_id, chunk[0], _error_text(exc))
+            report.set_aside_ids.append(chunk[0])
+            return
+        report.accounts_refreshed += len(rows)
+        report.accounts_skipped += len(chunk) - len(rows)
+        done = []
+        for account_id, folded in rows:
+            report.changes_folded += int(folded)
+            done.append(int(account_id))
+        cleared = [a for a in done if a in aside]
+        if cleared:
+            await conn.execute(
+                text("DELETE FROM metrics_refresh_failure WHERE account_id = ANY(:ids)"),
+                {"ids": cleared},
+            )
+        report.refreshed_ids.extend(done)
+        if done and on_refreshed is not None:
+            await on_refreshed(done)
 
     async def drain() -> None:
         async with engine.connect() as conn:
@@ -530,24 +655,30 @@ async def refresh_tenant(
                     chunk = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                rows = (
-                    await conn.execute(
-                        text("SELECT r_account, r_folded FROM pb_refresh_accounts(:t, :ids)"),
-                        {"t": tenant_id, "ids": chunk},
-                    )
-                ).all()
-                report.accounts_refreshed += len(rows)
-                report.accounts_skipped += len(chunk) - len(rows)
-                done = []
-                for account_id, folded in rows:
-                    report.changes_folded += int(folded)
-                    done.append(int(account_id))
-                report.refreshed_ids.extend(done)
-                if done and on_refreshed is not None:
-                    await on_refreshed(done)
+                await fold(conn, chunk)
 
     await asyncio.gather(*(drain() for _ in range(min(parallelism, queue.qsize()))))
     return report
+
+
+async def _set_aside(conn: AsyncConnection, tenant_id: int, account_id: int, error: str) -> None:
+    """Record (or record again) that folding the account failed, and when to try it next."""
+    await conn.execute(
+        text(
+            """
+            INSERT INTO metrics_refresh_failure AS f
+              (account_id, tenant_id, error, failures, retry_at)
+            VALUES (:a, :t, :e, 1, now() + make_interval(secs => :first))
+            ON CONFLICT (account_id) DO UPDATE SET
+              error = EXCLUDED.error,
+              failures = f.failures + 1,
+              last_failed_at = now(),
+              retry_at = now() + make_interval(
+                secs => least(:most, :first * power(2, least(f.failures, 30))))
+            """
+        ),
+        {"a": account_id, "t": tenant_id, "e": error, "first": RETRY_FIRST, "most": RETRY_MOST},
+    )
 
 
 async def claim_due_tenants(engine: AsyncEngine) -> list[int]:

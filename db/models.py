@@ -25,6 +25,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -232,6 +233,31 @@ class MetricsChange(SQLModel, table=True):
         default=Decimal(0), sa_column=Column(MRR, nullable=False, server_default=text("0"))
     )
     created_at: datetime | None = _created()
+
+
+class MetricsRefreshFailure(SQLModel, table=True):
+    """A partner account the refresh set aside because folding its ledger rows failed
+    (migration 0009): the error, how many tries failed, and when to try again."""
+
+    __tablename__ = "metrics_refresh_failure"
+    __table_args__ = (Index("ix_metrics_refresh_failure_tenant", "tenant_id"),)
+    account_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    )
+    tenant_id: int = _tenant()
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    failures: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    first_failed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    last_failed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    retry_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 # --------------------------------------------------------------------------- catalog

@@ -23,27 +23,44 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
     each tenant and how long each refresh took."""
     engine = ctx["engine"]
     by_tenant: dict[int, dict[str, float]] = {}
+    failed: dict[int, str] = {}
     for tenant_id in await metrics.claim_due_tenants(engine):
         t0 = time.perf_counter()
-        report = await metrics.refresh_tenant(
-            engine, tenant_id, on_refreshed=_announce_refresh(ctx, tenant_id)
-        )
+        try:
+            report = await metrics.refresh_tenant(
+                engine, tenant_id, on_refreshed=_announce_refresh(ctx, tenant_id)
+            )
+        except Exception as exc:
+            # One tenant's failure never starves the others: log it, carry on with the
+            # next; this tenant is claimed again after its interval.
+            log.exception("tenant %s: refresh failed", tenant_id)
+            failed[tenant_id] = f"{type(exc).__name__}: {exc}"[:500]
+            continue
         by_tenant[tenant_id] = {
             "accounts": report.accounts_refreshed,
             "skipped": report.accounts_skipped,
             "changes": report.changes_folded,
+            "set_aside": len(report.set_aside_ids),
             "seconds": round(time.perf_counter() - t0, 4),
         }
-        if report.accounts_refreshed or report.accounts_skipped:
+        if report.accounts_refreshed or report.accounts_skipped or report.set_aside_ids:
             log.info(
-                "tenant %s: refreshed %s accounts (%s changes), skipped %s",
+                "tenant %s: refreshed %s accounts (%s changes), skipped %s, set aside %s",
                 tenant_id, report.accounts_refreshed, report.changes_folded,
-                report.accounts_skipped,
+                report.accounts_skipped, len(report.set_aside_ids),
+            )  # fmt: skip
+        if report.set_aside_ids:
+            log.warning(
+                "tenant %s: accounts %s set aside, their metrics could not be folded "
+                "(see metrics_refresh_failure); retried later",
+                tenant_id, report.set_aside_ids,
             )  # fmt: skip
     done: dict[str, Any] = {
-        k: sum(t[k] for t in by_tenant.values()) for k in ("accounts", "skipped", "changes")
+        k: sum(t[k] for t in by_tenant.values())
+        for k in ("accounts", "skipped", "changes", "set_aside")
     }
     done["tenants"] = len(by_tenant)
+    done["failed_tenants"] = failed
     done["seconds"] = round(sum(t["seconds"] for t in by_tenant.values()), 4)
     done["by_tenant"] = by_tenant
     return done
@@ -58,6 +75,7 @@ async def refresh_tenant_metrics(ctx: dict[str, Any], tenant_id: int) -> dict[st
         "accounts": report.accounts_refreshed,
         "skipped": report.accounts_skipped,
         "changes": report.changes_folded,
+        **({"set_aside": len(report.set_aside_ids)} if report.set_aside_ids else {}),
     }
 
 

@@ -14,7 +14,7 @@ from billing import invoices as inv
 from billing import payments as pay
 from billing import subscriptions as subscr
 from billing.accounts import account_number_of
-from billing.metrics import stored_metrics_with_currency
+from billing.metrics import refresh_errors, stored_metrics_with_currency
 from resolvers import convert, memo_convert
 from schema.accounts import Account, AccountMetrics
 from schema.common import Connection
@@ -31,6 +31,7 @@ class Fetcher:
         self.ctx = ctx
         self._account = DataLoader(self._load_accounts)
         self._metrics = DataLoader(self._load_metrics)
+        self._refresh_errors = DataLoader(self._load_refresh_errors)
         self._items = DataLoader(self._load_items)
         self._apps: dict[str, DataLoader[int, list[Application]]] = {}
 
@@ -53,6 +54,10 @@ class Fetcher:
 
         found = await self._session(go)
         return [found[i] for i in ids]
+
+    async def _load_refresh_errors(self, ids: Sequence[int]) -> list[str | None]:
+        found = await self._session(lambda s: refresh_errors(s, self.ctx.tenant_id, list(ids)))
+        return [found.get(i) for i in ids]
 
     async def _load_items(self, ids: Sequence[int]) -> list[list[InvoiceItem]]:
         async def go(s: AsyncSession) -> list[list[InvoiceItem]]:
@@ -94,6 +99,9 @@ class Fetcher:
 
     async def account_metrics(self, account_id: int) -> AccountMetrics:
         return await self._metrics.load(account_id)
+
+    async def metrics_refresh_error(self, account_id: int) -> str | None:
+        return await self._refresh_errors.load(account_id)
 
     async def invoice_items(self, invoice_id: int) -> list[InvoiceItem]:
         return await self._items.load(invoice_id)

@@ -126,6 +126,16 @@ class Account:
     async def metrics(self, info: strawberry.Info) -> AccountMetrics:
         return await info.context.fetch.account_metrics(self.db_id)  # type: ignore[no-any-return]
 
+    @strawberry.field(
+        description="Null unless the periodic refresh set this partner account aside: why "
+        "folding its pending changes failed (for example totals that would outgrow their "
+        "columns). Its metrics then stay as of lastMetricsUpdate while every other account "
+        "is refreshed; the refresh tries it again later (waiting 1 s after the first failure, "
+        "doubling up to an hour) and clears this once a fold succeeds."
+    )
+    async def metrics_refresh_error(self, info: strawberry.Info) -> str | None:
+        return await info.context.fetch.metrics_refresh_error(self.db_id)  # type: ignore[no-any-return]
+
     @strawberry.field(description="Invoices of this account, newest last.")
     async def invoices(
         self,

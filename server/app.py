@@ -31,6 +31,7 @@ from resolvers.context import Services
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
 from server.keys import KeyWatch
 from server.logs import RequestId
+from server.refresh_gauge import set_aside_lines
 from server.settings import Settings, read_dev_key
 
 log = logging.getLogger("partnerbill.server")
@@ -273,7 +274,8 @@ def create_app(
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(
-            registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            registry.render() + await set_aside_lines(state.get("engine")),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     routes = [

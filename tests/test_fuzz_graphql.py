@@ -198,11 +198,12 @@ def test_no_input_answers_5xx_or_unexpected_error(loaded: Any, api_key: str, lab
     @given(case=_strategy(operation))
     def fuzz(case: Any) -> None:
         response = case.call(headers=_auth(api_key), timeout=30)
-        sent = case.body
-        assert response.status_code < 500, (response.status_code, sent, response.text[:2000])
+        sent = f"to this document:\n{case.body}\n"
+        status = response.status_code
+        assert status < 500, f"{label} answered {status} {sent}{response.text[:2000]}"
         body = response.json()
         for payload in body if isinstance(body, list) else [body]:
             for error in payload.get("errors") or []:
-                assert error.get("message") != MASKED, (sent, error)
+                assert error.get("message") != MASKED, f"{label} answered {error} {sent}"
 
     fuzz()

@@ -134,10 +134,9 @@ async def create_account(session: AsyncSession, tenant_id: int, data: AccountDat
         "sold_to": sold_to,
         "status": AccountStatus.ACTIVE,
     }
-    if data.account_number is not None:
-        number = data.account_number.strip()
-        if not number or len(number) > 64:
-            raise ValidationFailed("accountNumber must be 1-64 characters", ["accountNumber"])
+    given = numbering.caller_number(data.account_number, ["accountNumber"])
+    if given is not None:
+        number = given
         if await find_account(session, tenant_id, number) is not None:
             raise Duplicate(f"Account number {number} is already used", ["accountNumber"])
     else:
@@ -363,6 +362,11 @@ class AccountForWrite:
     partner_account: bool
     lock_timeout: str  # the tenant's lock wait as a lock_timeout setting (db.locks), "5000ms"
 
+
+# A one-statement write re-reads its account and writes again when the account changed
+# between the two (a rare race) or a generated number was already taken; after this many
+# tries it answers LOCK_COMPETITION (retryable).
+WRITE_ATTEMPTS = 5
 
 ACCOUNT_FOR_WRITE = f"""
 SELECT a.id, a.account_number, a.currency, a.payment_term, a.partner_account,

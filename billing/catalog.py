@@ -71,11 +71,9 @@ async def _number(
     column: Any,
     path: list[str],
 ) -> str:
-    if given is None:
+    number = numbering.caller_number(given, path)
+    if number is None:
         return await numbering.next_number(session, tenant_id, kind)
-    number = given.strip()
-    if not number or len(number) > 64:
-        raise ValidationFailed(f"{path[-1]} must be 1-64 characters", path)
     found = await session.execute(
         select(table.c.id).where(table.c.tenant_id == tenant_id, column == number)
     )

@@ -12,7 +12,12 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
-from billing.accounts import PAYMENT_TERMS, account_for_write, locked_account_cte
+from billing.accounts import (
+    PAYMENT_TERMS,
+    WRITE_ATTEMPTS,
+    account_for_write,
+    locked_account_cte,
+)
 from billing.dbutil import db_errors
 from billing.errors import (
     CurrencyMismatch,
@@ -35,9 +40,6 @@ invoice_item_t = table_of(InvoiceItem)
 application_t = table_of(Application)
 
 MAX_ITEMS = 10_000
-# A one-statement write re-reads its account when the account changed in between (a rare
-# race), and draws again when a caller had already given the generated number.
-WRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -174,7 +176,7 @@ async def create_standalone_invoice(
     the invoice and its items and moves the metrics the account's way."""
     if data.status not in (InvoiceStatus.DRAFT, InvoiceStatus.POSTED):
         raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
-    given = _given_number(data.invoice_number)
+    given = numbering.caller_number(data.invoice_number, ["invoiceNumber"])
     conn = await connection_of(db)
     for _ in range(WRITE_ATTEMPTS):
         account = await account_for_write(conn, tenant_id, data.account_number)
@@ -207,15 +209,6 @@ async def create_standalone_invoice(
             continue  # a generated number a caller had already given: draw the next
         return written(db, tenant_id, row, [account.id] if row["metrics_synced"] else [])
     raise LockCompetition("The account changed while the invoice was written, please retry")
-
-
-def _given_number(given: str | None) -> str | None:
-    if given is None:
-        return None
-    number = given.strip()
-    if not number or len(number) > 64:
-        raise ValidationFailed("invoiceNumber must be 1-64 characters", ["invoiceNumber"])
-    return number
 
 
 async def find_invoice(

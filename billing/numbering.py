@@ -10,6 +10,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.errors import ValidationFailed
+
 PREFIXES: dict[str, str] = {
     "account": "A",
     "subscription": "S",
@@ -40,6 +42,17 @@ async def create_sequences(session: AsyncSession, tenant_id: int) -> None:
         await session.execute(
             text(f"CREATE SEQUENCE IF NOT EXISTS {sequence_name(tenant_id, kind)}")
         )
+
+
+def caller_number(given: str | None, path: list[str]) -> str | None:
+    """A business number the caller gave, stripped (None when none was given); it must be
+    1-64 characters. ``path`` is the input field, whose name the message uses."""
+    if given is None:
+        return None
+    number = str(given).strip()
+    if not number or len(number) > 64:
+        raise ValidationFailed(f"{path[-1]} must be 1-64 characters", path)
+    return number
 
 
 def format_number(kind: str, n: int) -> str:

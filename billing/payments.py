@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
 from billing.accounts import (
+    WRITE_ATTEMPTS,
     account_for_write,
     get_account,
     get_account_by_id,
@@ -53,8 +54,11 @@ class PaymentData:
 
 
 CREATE_UNAPPLIED_PAYMENT = f"""
-WITH {locked_account_cte(id_param="$1", tenant_param="$2", lock_timeout_param="$3",
-                         extra="AND a.currency = $4::text")},
+WITH {
+    locked_account_cte(
+        id_param="$1", tenant_param="$2", lock_timeout_param="$3", extra="AND a.currency = $4::text"
+    )
+},
 pay AS (
   INSERT INTO payment (tenant_id, payment_number, account_id, currency, amount, applied_amount,
                        effective_date, method, reference)
@@ -67,10 +71,7 @@ pay AS (
 {metrics_ctes(document="pay", unapplied_payment="$6::numeric")}
 SELECT pay.*, EXISTS (SELECT 1 FROM metrics_sync) AS metrics_synced
 FROM acc LEFT JOIN pay ON TRUE
-"""  # fmt: skip
-# A one-statement write re-reads its account when the account changed in between (a rare
-# race), and draws again when a generated number is somehow taken.
-WRITE_ATTEMPTS = 5
+"""
 
 
 def _check_payment(data: PaymentData, account_number: str, currency: str) -> Decimal:

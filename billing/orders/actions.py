@@ -136,12 +136,8 @@ async def create_subscriptions(
                 [*path, "invoiceOwnerAccountNumber"],
             )
         terms = subscription_terms(b.terms or Terms(), [*path, "terms"])
+        number = numbering.caller_number(number, [*path, "subscriptionNumber"])
         if number is not None:
-            number = number.strip()
-            if not number or len(number) > 64:
-                raise ValidationFailed(
-                    "subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"]
-                )
             found = await run.session.execute(
                 select(S.c.id).where(
                     S.c.tenant_id == run.tenant_id, S.c.subscription_number == number

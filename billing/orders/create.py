@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import accounts, numbering
 from billing.dbutil import db_errors
-from billing.errors import Duplicate, NotFound, ValidationFailed
+from billing.errors import Duplicate, NotFound
 from billing.metrics import MetricsWriter
 from billing.orders.actions import OrderRun, apply, create_subscription, create_subscriptions
 from billing.orders.data import Action, CreateSubscription, OrderInput, OwnerTransfer, payload
@@ -43,11 +43,8 @@ async def create_order(session: AsyncSession, tenant_id: int, order: OrderInput)
     # The subscription row of each group, as locked or created.
     subs: list[dict[str, Any] | None] = [None] * len(groups)
 
-    order_number = order.order_number
+    order_number = numbering.caller_number(order.order_number, ["orderNumber"])
     if order_number is not None:
-        order_number = order_number.strip()
-        if not order_number or len(order_number) > 64:
-            raise ValidationFailed("orderNumber must be 1-64 characters", ["orderNumber"])
         found = await session.execute(
             select(SO.c.id).where(SO.c.tenant_id == tenant_id, SO.c.order_number == order_number)
         )

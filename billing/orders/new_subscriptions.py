@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
+from billing.accounts import WRITE_ATTEMPTS
 from billing.dbutil import db_errors
-from billing.errors import CurrencyMismatch, Duplicate, LockCompetition, NotFound, ValidationFailed
+from billing.errors import CurrencyMismatch, Duplicate, LockCompetition, NotFound
 from billing.metrics import Written, metrics_ctes, written
 from billing.money import MRR_PLACES
 from billing.orders.checks import add_months, plan_rows, rate_plan_number, subscription_terms
@@ -39,8 +40,6 @@ from db.pg import Db, connection_of
 from db.statuses import ChargeType, TermType
 
 CREATE = CreateSubscription.action_type
-# A re-read when an account changed between the read and the write (a rare race).
-WRITE_ATTEMPTS = 5
 
 
 def takes(order: OrderInput) -> bool:
@@ -199,7 +198,7 @@ async def create_subscription_order(
     contractedMrr of each subscription owner moved the owner's way. The Written row is a
     CreatedOrder."""
     order_date, groups = order.order_date, order.subscriptions
-    order_number = _given_order_number(order.order_number)
+    order_number = numbering.caller_number(order.order_number, ["orderNumber"])
     order_account_number = str(order.existing_account_number)
     conn = await connection_of(db)
     for _ in range(WRITE_ATTEMPTS):
@@ -326,13 +325,8 @@ def _new_subscription(
             [*path, "invoiceOwnerAccountNumber"],
         )
     terms = subscription_terms(b.terms or Terms(), [*path, "terms"])
-    number = g.subscription_number
+    number = numbering.caller_number(g.subscription_number, [*path, "subscriptionNumber"])
     if number is not None:
-        number = number.strip()
-        if not number or len(number) > 64:
-            raise ValidationFailed(
-                "subscriptionNumber must be 1-64 characters", [*path, "subscriptionNumber"]
-            )
         if number in facts.taken_subscriptions:
             raise Duplicate(
                 f"Subscription number {number} is already used", [*path, "subscriptionNumber"]
@@ -358,12 +352,3 @@ def _new_subscription(
         else None
     )
     return NewSubscription(a, number, owner, inv, terms, term_end, plans, mrr)
-
-
-def _given_order_number(given: str | None) -> str | None:
-    if given is None:
-        return None
-    number = str(given).strip()
-    if not number or len(number) > 64:
-        raise ValidationFailed("orderNumber must be 1-64 characters", ["orderNumber"])
-    return number

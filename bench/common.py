@@ -105,6 +105,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_env(db_url: str, redis: str) -> dict[str, str]:
+    """The environment of an API (or worker) process started by the bench: production
+    settings, no anonymous access, no in-process worker."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=db_url,
+        REDIS_URL=redis,
+        # The load is one tenant at up to 128 clients: above the default cap on a tenant's
+        # requests in flight (32, answered 429), which protects other tenants, not the bench.
+        PARTNERBILL_MAX_INFLIGHT_PER_TENANT="1024",
+        PARTNERBILL_ALLOW_ANONYMOUS="0",
+        PARTNERBILL_RUN_WORKER="0",
+        PARTNERBILL_LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
 class Procs:
     """The production processes: uvicorn (the API) and the arq worker, as separate processes."""
 
@@ -128,19 +146,7 @@ class Procs:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=self.db_url,
-            REDIS_URL=self.redis,
-            # The load is one tenant at up to 128 clients: above the default cap on a tenant's
-            # requests in flight (32, answered 429), which protects other tenants, not the bench.
-            PARTNERBILL_MAX_INFLIGHT_PER_TENANT="1024",
-            PARTNERBILL_ALLOW_ANONYMOUS="0",
-            PARTNERBILL_RUN_WORKER="0",
-            PARTNERBILL_LOG_LEVEL="warning",
-            PYTHONPATH=str(ROOT),
-        )
-        return env
+        return server_env(self.db_url, self.redis)
 
     def start(self) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import ROOT, add_accounts, free_port, new_tenant, redis_url
+from bench.common import ROOT, add_accounts, free_port, new_tenant, redis_url, server_env
 from bench.lightclient import Check, graphql_check, post_bytes, run_load
 from bench.pgcount import CountingProxy
 
@@ -128,18 +127,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=self.db_url,
-            REDIS_URL=self.redis,
-            # The load is one tenant at up to 128 clients: above the default cap on a tenant's
-            # requests in flight (32, answered 429), which protects other tenants, not the bench.
-            PARTNERBILL_MAX_INFLIGHT_PER_TENANT="1024",
-            PARTNERBILL_ALLOW_ANONYMOUS="0",
-            PARTNERBILL_RUN_WORKER="0",
-            PARTNERBILL_LOG_LEVEL="warning",
-            PYTHONPATH=str(ROOT),
-        )
+        env = server_env(self.db_url, self.redis)
         out = open(self.log, "ab")  # the child has its own copy once started
         self.proc = subprocess.Popen(
             [

@@ -22,7 +22,7 @@ An interrupted post or cancel keeps its marker: repeating it, or a restarted wor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, func, insert, select, text, update
@@ -451,3 +451,14 @@ async def runs_to_resume(session: AsyncSession) -> list[tuple[int, int]]:
         )
     )
     return [(r[0], r[1]) for r in res]
+
+
+async def runs_not_started(session: AsyncSession) -> list[tuple[int, int, datetime]]:
+    """(tenant_id, run id, created_at) of every PENDING run: created, but no worker has
+    started it yet (its first drive may never have been queued)."""
+    res = await session.execute(
+        select(bill_run_t.c.tenant_id, bill_run_t.c.id, bill_run_t.c.created_at)
+        .where(bill_run_t.c.status == BillRunStatus.PENDING)
+        .order_by(bill_run_t.c.id)
+    )
+    return [(r[0], r[1], r[2]) for r in res]

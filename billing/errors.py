@@ -78,7 +78,8 @@ class LimitExceeded(BillingError):
 
 class Unavailable(BillingError):
     """The database or the job queue failed for a moment (a restart, a lost connection, too
-    many clients); the operation wrote nothing and may be sent again."""
+    many clients). Alone, it means the operation wrote nothing and may be sent again; beside
+    the job or bill run it committed, that its start waits for the job queue."""
 
     code = "UNAVAILABLE"
     retryable = True

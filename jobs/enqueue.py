@@ -17,7 +17,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+
 BATCH_SIZE = 200
+
+# What an enqueue (any call to Redis) raises while Redis is away or restarting: refused or
+# reset connections, timeouts, "LOADING" while it reads its dump back.
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from billing import metrics
 from jobs import events
+from jobs.enqueue import REDIS_DOWN
 
 log = logging.getLogger("partnerbill.jobs")
 
@@ -184,9 +185,17 @@ async def bill_run_drive(
         pending = await billruns.pending_accounts(s, run_id) if processing else []
     await events.publish_bill_run(ctx.get("redis"), tenant_id, run_id)
     if pending:
-        batches = await enqueue.enqueue_bill_run_batches(
-            ctx["redis"], tenant_id, run_id, generation, pending
-        )
+        try:
+            batches = await enqueue.enqueue_bill_run_batches(
+                ctx["redis"], tenant_id, run_id, generation, pending
+            )
+        except REDIS_DOWN as exc:
+            # Run this drive again once Redis answers: batches already queued keep their
+            # ids, so nothing is queued twice.
+            from arq import Retry
+
+            log.warning("bill run %s: cannot queue its batches (%r); retrying", run_id, exc)
+            raise Retry(defer=BATCH_RETRY_DEFER) from exc
         return {"status": run["status"], "pending": len(pending), "batches": batches}
     await _finish_bill_run(ctx, tenant_id, run_id)
     return {"status": run["status"], "pending": 0, "batches": 0}
@@ -392,3 +401,56 @@ async def resume_bill_runs(ctx: dict[str, Any]) -> int:
 
 
 FUNCTIONS.extend([bill_run_drive, bill_run_batch])
+
+
+# --------------------------------------------------------------------------- stranded jobs
+
+
+async def queue_unfinished_orders(ctx: dict[str, Any]) -> int:
+    """Queue every asynchronous order not yet COMPLETED or FAILED under its own arq id: a
+    no-op for one arq still holds (queued, running or kept), the start of one whose enqueue
+    failed after its commit (Redis away) or that a Redis restart lost."""
+    from billing import orders
+    from jobs import enqueue
+
+    async with ctx["sessionmaker"]() as s:
+        rows = await orders.unfinished_jobs(s)
+    for job_id, created_at in rows:
+        await enqueue.enqueue_create_order(ctx["redis"], job_id, created_at)
+    return len(rows)
+
+
+async def queue_runs_not_started(ctx: dict[str, Any]) -> int:
+    """Queue the first drive of every PENDING bill run (a no-op while arq holds it)."""
+    from billing import billruns
+    from jobs import enqueue
+
+    async with ctx["sessionmaker"]() as s:
+        runs = await billruns.runs_not_started(s)
+    for tenant_id, run_id, created_at in runs:
+        await enqueue.enqueue_bill_run(
+            ctx["redis"], tenant_id, run_id, enqueue.first_generation(created_at)
+        )
+    return len(runs)
+
+
+async def sweep_stranded_jobs(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: what committed is run even when its enqueue failed. An API process that could
+    not reach Redis after committing an asynchronous order or a bill run answered that its
+    start is delayed; this queues it under the same deterministic id, so a job that is
+    queued after all is never queued twice."""
+    return {
+        "orders": await queue_unfinished_orders(ctx),
+        "bill_runs": await queue_runs_not_started(ctx),
+    }
+
+
+async def recover_after_outage(ctx: dict[str, Any]) -> dict[str, int]:
+    """After Redis was away (the worker's own calls failed): the sweep, and every
+    unfinished bill run re-driven as at a worker start, because Redis may have come back
+    without the jobs it held (a restart without persistence) or with jobs of this worker
+    still marked running."""
+    return {
+        "orders": await queue_unfinished_orders(ctx),
+        "bill_runs": await resume_bill_runs(ctx),
+    }

@@ -18,6 +18,7 @@ from resolvers.accounts import input_payload
 from resolvers.base import announce, event_hub, idempotent, in_transaction, read
 from resolvers.convert import gid
 from resolvers.errors import to_graphql_error, to_user_error
+from resolvers.queue import enqueue_committed
 from schema.billruns import (
     BillRun,
     BillRunError,
@@ -128,11 +129,16 @@ class BillRunMutations:
             replay,
         )
         if out is not None and ctx.services.redis is not None:
-            await enqueue.enqueue_bill_run(
-                ctx.services.redis,
-                ctx.tenant_id,
-                out.db_id,
-                enqueue.first_generation(out.created_at),
+            run = out
+            errors = await enqueue_committed(
+                "bill run",
+                run.bill_run_number,
+                lambda: enqueue.enqueue_bill_run(
+                    ctx.services.redis,
+                    ctx.tenant_id,
+                    run.db_id,
+                    enqueue.first_generation(run.created_at),
+                ),
             )
         return BillRunPayload(bill_run=out, errors=errors)
 

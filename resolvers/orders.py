@@ -17,6 +17,7 @@ from billing.errors import BillingError, LimitExceeded, ValidationFailed
 from resolvers import convert_orders as co
 from resolvers.base import announce, idempotent, in_transaction, one_statement, read
 from resolvers.errors import to_user_error
+from resolvers.queue import enqueue_committed
 from schema.common import ErrorPolicy
 from schema.orders import (
     BulkOrderPayload,
@@ -234,10 +235,15 @@ class OrderMutations:
         if out is None:
             return JobPayload(job=None, errors=errors)
         row, _created = out
+        errors = []
         if row["status"] == "QUEUED":
             # After the commit; the deterministic arq id makes a repeat a no-op.
-            await enqueue_create_order(ctx.services.redis, job_id, row["created_at"])
-        return JobPayload(job=co.job(row), errors=[])
+            errors = await enqueue_committed(
+                "job",
+                job_id,
+                lambda: enqueue_create_order(ctx.services.redis, job_id, row["created_at"]),
+            )
+        return JobPayload(job=co.job(row), errors=errors)
 
     @strawberry.mutation(
         description="Many orders at once; errorPolicy says whether one failure rejects all."

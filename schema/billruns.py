@@ -91,5 +91,7 @@ class BillRunNumberInput:
 class BillRunPayload:
     bill_run: BillRun | None = strawberry.field(default=None, description="The run.")
     errors: list[UserError] = strawberry.field(
-        default_factory=list, description="Why nothing was done."
+        default_factory=list,
+        description="Why nothing was done; or, beside a new run, UNAVAILABLE when it is "
+        "recorded but the job queue could not be reached: it starts once the queue is back.",
     )

@@ -173,14 +173,6 @@ class Order:
     async def invoice_numbers(self, info: strawberry.Info) -> list[str]:
         return await info.context.fetch.order_invoice_numbers(self.db_id)  # type: ignore[no-any-return]
 
-    @strawberry.field(
-        description="The order's account, with its partnerAccount flag and metrics as they are now."
-    )
-    async def account(
-        self, info: strawberry.Info
-    ) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
-        return await info.context.fetch.account_by_number(self.account_number)  # type: ignore[no-any-return]
-
 
 @strawberry.type(description="An asynchronous operation (createOrderAsync).")
 class Job:
@@ -393,5 +385,7 @@ class BulkOrderPayload:
 class JobPayload:
     job: Job | None = strawberry.field(default=None, description="Poll it with job(id).")
     errors: list[UserError] = strawberry.field(
-        default_factory=list, description="Why nothing was queued."
+        default_factory=list,
+        description="Why nothing was queued; or, beside the job, UNAVAILABLE when it is "
+        "recorded but the job queue could not be reached: it starts once the queue is back.",
     )

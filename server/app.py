@@ -50,14 +50,11 @@ class InProcessWorker:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        from jobs.worker import worker_kwargs
+        from jobs.worker import build_worker
 
-        # Constructed inside the running loop: arq binds the loop in __init__.
-        self.worker = Worker(
-            **worker_kwargs(self.database_url),
-            redis_settings=redis_settings_from_url(self.redis_url),
-            handle_signals=False,
-        )
+        # Constructed inside the running loop: arq binds the loop in __init__. It waits
+        # through a Redis outage (jobs.worker.ResilientWorker) rather than stopping.
+        self.worker = build_worker(self.database_url, self.redis_url)
         self.task = asyncio.create_task(self.worker.async_run(), name="arq-worker")
         self.task.add_done_callback(self._report)
 

@@ -410,7 +410,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         assert settings.database_url and settings.redis_url
         database_url, redis_url = settings.database_url, settings.redis_url
 
-        async def main() -> None:
+        async def main() -> bool:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
 
@@ -424,18 +424,27 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             worker.start()
             say("Worker started; Ctrl-C stops it.")
             assert worker.task is not None
+            task = worker.task
             try:
                 await asyncio.wait(
-                    [worker.task, asyncio.create_task(stop.wait())],
+                    [task, asyncio.create_task(stop.wait())],
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 await worker.stop()
                 for s in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(s)
+            return not stop.is_set()  # the worker ended by itself: a failure
 
-        run_async(main)
-    return SIGNALS.exit_code if SIGNALS.received else 0
+        failed = run_async(main)
+    if SIGNALS.received:
+        return SIGNALS.exit_code
+    if failed:
+        # It rides out Redis outages, so this is fatal (logged above): a non-zero status
+        # lets a supervisor restart it.
+        print("partnerbill: the worker stopped on an error (see the log)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,6 +17,7 @@ from billing.orders.jobs import (
     get_job,
     order_job_id,
     set_job,
+    unfinished_jobs,
 )
 from billing.orders.new_subscriptions import CreatedOrder, create_subscription_order, takes
 from billing.orders.reads import get_order, order_actions, orders_of_account
@@ -38,4 +39,5 @@ __all__ = [
     "orders_of_account",
     "set_job",
     "takes",
+    "unfinished_jobs",
 ]

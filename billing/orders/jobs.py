@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.errors import IdempotencyKeyReused, NotFound
 from billing.orders.data import input_hash, jsonable
 from db.models import Job, table_of
-from db.statuses import JobStatus
+from db.statuses import JobKind, JobStatus
 
 J = table_of(Job)
 
@@ -84,3 +85,17 @@ async def set_job(
     if errors is not None:
         values["errors"] = errors
     await session.execute(update(J).where(J.c.id == job_id).values(**values))
+
+
+async def unfinished_jobs(session: AsyncSession) -> list[tuple[str, datetime]]:
+    """(id, created_at) of every asynchronous order not yet COMPLETED or FAILED, of every
+    tenant: what the worker makes sure is queued (its arq job id is derived from both)."""
+    res = await session.execute(
+        select(J.c.id, J.c.created_at)
+        .where(
+            J.c.kind == JobKind.CREATE_ORDER,
+            J.c.status.in_([JobStatus.QUEUED, JobStatus.PROCESSING]),
+        )
+        .order_by(J.c.created_at)
+    )
+    return [(r[0], r[1]) for r in res]

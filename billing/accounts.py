@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import exists, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import numbering
 from billing.dbutil import db_errors
 from billing.errors import Duplicate, NotFound, ValidationFailed
-from billing.metrics import Metrics, fold_changes, metrics_of
+from billing.metrics import AccountState, fold_changes, state_of, state_sql
 from billing.money import check_currency
 from billing.pages import Page, paginate
 from db.locks import (
@@ -26,12 +26,13 @@ from db.locks import (
     unbound_lock_waits,
     write_locks_sql,
 )
-from db.models import Account, AccountMetrics, table_of
+from db.models import Account, AccountMetrics, MetricsChange, table_of
 from db.pg import Db
 from db.statuses import AccountStatus
 
 account_t = table_of(Account)
 account_metrics_t = table_of(AccountMetrics)
+metrics_change_t = table_of(MetricsChange)
 
 PAYMENT_TERMS: dict[str, int] = {
     "DUE_UPON_RECEIPT": 0,
@@ -82,6 +83,9 @@ class AccountFilter:
     name_contains: str | None = None
     metrics_stale_since: datetime | None = None
     account_numbers: list[str] = field(default_factory=list)
+    has_pending_metric_changes: bool | None = None
+    last_metrics_update_before: datetime | None = None
+    last_metrics_update_after: datetime | None = None
 
 
 def account_select() -> Any:
@@ -167,30 +171,30 @@ async def find_account(session: AsyncSession, tenant_id: int, number: str) -> Ro
     return res.mappings().one_or_none()
 
 
-ACCOUNT_WITH_METRICS = """
-SELECT a.id, a.tenant_id, a.account_number, a.name, a.currency, a.status, a.bill_cycle_day,
-       a.payment_term, a.batch, a.partner_account, a.bill_to::text AS bill_to,
-       a.sold_to::text AS sold_to, a.created_at, a.updated_at,
-       m.total_invoice_balance, m.total_debit_memo_balance, m.unapplied_payment_amount,
-       m.unapplied_credit_memo_amount, m.contracted_mrr, m.last_invoice_date,
-       m.last_metrics_update
-FROM account a JOIN account_metrics m ON m.account_id = a.id
-WHERE a.tenant_id = $1 AND a.account_number = $2
-"""
+_ACCOUNT_COLUMNS = """
+a.id, a.tenant_id, a.account_number, a.name, a.currency, a.status, a.bill_cycle_day,
+a.payment_term, a.batch, a.partner_account, a.bill_to::text AS bill_to,
+a.sold_to::text AS sold_to, a.created_at, a.updated_at"""
+_BY_NUMBER = "WHERE a.tenant_id = $1 AND a.account_number = $2"
+ACCOUNT_WITH_STATE = {
+    pending: state_sql(with_pending=pending, account_columns=_ACCOUNT_COLUMNS) + _BY_NUMBER
+    for pending in (False, True)
+}
 
 
-async def find_account_with_metrics(
-    db: Db, tenant_id: int, number: str
-) -> tuple[dict[str, Any], Metrics] | None:
-    """The account with that number and its stored metrics, read in one statement (so in
-    one snapshot: lastMetricsUpdate and the values always belong together), or None."""
-    row = await db.fetchrow(ACCOUNT_WITH_METRICS, tenant_id, number)
+async def find_account_with_state(
+    db: Db, tenant_id: int, number: str, *, with_pending: bool = False
+) -> tuple[dict[str, Any], AccountState] | None:
+    """The account with that number and its metrics state, read in one statement (so in
+    one snapshot: lastMetricsUpdate and the values always belong together), or None.
+    ``with_pending`` folds its pending ledger on read too (billing.metrics.state_sql)."""
+    row = await db.fetchrow(ACCOUNT_WITH_STATE[with_pending], tenant_id, number)
     if row is None:
         return None
     account = dict(row)
     account["bill_to"] = json.loads(account["bill_to"])
     account["sold_to"] = json.loads(account["sold_to"])
-    return account, metrics_of(row)
+    return account, state_of(row)
 
 
 async def get_account(
@@ -341,6 +345,22 @@ async def list_accounts(
                 | account_metrics_t.c.last_metrics_update.is_(None)
             )
             stmt = stmt.where(account_t.c.id.in_(stale))
+        if flt.last_metrics_update_before is not None:
+            stmt = stmt.where(
+                account_metrics_t.c.last_metrics_update < flt.last_metrics_update_before
+            )
+        if flt.last_metrics_update_after is not None:
+            stmt = stmt.where(
+                account_metrics_t.c.last_metrics_update > flt.last_metrics_update_after
+            )
+        if flt.has_pending_metric_changes is not None:
+            pending = exists(
+                select(metrics_change_t.c.id).where(
+                    metrics_change_t.c.tenant_id == tenant_id,
+                    metrics_change_t.c.account_id == account_t.c.id,
+                )
+            )
+            stmt = stmt.where(pending if flt.has_pending_metric_changes else ~pending)
     return await paginate(session, stmt, account_t.c.id, first, after)
 
 

@@ -219,7 +219,10 @@ class MetricsWriter:
                               SELECT max(invoice_date) FROM invoice
                               WHERE account_id = :a AND status = 'POSTED')
                             ELSE last_invoice_date END,
-                          last_metrics_update = now()
+                          -- Taken under the row lock, never earlier than the last stamp: a
+                          -- transaction that started earlier but got the lock later must
+                          -- not move the stamp backwards (now() is the transaction start).
+                          last_metrics_update = GREATEST(last_metrics_update, clock_timestamp())
                         WHERE account_id = :a
                         """
                     ),
@@ -307,7 +310,9 @@ def metrics_ctes(
     account: the metrics row moves in the same statement; its row lock orders concurrent
     writers (a wait ends after the statement's lock_timeout: LOCK_COMPETITION). A posted
     invoice can only raise lastInvoiceDate, so GREATEST keeps it exact without reading
-    invoices (which a statement that waited for the lock could not see anyway).
+    invoices (which a statement that waited for the lock could not see anyway). The stamp is
+    the clock once the row is locked, never earlier than the one it replaces, so it never
+    moves backwards under a burst of writes.
     """
     last_invoice = (
         f"last_invoice_date = GREATEST(m.last_invoice_date, {posted_invoice_date}),"
@@ -331,7 +336,7 @@ metrics_sync AS (
     unapplied_payment_amount = m.unapplied_payment_amount + {unapplied_payment},
     contracted_mrr = m.contracted_mrr + {contracted_mrr},
     {last_invoice}
-    last_metrics_update = now()
+    last_metrics_update = GREATEST(m.last_metrics_update, clock_timestamp())
   FROM {account} m_a
   WHERE m.account_id = m_a.id AND NOT m_a.partner_account AND ({when})
     AND EXISTS (SELECT 1 FROM {document})
@@ -416,6 +421,113 @@ def metrics_of(row: object) -> Metrics:
         last_invoice_date=r["last_invoice_date"],
         last_metrics_update=r["last_metrics_update"],
     )
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """One account's metrics as ONE statement saw them: the stored values with their stamp,
+    the instant they are current as of, and (when asked for) the pending ledger folded on
+    read. Never assembled from two reads, so its parts always belong together."""
+
+    account_id: int
+    currency: str
+    stored: Metrics
+    current_as_of: datetime | None
+    live: Metrics | None = None  # None: the read did not ask for the pending ledger
+    pending: int | None = None
+
+
+# The instant an account's stored metrics are current as of: every change committed before
+# it is in them.
+# * Ordinary account: the reading statement's start. Its writes move the metrics row in
+#   their own transaction, and the statement's snapshot is taken after its start, so every
+#   write committed before that instant is in the row it reads.
+# * Partner account: the later of its own stamp and the tenant's watermark. Its stamp
+#   (pb_fold_metrics) is the start of the statement that folded it, taken before the
+#   snapshot that fold consumed the ledger with. The watermark is the start of the last
+#   complete refresh pass (refresh_tenant), which folded, for every partner account, every
+#   change committed before it; it does not count for an account the refresh set aside
+#   (metrics_refresh_failure): that one is as of its own stamp only.
+CURRENT_AS_OF_SQL = """
+CASE WHEN a.partner_account
+     THEN GREATEST(m.last_metrics_update,
+                   CASE WHEN f.account_id IS NULL THEN t.metrics_current_as_of END)
+     ELSE statement_timestamp() END"""
+
+_STATE_COLUMNS = f"""
+m.account_id AS state_account_id, a.currency AS state_currency,
+m.total_invoice_balance, m.total_debit_memo_balance, m.unapplied_payment_amount,
+m.unapplied_credit_memo_amount, m.contracted_mrr, m.last_invoice_date, m.last_metrics_update,
+{CURRENT_AS_OF_SQL} AS current_as_of"""
+
+_LIVE_COLUMNS = """,
+lv.total_invoice_balance AS live_total_invoice_balance,
+lv.total_debit_memo_balance AS live_total_debit_memo_balance,
+lv.unapplied_payment_amount AS live_unapplied_payment_amount,
+lv.unapplied_credit_memo_amount AS live_unapplied_credit_memo_amount,
+lv.contracted_mrr AS live_contracted_mrr, lv.last_invoice_date AS live_last_invoice_date,
+lv.pending AS pending, statement_timestamp() AS read_at"""
+
+
+def state_sql(*, with_pending: bool, account_columns: str = "") -> str:
+    """SELECT ... FROM an account (``a``) and its metrics (``m``) with the columns
+    :func:`state_of` reads; the caller adds the WHERE. ``with_pending`` folds the account's
+    pending ledger on read (pb_live_metrics, migration 0010): it costs a scan of those rows,
+    so only a read that shows them asks for it. ``account_columns`` selects more of ``a``."""
+    columns = _STATE_COLUMNS + (_LIVE_COLUMNS if with_pending else "")
+    live = (
+        "LEFT JOIN LATERAL pb_live_metrics(m.tenant_id, m.account_id) lv ON true"
+        if with_pending
+        else ""
+    )
+    extra = f"{account_columns}," if account_columns else ""
+    return f"""
+SELECT {extra} {columns}
+FROM account a
+JOIN account_metrics m ON m.account_id = a.id
+JOIN tenant t ON t.id = a.tenant_id
+LEFT JOIN metrics_refresh_failure f ON f.account_id = a.id
+{live}
+"""
+
+
+def state_of(row: Any) -> AccountState:
+    """The AccountState of a row selected with :func:`state_sql`."""
+    r = dict(row)
+    live = None
+    if "pending" in r:
+        live = Metrics(
+            total_invoice_balance=r["live_total_invoice_balance"],
+            total_debit_memo_balance=r["live_total_debit_memo_balance"],
+            unapplied_payment_amount=r["live_unapplied_payment_amount"],
+            unapplied_credit_memo_amount=r["live_unapplied_credit_memo_amount"],
+            contracted_mrr=r["live_contracted_mrr"],
+            last_invoice_date=r["live_last_invoice_date"],
+            last_metrics_update=r["read_at"],
+        )
+    return AccountState(
+        account_id=int(r["state_account_id"]),
+        currency=r["state_currency"],
+        stored=metrics_of(r),
+        current_as_of=r["current_as_of"],
+        live=live,
+        pending=int(r["pending"]) if live is not None else None,
+    )
+
+
+async def account_states(
+    conn: AsyncSession | AsyncConnection, tenant_id: int, account_ids: list[int], *,
+    with_pending: bool,
+) -> dict[int, AccountState]:  # fmt: skip
+    """The states of the tenant's accounts among ``account_ids``, all read by one statement
+    (one snapshot; others are left out). Takes no lock and writes nothing."""
+    if not account_ids:
+        return {}
+    res = await conn.execute(
+        text(state_sql(with_pending=with_pending) + "WHERE a.tenant_id = :t AND a.id = ANY(:ids)"),
+        {"t": tenant_id, "ids": list(account_ids)},
+    )
+    return {s.account_id: s for s in map(state_of, res.mappings())}
 
 
 async def recompute(session: AsyncSession, account_id: int) -> Metrics:
@@ -515,6 +627,9 @@ class RefreshReport:
     refreshed_ids: list[int] = field(default_factory=list)
     set_aside_ids: list[int] = field(default_factory=list)  # failed now: retried later
     waiting: int = 0  # set aside earlier and not due again yet
+    # The pass's watermark when it was complete (tenant.metrics_current_as_of moved to it),
+    # None when it was not (an account it could not claim may still hold older changes).
+    current_as_of: datetime | None = None
 
 
 REFRESH_BATCH = 500
@@ -590,9 +705,22 @@ async def refresh_tenant(
     RETRY_MOST; its next successful fold clears it. A transient failure (lost connection,
     restart) is raised: nothing is set aside for it, the next run folds everything.
 
-    ``on_refreshed`` is awaited with the ids of each batch once its statement committed."""
+    ``on_refreshed`` is awaited with the ids of each batch once its statement committed.
+
+    A complete pass moves the tenant's watermark (``tenant.metrics_current_as_of``, read as
+    Account.metricsCurrentAsOf) to the instant it started, ``started``: the clock read by a
+    statement that returned before the statement that finds the changed accounts began, so
+    that statement's snapshot shows every change committed before ``started`` (a change's
+    ledger row commits with the write's own transaction). Each of those accounts is then
+    folded (its fold's later snapshot consumes those rows), set aside (which the watermark
+    does not speak for), or was held by another folder: then no ledger row of it may remain
+    with ``created_at < started`` (a row's created_at is its transaction's start, never
+    later than its commit, so every row committed before ``started`` has one), or the pass
+    is not complete and the watermark stays. Writing the watermark costs one row per pass,
+    whatever the number of quiet accounts."""
     report = RefreshReport(tenant_id)
     async with engine.connect() as conn:
+        started = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
         ids = await changed_accounts(conn, tenant_id)
         aside = await set_aside_accounts(conn, tenant_id)
         changed = set(ids)
@@ -607,6 +735,7 @@ async def refresh_tenant(
         report.waiting = sum(1 for a in ids if a in aside and not aside[a])
         ids = [a for a in ids if aside.get(a, True)]
     if not ids:
+        await _advance_watermark(engine, report, started, [])
         return report
     queue: asyncio.Queue[list[int]] = asyncio.Queue()
     for i in range(0, len(ids), batch):
@@ -658,7 +787,35 @@ async def refresh_tenant(
                 await fold(conn, chunk)
 
     await asyncio.gather(*(drain() for _ in range(min(parallelism, queue.qsize()))))
+    handled = set(report.refreshed_ids) | set(report.set_aside_ids)
+    await _advance_watermark(engine, report, started, [a for a in ids if a not in handled])
     return report
+
+
+async def _advance_watermark(
+    engine: AsyncEngine, report: RefreshReport, started: datetime, unclaimed: list[int]
+) -> None:
+    """Move the tenant's watermark to ``started`` (never backwards) unless an account the
+    pass did not fold itself still holds a ledger row that may have committed before it."""
+    async with engine.begin() as conn:
+        if unclaimed:
+            older = await conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM metrics_change WHERE tenant_id = :t "
+                    "AND account_id = ANY(:ids) AND created_at < :started)"
+                ),
+                {"t": report.tenant_id, "ids": unclaimed, "started": started},
+            )
+            if older.scalar_one():
+                return
+        await conn.execute(
+            text(
+                "UPDATE tenant SET metrics_current_as_of = "
+                "GREATEST(metrics_current_as_of, :started) WHERE id = :t"
+            ),
+            {"t": report.tenant_id, "started": started},
+        )
+    report.current_as_of = started
 
 
 async def _set_aside(conn: AsyncConnection, tenant_id: int, account_id: int, error: str) -> None:

@@ -136,6 +136,11 @@ class Tenant(SQLModel, table=True):
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+    # The start of the last complete refresh pass (migration 0010): every change committed
+    # before it is folded, for every partner account the refresh did not set aside.
+    metrics_current_as_of: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
     created_at: datetime | None = _created()
 
 

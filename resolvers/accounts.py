@@ -58,19 +58,37 @@ def account_data(i: CreateAccountInput) -> acc.AccountData:
     )
 
 
+def account_filter(f: AccountFilter, numbers: list[str] | None = None) -> acc.AccountFilter:
+    return acc.AccountFilter(
+        partner_account=f.partner_account,
+        status=f.status.value if f.status else None,
+        batch=f.batch,
+        name_contains=f.name_contains,
+        metrics_stale_since=f.metrics_stale_since,
+        account_numbers=list(numbers or []),
+        has_pending_metric_changes=f.has_pending_metric_changes,
+        last_metrics_update_before=f.last_metrics_update_before,
+        last_metrics_update_after=f.last_metrics_update_after,
+    )
+
+
 @strawberry.type
 class AccountQueries:
     @strawberry.field(description="One account by its number.")
     async def account(self, info: strawberry.Info, account_number: str) -> Account | None:
         ctx = info.context
+        pending = ctx.fetch.with_pending(info)
         found = await read_one(
-            ctx, lambda db: acc.find_account_with_metrics(db, ctx.tenant_id, account_number)
+            ctx,
+            lambda db: acc.find_account_with_state(
+                db, ctx.tenant_id, account_number, with_pending=pending
+            ),
         )
         if found is None:
             return None
-        row, metrics = found
+        row, state = found
         # Read with the account, in the same snapshot: account { metrics } costs no more.
-        ctx.fetch.prime_metrics(row["id"], convert.metrics(metrics, row["currency"]))
+        ctx.fetch.prime_state(state)
         return convert.account(row)
 
     @strawberry.field(description="Accounts of the tenant, filtered, in creation order.")
@@ -81,15 +99,7 @@ class AccountQueries:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Account]:
-        flt = None
-        if filter is not None:
-            flt = acc.AccountFilter(
-                partner_account=filter.partner_account,
-                status=filter.status.value if filter.status else None,
-                batch=filter.batch,
-                name_contains=filter.name_contains,
-                metrics_stale_since=filter.metrics_stale_since,
-            )
+        flt = account_filter(filter) if filter is not None else None
         page = await read(
             info.context, lambda s: acc.list_accounts(s, info.context.tenant_id, flt, first, after)
         )

@@ -77,7 +77,6 @@ def account(row: Any) -> Account:
         payment_term=PaymentTerm(row["payment_term"]),
         batch=row["batch"],
         partner_account=row["partner_account"],
-        last_metrics_update=row["last_metrics_update"],
         bill_to_contact=_contact(row["bill_to"]),
         sold_to_contact=_contact(row["sold_to"]),
         created_at=row["created_at"],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
+from graphql import FieldNode, SelectionSetNode
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
@@ -14,7 +16,7 @@ from billing import invoices as inv
 from billing import payments as pay
 from billing import subscriptions as subscr
 from billing.accounts import account_number_of
-from billing.metrics import refresh_errors, stored_metrics_with_currency
+from billing.metrics import AccountState, account_states, refresh_errors
 from resolvers import convert, memo_convert
 from schema.accounts import Account, AccountMetrics
 from schema.common import Connection
@@ -23,6 +25,27 @@ from schema.documents import Application, InvoiceItem
 K = TypeVar("K")
 V = TypeVar("V")
 
+# The Account fields whose values need the pending ledger read (pb_live_metrics).
+PENDING_FIELDS = frozenset({"liveMetrics", "pendingMetricChanges"})
+
+
+def asks_for_pending(info: Any) -> bool:
+    """Whether the operation (its fragments included) selects a field that needs the
+    pending ledger: then every account state of the request is read with it, so the
+    fields of one account still come from one statement."""
+    raw = info._raw_info
+    stack: list[SelectionSetNode] = [
+        n.selection_set for n in (raw.operation, *raw.fragments.values()) if n.selection_set
+    ]
+    while stack:
+        for sel in stack.pop().selections:
+            if isinstance(sel, FieldNode) and sel.name.value in PENDING_FIELDS:
+                return True
+            sub = getattr(sel, "selection_set", None)
+            if sub is not None:
+                stack.append(sub)
+    return False
+
 
 class Fetcher:
     """What nested GraphQL fields call through ``info.context.fetch``."""
@@ -30,14 +53,23 @@ class Fetcher:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self._account = DataLoader(self._load_accounts)
-        self._metrics = DataLoader(self._load_metrics)
+        self._states = DataLoader(self._load_states)
+        self._with_pending: bool | None = None
+        self._by_number = DataLoader(self._load_account_ids)
         self._refresh_errors = DataLoader(self._load_refresh_errors)
         self._items = DataLoader(self._load_items)
         self._apps: dict[str, DataLoader[int, list[Application]]] = {}
 
-    def prime_metrics(self, account_id: int, metrics: AccountMetrics) -> None:
-        """Metrics already read with their account: account { metrics } reads nothing more."""
-        self._metrics.prime(account_id, metrics)
+    def with_pending(self, info: Any) -> bool:
+        """Whether this request reads account states with the pending ledger (decided
+        once, from the whole operation)."""
+        if self._with_pending is None:
+            self._with_pending = asks_for_pending(info)
+        return self._with_pending
+
+    def prime_state(self, state: AccountState) -> None:
+        """A state already read with its account: account { metrics } reads nothing more."""
+        self._states.prime(state.account_id, state)
 
     async def _session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
         async with self.ctx.sessionmaker() as session:
@@ -47,13 +79,19 @@ class Fetcher:
         rows = await self._session(lambda s: acc.accounts_by_ids(s, self.ctx.tenant_id, list(ids)))
         return [convert.account(rows[i]) for i in ids]
 
-    async def _load_metrics(self, ids: Sequence[int]) -> list[AccountMetrics]:
-        async def go(s: AsyncSession) -> dict[int, AccountMetrics]:
-            stored = await stored_metrics_with_currency(s, self.ctx.tenant_id, list(ids))
-            return {a: convert.metrics(m, currency) for a, (m, currency) in stored.items()}
-
-        found = await self._session(go)
+    async def _load_states(self, ids: Sequence[int]) -> list[AccountState]:
+        # One statement for every account of the batch: one snapshot.
+        found = await self._session(
+            lambda s: account_states(
+                s, self.ctx.tenant_id, list(ids), with_pending=bool(self._with_pending)
+            )
+        )
         return [found[i] for i in ids]
+
+    async def _load_account_ids(self, numbers: Sequence[str]) -> list[int]:
+        return await self._session(
+            lambda s: acc.account_ids_by_numbers(s, self.ctx.tenant_id, list(numbers))
+        )
 
     async def _load_refresh_errors(self, ids: Sequence[int]) -> list[str | None]:
         found = await self._session(lambda s: refresh_errors(s, self.ctx.tenant_id, list(ids)))
@@ -97,8 +135,34 @@ class Fetcher:
     async def account(self, account_id: int) -> Account:
         return await self._account.load(account_id)
 
-    async def account_metrics(self, account_id: int) -> AccountMetrics:
-        return await self._metrics.load(account_id)
+    async def account_by_number(self, number: str) -> Account:
+        return await self._account.load(await self._by_number.load(number))
+
+    async def account_state(self, account_id: int, info: Any) -> AccountState:
+        self.with_pending(info)
+        return await self._states.load(account_id)
+
+    async def account_metrics(self, account_id: int, info: Any) -> AccountMetrics:
+        state = await self.account_state(account_id, info)
+        return convert.metrics(state.stored, state.currency)
+
+    async def live_metrics(self, account_id: int, info: Any) -> AccountMetrics:
+        state = await self.account_state(account_id, info)
+        if state.live is None:
+            raise RuntimeError("liveMetrics read without the pending ledger")
+        return convert.metrics(state.live, state.currency)
+
+    async def pending_metric_changes(self, account_id: int, info: Any) -> int:
+        state = await self.account_state(account_id, info)
+        if state.pending is None:
+            raise RuntimeError("pendingMetricChanges read without the pending ledger")
+        return state.pending
+
+    async def last_metrics_update(self, account_id: int, info: Any) -> datetime | None:
+        return (await self.account_state(account_id, info)).stored.last_metrics_update
+
+    async def metrics_current_as_of(self, account_id: int, info: Any) -> datetime | None:
+        return (await self.account_state(account_id, info)).current_as_of
 
     async def metrics_refresh_error(self, account_id: int) -> str | None:
         return await self._refresh_errors.load(account_id)

@@ -115,16 +115,50 @@ class Account:
         description="True: metrics are computed by the periodic refresh, writes never take the "
         "account lock."
     )
-    last_metrics_update: datetime | None = strawberry.field(
-        description="When the stored metrics were last computed."
-    )
     bill_to_contact: Contact = strawberry.field(description="Who receives the invoices.")
     sold_to_contact: Contact = strawberry.field(description="Who the service is sold to.")
     created_at: datetime = strawberry.field(description="When the account was created.")
 
-    @strawberry.field(description="The account's metrics (see AccountMetrics).")
+    @strawberry.field(
+        description="When the stored metrics were last computed; never moves backwards. Read "
+        "in one snapshot with metrics, liveMetrics, pendingMetricChanges and "
+        "metricsCurrentAsOf: the fields of one account in one response always belong together."
+    )
+    async def last_metrics_update(self, info: strawberry.Info) -> datetime | None:
+        return await info.context.fetch.last_metrics_update(self.db_id, info)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="The account's stored metrics (see AccountMetrics).")
     async def metrics(self, info: strawberry.Info) -> AccountMetrics:
-        return await info.context.fetch.account_metrics(self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.account_metrics(self.db_id, info)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="The stored metrics plus the pending changes folded on read: exact as of "
+        "the read, for a partner account too. Reads the account's pending changes (its cost "
+        "grows with pendingMetricChanges), takes no lock and writes nothing; its "
+        "lastMetricsUpdate is the instant of the read."
+    )
+    async def live_metrics(self, info: strawberry.Info) -> AccountMetrics:
+        return await info.context.fetch.live_metrics(self.db_id, info)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="Changes written to this partner account and not yet folded into metrics "
+        "(0 for an ordinary account)."
+    )
+    async def pending_metric_changes(self, info: strawberry.Info) -> int:
+        return await info.context.fetch.pending_metric_changes(self.db_id, info)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="Every change committed before this instant is included in metrics (a "
+        "change is committed when its write has answered). Ordinary account: the instant of "
+        "the read. Partner account: the later of lastMetricsUpdate and the start of the last "
+        "complete refresh pass over the tenant (a pass advances every partner account it "
+        "covered, those with nothing pending too); while the refresh has set the account "
+        "aside (metricsRefreshError), lastMetricsUpdate alone. The bound holds because a "
+        "change's ledger row commits with its write, and a refresh reads the clock before "
+        "the snapshot it folds with."
+    )
+    async def metrics_current_as_of(self, info: strawberry.Info) -> datetime | None:
+        return await info.context.fetch.metrics_current_as_of(self.db_id, info)  # type: ignore[no-any-return]
 
     @strawberry.field(
         description="Null unless the periodic refresh set this partner account aside: why "
@@ -275,6 +309,16 @@ class AccountFilter:
     name_contains: str | None = None
     metrics_stale_since: datetime | None = strawberry.field(
         default=None, description="Accounts whose lastMetricsUpdate is older than this."
+    )
+    has_pending_metric_changes: bool | None = strawberry.field(
+        default=None,
+        description="True: accounts with changes not yet folded into metrics; false: without.",
+    )
+    last_metrics_update_before: datetime | None = strawberry.field(
+        default=None, description="Accounts whose lastMetricsUpdate is before this instant."
+    )
+    last_metrics_update_after: datetime | None = strawberry.field(
+        default=None, description="Accounts whose lastMetricsUpdate is after this instant."
     )
 
 

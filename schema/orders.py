@@ -173,6 +173,14 @@ class Order:
     async def invoice_numbers(self, info: strawberry.Info) -> list[str]:
         return await info.context.fetch.order_invoice_numbers(self.db_id)  # type: ignore[no-any-return]
 
+    @strawberry.field(
+        description="The order's account, with its partnerAccount flag and metrics as they are now."
+    )
+    async def account(
+        self, info: strawberry.Info
+    ) -> Annotated[Account, strawberry.lazy("schema.accounts")]:
+        return await info.context.fetch.account_by_number(self.account_number)  # type: ignore[no-any-return]
+
 
 @strawberry.type(description="An asynchronous operation (createOrderAsync).")
 class Job:

@@ -19,6 +19,7 @@ from resolvers.errors import ErrorPolicy, log_errors
 from resolvers.memos import MemoMutations, MemoQueries
 from resolvers.orders import OrderMutations, OrderQueries
 from resolvers.pages import DEFAULT_PAGE
+from resolvers.reconcile import ReconcileQueries
 from schema import inputs
 from schema.errors import ERROR_TYPES
 from schema.limits import QueryLimiter, QueryLimits
@@ -26,6 +27,7 @@ from schema.scalars import SCALAR_OVERRIDES
 
 QUERIES: tuple[type, ...] = (
     AccountQueries, DocumentQueries, MemoQueries, CatalogQueries, OrderQueries,
+    ReconcileQueries,
 )  # fmt: skip
 MUTATIONS: tuple[type, ...] = (
     AccountMutations, DocumentMutations, MemoMutations, CatalogMutations, OrderMutations,

@@ -37,6 +37,8 @@ LOOKUPS: dict[str, tuple[str, str]] = {
 LISTS = {
     "accounts": "accounts(first: 100) { edges { node { accountNumber } } }",
     "products": "products(first: 100) { edges { node { productNumber } } }",
+    "metricsReconciliation": "metricsReconciliation(first: 100) { edges { node { "
+    "account { accountNumber } matches } } }",
 }
 # Root queries about the caller itself: B's own settings, never A's.
 OWN = {"tenantSettings": "tenantSettings { metricsRefreshInterval lockWait }"}
@@ -206,6 +208,10 @@ async def test_another_tenant_reads_nothing_by_number(
     listed = {field: (await b(f"{{ {sel} }}"))[field]["edges"] for field, sel in LISTS.items()}
     assert [e["node"]["accountNumber"] for e in listed["accounts"]] == ["B1"]
     assert [e["node"]["productNumber"] for e in listed["products"]] == ["PC-FLEET"]
+    reconciled = [e["node"]["account"]["accountNumber"] for e in listed["metricsReconciliation"]]
+    assert reconciled == ["B1"]
+    named = await b.raw('{ metricsReconciliation(accountNumbers: ["U"]) { totalCount } }')
+    assert named.errors[0].extensions["code"] == "NOT_FOUND"
     mine = await b(f"{{ {OWN['tenantSettings']} }}")
     theirs = await a.gql(f"{{ {OWN['tenantSettings']} }}")
     assert mine["tenantSettings"] is not None and theirs["tenantSettings"] is not None

@@ -28,7 +28,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.errors import Unavailable
 from billing.metrics import take_metrics_updates
+from jobs.enqueue import REDIS_DOWN
 
 log = logging.getLogger("partnerbill.events")
 
@@ -39,6 +41,9 @@ FEED_SIZE = 1000  # messages a slow subscriber may have queued before it is told
 READ_TIMEOUT = 1.0  # how long the hub's reader blocks on Redis per poll
 RECONNECT_DELAY = (0.2, 5.0)  # first and longest pause before the reader reconnects
 COALESCE_S = 0.02  # the API process gathers its metrics announcements this long, then sends
+SUBSCRIBE_UNAVAILABLE = (
+    "Subscriptions need Redis, which cannot be reached for a moment; subscribe again shortly"
+)
 
 
 def channel_prefix(redis: Any) -> str:
@@ -232,14 +237,20 @@ class EventHub:
                         self._reader = asyncio.create_task(self._read(), name="event-hub")
                 else:
                     confirmed = self._confirmed[channel]
+            except REDIS_DOWN as exc:
+                await self._drop(channel, feed)
+                raise Unavailable(SUBSCRIBE_UNAVAILABLE) from exc
             except BaseException:
                 await self._drop(channel, feed)
                 raise
         try:
             # The client may act as soon as its first event arrives: make sure Redis will
             # deliver what is published from now on.
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await confirmed.wait()
+            try:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    await confirmed.wait()
+            except TimeoutError as exc:
+                raise Unavailable(SUBSCRIBE_UNAVAILABLE) from exc
             yield feed
         finally:
             feed.close()

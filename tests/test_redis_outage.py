@@ -379,3 +379,30 @@ async def test_the_sweep_queues_what_committed_without_its_enqueue_once(
             assert ours == wanted
     finally:
         await pool.aclose()
+
+
+async def test_subscribing_while_redis_is_away_is_a_typed_retryable_error(
+    tmp_path: Path,
+) -> None:
+    """A subscription opened during the outage is refused as UNAVAILABLE (retryable), which
+    the API answers typed rather than as "Unexpected error."."""
+    from arq import create_pool
+
+    from billing.errors import Unavailable
+    from jobs.events import EventHub
+    from jobs.redis import redis_settings_from_url
+
+    rd = OwnRedis(tmp_path, keep_data=False)
+    rd.start()
+    pool = await create_pool(redis_settings_from_url(rd.url))
+    hub = EventHub(pool)
+    try:
+        rd.stop()
+        with pytest.raises(Unavailable) as caught:
+            async with hub.listen("partnerbill:test:away"):
+                pass
+        assert caught.value.retryable
+    finally:
+        await hub.close()
+        await pool.aclose()
+        rd.stop()

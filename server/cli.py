@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -633,6 +634,109 @@ def cmd_tenant_revoke_key(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+# -- export --------------------------------------------------------------------------------
+
+
+def _tenant_or_development(settings: Settings, tenant_id: int | None) -> int | None:
+    """The tenant asked for, or the development tenant of the embedded default."""
+    if tenant_id is not None:
+        return tenant_id
+    key = read_dev_key(settings.data_dir.resolve()) if settings.embedded else None
+    if key is None:
+        return None
+    from billing.tenants import tenant_for_api_key
+
+    found: int | None = _in_session(settings, lambda s: tenant_for_api_key(s, key))
+    return found
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.exports import ExportFilter, ExportKind
+    from db.engine import create_engine
+    from server.exports import ExportFormat, export
+    from server.progress import stderr_console
+
+    where = ExportFilter(
+        partner_only=args.partner_only,
+        metrics_stale_since=args.metrics_stale_since,
+        date_from=args.date_from,
+        date_to=args.date_to,
+    )
+    # The rows may go to stdout: what the embedded servers say goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        tenant_id = _tenant_or_development(settings, args.tenant)
+    if tenant_id is None:
+        print("partnerbill: say which tenant with --tenant ID (see `tenant list`)", file=sys.stderr)
+        return 2
+    console = stderr_console()
+    rows_to = sys.stdout if args.output == "-" else Path(args.output)
+    with contextlib.redirect_stdout(sys.stderr), servers(settings, redis=False) as settings:
+        assert settings.database_url
+        url = settings.database_url
+
+        async def main() -> int:
+            engine = create_engine(url, pool_size=2, max_overflow=0)
+            try:
+                return await export(
+                    engine,
+                    tenant_id,
+                    ExportKind(args.kind),
+                    ExportFormat(args.format),
+                    where,
+                    rows_to,
+                    console,
+                )
+            finally:
+                await engine.dispose()
+
+        written = run_async(main)
+    console.print(f"Exported {written:,} {args.kind} of tenant {tenant_id}.")
+    return 0
+
+
+# -- import --------------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from server.importer import ImportAborted, ImportFileError, ImportKind, run_import
+    from server.progress import stderr_console
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"partnerbill: no such file: {path}", file=sys.stderr)
+        return 2
+    api_key = args.api_key or os.environ.get("PARTNERBILL_API_KEY")
+    if api_key is None and args.url == DEFAULT_IMPORT_URL:
+        api_key = read_dev_key(settings.data_dir.resolve())  # the local development server
+    console = stderr_console()
+    try:
+        outcome = run_async(
+            lambda: run_import(
+                ImportKind(args.kind),
+                path,
+                url=args.url,
+                api_key=api_key,
+                batch_size=args.batch,
+                concurrency=args.concurrency,
+                dry_run=args.dry_run,
+                console=console,
+                failed_to=Path(args.failed) if args.failed else None,
+            )
+        )
+    except (ImportFileError, ImportAborted) as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    verb = "would be written" if outcome.dry_run else "written"
+    console.print(f"{outcome.written:,} of {outcome.rows:,} {args.kind} {verb}.")
+    if outcome.failed_file is not None:
+        console.print(
+            f"{outcome.failed:,} refused, with their errors, in {outcome.failed_file}: correct "
+            f"them and run `partnerbill import {args.kind} {outcome.failed_file}`."
+        )
+        return 1
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -679,7 +783,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key", metavar="KEY", help="the key's id (see `tenant list`) or the key")
     revoke.set_defaults(func=cmd_tenant_revoke_key)
+    export = sub.add_parser(
+        "export",
+        help="write a tenant's accounts (with every metric), invoices or payments as CSV or "
+        "JSON Lines, streamed at constant memory",
+    )
+    export.add_argument("kind", choices=["accounts", "invoices", "payments"])
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", "-o", default="-", help="a file, or - for stdout (default)")
+    export.add_argument(
+        "--tenant", type=int, help="the tenant's id (default: the development tenant)"
+    )
+    export.add_argument("--partner-only", action="store_true", help="of partner accounts only")
+    export.add_argument(
+        "--metrics-stale-since",
+        type=_timestamp,
+        metavar="TIMESTAMP",
+        help="of accounts whose metrics were last refreshed before this instant, or never",
+    )
+    export.add_argument(
+        "--from",
+        dest="date_from",
+        type=_date,
+        metavar="DATE",
+        help="documents dated on or after this (invoiceDate, effectiveDate)",
+    )
+    export.add_argument(
+        "--to", dest="date_to", type=_date, metavar="DATE", help="documents dated on or before this"
+    )
+    export.set_defaults(func=cmd_export)
+    imp = sub.add_parser(
+        "import",
+        help="send a CSV or JSON Lines file of invoices, payments or memos through the API in "
+        "parallel bulk calls; safe to run again",
+    )
+    imp.add_argument("kind", choices=["invoices", "payments", "credit-memos", "debit-memos"])
+    imp.add_argument("file", metavar="FILE", help="a .csv or .jsonl file (see the README)")
+    imp.add_argument("--url", default=DEFAULT_IMPORT_URL, help="the service's /graphql address")
+    imp.add_argument(
+        "--api-key",
+        help="the tenant's key (default: PARTNERBILL_API_KEY, or the development key for the "
+        "local development server)",
+    )
+    imp.add_argument("--batch", type=_batch_size, default=1000, help="rows per call (1-1000)")
+    imp.add_argument("--concurrency", type=_positive, default=4, help="calls in flight")
+    imp.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
+    imp.add_argument("--failed", metavar="PATH", help="where refused rows go "
+                     "(default: FILE's name with .failed before its extension)")  # fmt: skip
+    imp.set_defaults(func=cmd_import)
     return parser
+
+
+DEFAULT_IMPORT_URL = "http://127.0.0.1:8000/graphql"
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
+def _batch_size(value: str) -> int:
+    n = _positive(value)
+    if n > 1000:
+        raise argparse.ArgumentTypeError("at most 1000 rows per call (the service's cap)")
+    return n
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a timestamp (YYYY-MM-DDTHH:MM:SS+00:00)"
+        ) from None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,6 +191,7 @@ def _where(source: Source, f: ExportFilter) -> tuple[str, dict[str, Any]]:
 
 
 def header(kind: ExportKind) -> tuple[str, ...]:
+    """The column names of ``kind``, in the order of every row's cells."""
     return tuple(c.name for c in COLUMNS[kind])
 
 

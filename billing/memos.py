@@ -58,7 +58,8 @@ def credit_unapplied(row: RowMapping) -> Decimal:
     return row["amount"] - row["applied_amount"] - row["refund_amount"]  # type: ignore[no-any-return]
 
 
-async def _memo_lines(data: MemoData, currency: str, default_name: str) -> list[dict[str, Any]]:
+def memo_lines(data: MemoData, currency: str, default_name: str) -> list[dict[str, Any]]:
+    """A memo's lines: its items priced, or one line of its amount (not both, not neither)."""
     if data.items and data.amount is not None:
         raise ValidationFailed("Give items or amount, not both", ["amount"])
     if data.items:
@@ -147,7 +148,7 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
     """A credit memo, DRAFT or (autoPost) POSTED. From an invoice it never exceeds the
     invoice's amount less what earlier credit memos took."""
     account, invoice = await _source(session, tenant_id, data)
-    lines = await _memo_lines(data, account["currency"], data.reason_code or "Credit")
+    lines = memo_lines(data, account["currency"], data.reason_code or "Credit")
     total = sum((ln["amount"] for ln in lines), ZERO)
     writer = MetricsWriter(session, tenant_id)
     if data.auto_post:
@@ -190,7 +191,7 @@ async def create_credit_memo(session: AsyncSession, tenant_id: int, data: MemoDa
 async def create_debit_memo(session: AsyncSession, tenant_id: int, data: MemoData) -> RowMapping:
     """A debit memo, DRAFT or (autoPost) POSTED; due per the account's payment term."""
     account, invoice = await _source(session, tenant_id, data)
-    lines = await _memo_lines(data, account["currency"], data.reason_code or "Charge")
+    lines = memo_lines(data, account["currency"], data.reason_code or "Charge")
     total = sum((ln["amount"] for ln in lines), ZERO)
     memo_date = data.memo_date or date.today()
     writer = MetricsWriter(session, tenant_id)

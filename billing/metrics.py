@@ -363,6 +363,93 @@ def written(db: object, tenant_id: int, row: Any, synced: list[int]) -> Written:
     return Written(row, synced)
 
 
+@dataclass
+class CallDelta:
+    """What a bulk call moves on one account: the summed deltas of its documents and the
+    latest invoice date it posted (None when it posted no invoice)."""
+
+    invoice_balance: Decimal = ZERO
+    debit_memo_balance: Decimal = ZERO
+    unapplied_payment: Decimal = ZERO
+    unapplied_credit_memo: Decimal = ZERO
+    last_invoice_date: date | None = None
+
+    def post_invoice(self, amount: Decimal, invoice_date: date) -> None:
+        """A posted invoice: its balance joins, its date may be the latest."""
+        self.invoice_balance += amount
+        if self.last_invoice_date is None or invoice_date > self.last_invoice_date:
+            self.last_invoice_date = invoice_date
+
+    def moves(self) -> bool:
+        return self.last_invoice_date is not None or any(
+            v != 0
+            for v in (
+                self.invoice_balance,
+                self.debit_memo_balance,
+                self.unapplied_payment,
+                self.unapplied_credit_memo,
+            )
+        )
+
+
+SYNC_MANY = """
+UPDATE account_metrics m SET
+  total_invoice_balance = m.total_invoice_balance + d.ib,
+  total_debit_memo_balance = m.total_debit_memo_balance + d.dm,
+  unapplied_payment_amount = m.unapplied_payment_amount + d.up,
+  unapplied_credit_memo_amount = m.unapplied_credit_memo_amount + d.cm,
+  last_invoice_date = GREATEST(m.last_invoice_date, d.lid),
+  last_metrics_update = GREATEST(m.last_metrics_update, clock_timestamp())
+FROM unnest($1::bigint[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[],
+            $6::date[]) AS d(a, ib, dm, up, cm, lid)
+WHERE m.account_id = d.a
+RETURNING m.account_id
+"""
+
+LEDGER_MANY = """
+INSERT INTO metrics_change (tenant_id, account_id, d_invoice_balance, d_debit_memo_balance,
+                            d_unapplied_payment, d_unapplied_credit_memo)
+SELECT $1::bigint, d.a, d.ib, d.dm, d.up, d.cm
+FROM unnest($2::bigint[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[])
+  AS d(a, ib, dm, up, cm)
+WHERE pb_check_totals(d.a, d.ib, d.dm, d.up, d.cm, 0)
+RETURNING account_id
+"""
+
+
+async def move_metrics_of_call(
+    db: Any, tenant_id: int, partner: dict[int, bool], deltas: dict[int, CallDelta]
+) -> list[int]:
+    """The metric rule of a bulk call (the MetricsWriter of many documents): each partner
+    account gets ONE ledger row with the call's summed deltas; each ordinary account's
+    metrics row moves once, in one statement for all of them (the caller holds their
+    metrics locks, db.locks). Returns the ordinary accounts whose metrics moved."""
+    moving = sorted(a for a, d in deltas.items() if d.moves())
+    ledger = [a for a in moving if partner[a]]
+    synced = [a for a in moving if not partner[a]]
+    if ledger:
+        await db.fetch(
+            LEDGER_MANY,
+            tenant_id,
+            ledger,
+            [deltas[a].invoice_balance for a in ledger],
+            [deltas[a].debit_memo_balance for a in ledger],
+            [deltas[a].unapplied_payment for a in ledger],
+            [deltas[a].unapplied_credit_memo for a in ledger],
+        )
+    if synced:
+        await db.fetch(
+            SYNC_MANY,
+            synced,
+            [deltas[a].invoice_balance for a in synced],
+            [deltas[a].debit_memo_balance for a in synced],
+            [deltas[a].unapplied_payment for a in synced],
+            [deltas[a].unapplied_credit_memo for a in synced],
+            [deltas[a].last_invoice_date for a in synced],
+        )
+    return synced
+
+
 # --------------------------------------------------------------------------- reading
 
 

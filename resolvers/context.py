@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from billing.bulk import MAX_BULK_ROWS
 from db.engine import Sessionmaker
 
 
@@ -18,6 +19,8 @@ class Services:
     )
     redis: Any = None  # arq.connections.ArqRedis, or None when no Redis is configured
     events: Any = None  # jobs.events.EventHub: publishes after commits, feeds subscriptions
+    # Rows one bulk mutation may carry (PARTNERBILL_MAX_BULK_ROWS).
+    max_bulk_rows: int = MAX_BULK_ROWS
 
 
 @dataclass

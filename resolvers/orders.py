@@ -10,8 +10,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField
 
+from billing import idempotency
 from billing import orders as ords
 from billing import subscriptions as subs
+from billing.bulk import located
 from billing.dbutil import translate
 from billing.errors import BillingError, LimitExceeded, ValidationFailed
 from resolvers import convert_orders as co
@@ -66,6 +68,21 @@ async def order_out(
     rows = {r["id"]: r for r in await subs.subscriptions_by_ids(s, tenant_id, ids)}
     trees = await subs.subscription_trees(s, [rows[i] for i in ids])
     return co.order(row, actions), [co.subscription(t) for t in trees]
+
+
+async def keyed_order(
+    s: AsyncSession, tenant_id: int, data: dict[str, Any], key: str | None
+) -> int:
+    """One order of createOrders under its idempotency key, the key createOrder takes: a
+    repeat with the same key and input answers the order written first and writes nothing."""
+    if key is None:
+        return await ords.create_order(s, tenant_id, ords.decode_order(data))
+    stored = await idempotency.claim(s, tenant_id, key, "createOrder", data)
+    if stored is not None:
+        return int(stored["id"])
+    order_id = await ords.create_order(s, tenant_id, ords.decode_order(data))
+    await idempotency.store(s, tenant_id, key, {"id": order_id})
+    return order_id
 
 
 async def run_order(
@@ -258,8 +275,7 @@ class OrderMutations:
             )
             return BulkOrderPayload(count=0, results=[BulkOrderResult(order=None, errors=[err])])
         items = [co.plain(o) for o in input.orders]
-        for d in items:
-            d.pop("idempotency_key", None)
+        keys = [d.pop("idempotency_key", None) for d in items]
         everything = input.error_policy == ErrorPolicy.REJECT_EVERYTHING
         results: list[BulkOrderResult] = []
 
@@ -270,13 +286,11 @@ class OrderMutations:
             async with ctx.sessionmaker() as s:
                 async with s.begin():
                     failed = False
-                    for d in items:
+                    for n, (d, key) in enumerate(zip(items, keys, strict=True)):
                         try:
                             async with s.begin_nested():
                                 try:
-                                    order_id = await ords.create_order(
-                                        s, ctx.tenant_id, ords.decode_order(d)
-                                    )
+                                    order_id = await keyed_order(s, ctx.tenant_id, d, key)
                                 except DBAPIError as exc:
                                     mapped = translate(exc)
                                     if mapped is exc:
@@ -288,7 +302,8 @@ class OrderMutations:
                             results.append(BulkOrderResult(order=order, errors=[]))
                         except BillingError as exc:
                             failed = True
-                            results.append(BulkOrderResult(order=None, errors=[to_user_error(exc)]))
+                            err = to_user_error(located(exc, ["orders", str(n)]))
+                            results.append(BulkOrderResult(order=None, errors=[err]))
                     if failed and everything:
                         raise Rejected
                 await announce(ctx, s)

@@ -40,9 +40,10 @@ from resolvers.billruns import (  # noqa: E402
     BillRunQueries,
     BillRunSubscriptions,
 )
+from resolvers.bulk import BulkMutations  # noqa: E402
 
 QUERIES += (BillRunQueries,)
-MUTATIONS += (BillRunMutations,)
+MUTATIONS += (BillRunMutations, BulkMutations)
 SUBSCRIPTIONS += (BillRunSubscriptions,)
 
 Query = merge_types("Query", QUERIES)

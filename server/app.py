@@ -215,7 +215,11 @@ def create_app(
                 async with sessionmaker.begin() as session:
                     runtime.dev_tenant_id, _ = await ensure_dev_tenant(session)
             runtime.services = Services(
-                sessionmaker=sessionmaker, pg=pool, redis=redis, events=events
+                sessionmaker=sessionmaker,
+                pg=pool,
+                redis=redis,
+                events=events,
+                max_bulk_rows=settings.max_bulk_rows,
             )
             state.update(engine=engine, redis=redis, events=events)
             if settings.run_worker:

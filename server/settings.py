@@ -74,6 +74,7 @@ class Settings:
     max_aliases: int = 100
     max_cost: int = 100_000
     max_inflight_per_tenant: int = 32
+    max_bulk_rows: int = 1000  # rows one bulk mutation may carry (billing.bulk)
     # Connections per API process: SQLAlchemy's pool (db_pool_size plus as many again in
     # overflow) and the asyncpg pool of the one-statement writes (pg_pool_size). With N API
     # processes and the worker, N * (2 * db_pool_size + pg_pool_size) + worker must stay
@@ -118,6 +119,7 @@ class Settings:
             max_aliases=_positive(env, "PARTNERBILL_MAX_ALIASES", 100),
             max_cost=_positive(env, "PARTNERBILL_MAX_COST", 100_000),
             max_inflight_per_tenant=_positive(env, "PARTNERBILL_MAX_INFLIGHT_PER_TENANT", 32),
+            max_bulk_rows=_positive(env, "PARTNERBILL_MAX_BULK_ROWS", 1000),
             db_pool_size=_int(env, "PARTNERBILL_DB_POOL_SIZE", 10),
             pg_pool_size=_int(env, "PARTNERBILL_PG_POOL_SIZE", 10),
             statement_cache=_int(env, "PARTNERBILL_STATEMENT_CACHE", 256),

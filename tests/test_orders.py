@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -510,9 +511,12 @@ async def test_create_orders_bulk_error_policies(
         {
             "__typename": "NotFoundError",
             "code": "NOT_FOUND",
-            "field": ["subscriptions", "0", "orderActions", "0", "subscriptionOwnerAccountNumber"],
+            "field": [
+                "orders", "1",
+                "subscriptions", "0", "orderActions", "0", "subscriptionOwnerAccountNumber",
+            ],
         }
-    ]
+    ]  # fmt: skip
     data = await world(BULK, input={"orders": [good, bad, good2]})
     assert data["createOrders"] == {
         "count": 0,
@@ -522,7 +526,7 @@ async def test_create_orders_bulk_error_policies(
             {"order": None, "errors": []},
         ],
     }
-    assert (await mrr(world, "E1"), await mrr(world, "E2")) == ("0.000000", "0.000000")
+    assert Decimal(await mrr(world, "E1")) == Decimal(await mrr(world, "E2")) == Decimal(0)
     data = await world(
         BULK, input={"orders": [good, bad, good2], "errorPolicy": "REJECT_FAILED_ROWS"}
     )
@@ -534,7 +538,39 @@ async def test_create_orders_bulk_error_policies(
             {"order": {"orderNumber": "B-3"}, "errors": []},
         ],
     }
-    assert (await mrr(world, "E1"), await mrr(world, "E2")) == ("40.000000", "40.000000")
+    assert Decimal(await mrr(world, "E1")) == Decimal(await mrr(world, "E2")) == Decimal(40)
+    await stored_equals_oracle(sessionmaker, tenant.id, "E1", "E2")
+
+
+async def test_create_orders_honours_each_rows_idempotency_key(
+    world: Gql, sessionmaker: Any, tenant: Any
+) -> None:
+    rows = [
+        order("R", [{"orderActions": [create_action("E1")]}], idempotencyKey="bulk-1"),
+        order("R", [{"orderActions": [create_action("E2")]}], idempotencyKey="bulk-2"),
+    ]
+    first = await world(BULK, input={"orders": rows})
+    again = await world(BULK, input={"orders": rows})
+    assert first["createOrders"]["count"] == 2
+    assert again == first
+    assert Decimal(await mrr(world, "E1")) == Decimal(await mrr(world, "E2")) == Decimal(40)
+    # The row's key is createOrder's: the single mutation replays the bulk row.
+    single = await world(CREATE_ORDER, input=rows[0])
+    assert (
+        single["createOrder"]["order"]["orderNumber"]
+        == first["createOrders"]["results"][0]["order"]["orderNumber"]
+    )
+    assert Decimal(await mrr(world, "E1")) == Decimal(40)
+    # A key used with another input fails its row, with the row's path.
+    changed = order("R", [{"orderActions": [create_action("E2")]}], idempotencyKey="bulk-1")
+    data = await world(BULK, input={"orders": [changed]})
+    assert data["createOrders"]["results"][0]["errors"] == [
+        {
+            "__typename": "IdempotencyKeyReusedError",
+            "code": "IDEMPOTENCY_KEY_REUSED",
+            "field": ["orders", "0", "idempotencyKey"],
+        }
+    ]
     await stored_equals_oracle(sessionmaker, tenant.id, "E1", "E2")
 
 

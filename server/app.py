@@ -28,6 +28,7 @@ from db.engine import create_engine, create_sessionmaker
 from jobs.events import EventHub
 from jobs.redis import redis_settings_from_url
 from resolvers.context import Services
+from server.console import console_routes
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
 from server.keys import KeyWatch
 from server.logs import RequestId
@@ -289,6 +290,7 @@ def create_app(
             app=StaticFiles(directory=STATIC_DIR / "graphiql"),
             name="graphiql-static",
         ),
+        *console_routes(),
     ]
     registry = MetricsRegistry()
     app = Starlette(

@@ -737,6 +737,30 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- demo ----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from server.demo import DemoPlan
+    from server.demo import main as demo
+
+    try:
+        plan = DemoPlan(
+            customers=args.customers,
+            subscriptions=args.subscriptions,
+            per_order=args.per_order,
+            concurrency=args.concurrency,
+            prefix=args.prefix,
+        )
+    except ValueError as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    api_key = args.api_key or os.environ.get("PARTNERBILL_API_KEY")
+    if api_key is None and args.url == DEFAULT_IMPORT_URL:
+        api_key = read_dev_key(settings.data_dir.resolve())  # the local development server
+    return demo(args.url, api_key, plan)
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -831,6 +855,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--failed", metavar="PATH", help="where refused rows go "
                      "(default: FILE's name with .failed before its extension)")  # fmt: skip
     imp.set_defaults(func=cmd_import)
+    demo = sub.add_parser(
+        "demo",
+        help="build the reseller scenario through the API of a running service (a partner "
+        "reseller, its end customers, parallel orders, a month-end bill run), to explore it "
+        "in the console",
+    )
+    demo.add_argument("--customers", type=_positive, default=10, help="end customers")
+    demo.add_argument("--subscriptions", type=_positive, default=100, help="subscriptions in all")
+    demo.add_argument("--per-order", type=_positive, default=5, help="subscriptions per order")
+    demo.add_argument("--concurrency", type=_positive, default=8, help="orders in flight")
+    demo.add_argument("--prefix", default="DEMO", help="of every number made (default DEMO)")
+    demo.add_argument("--url", default=DEFAULT_IMPORT_URL, help="the service's /graphql address")
+    demo.add_argument(
+        "--api-key",
+        help="the tenant's key (default: PARTNERBILL_API_KEY, or the development key for the "
+        "local development server)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

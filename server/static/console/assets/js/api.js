@@ -34,6 +34,7 @@ export function saveKey(key) {
   if (key) localStorage.setItem(KEY_STORE, key);
   else localStorage.removeItem(KEY_STORE);
   featuresPromise = null;
+  setConnection("idle", canConnect() ? "Live updates idle" : "No API key: see Settings");
   subscriptions.restart();
 }
 

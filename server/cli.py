@@ -698,16 +698,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from server.importer import ImportAborted, ImportFileError, ImportKind, run_import
+    from server.api_client import ApiAborted
+    from server.importer import ImportFileError, ImportKind, run_import
     from server.progress import stderr_console
 
     path = Path(args.file)
     if not path.is_file():
         print(f"partnerbill: no such file: {path}", file=sys.stderr)
         return 2
-    api_key = args.api_key or os.environ.get("PARTNERBILL_API_KEY")
-    if api_key is None and args.url == DEFAULT_IMPORT_URL:
-        api_key = read_dev_key(settings.data_dir.resolve())  # the local development server
+    api_key = _api_key(args, settings)
     console = stderr_console()
     try:
         outcome = run_async(
@@ -723,7 +722,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 failed_to=Path(args.failed) if args.failed else None,
             )
         )
-    except (ImportFileError, ImportAborted) as e:
+    except (ImportFileError, ApiAborted) as e:
         print(f"partnerbill: {e}", file=sys.stderr)
         return 2
     verb = "would be written" if outcome.dry_run else "written"
@@ -755,10 +754,46 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as e:
         print(f"partnerbill: {e}", file=sys.stderr)
         return 2
-    api_key = args.api_key or os.environ.get("PARTNERBILL_API_KEY")
-    if api_key is None and args.url == DEFAULT_IMPORT_URL:
-        api_key = read_dev_key(settings.data_dir.resolve())  # the local development server
-    return demo(args.url, api_key, plan)
+    return demo(args.url, _api_key(args, settings), plan)
+
+
+# -- reconcile -----------------------------------------------------------------------------
+
+
+def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--api-key, else PARTNERBILL_API_KEY, else the stored development key when the command
+    talks to the local development server."""
+    api_key: str | None = args.api_key or os.environ.get("PARTNERBILL_API_KEY")
+    if api_key is None and args.url == DEFAULT_API_URL:
+        api_key = read_dev_key(settings.data_dir.resolve())
+    return api_key
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from server.api_client import ApiAborted
+    from server.progress import stderr_console
+    from server.reconcile import reconcile, write_report
+
+    console = stderr_console()
+    try:
+        done = run_async(
+            lambda: reconcile(args.url, _api_key(args, settings), console,
+                              partner_only=args.partner_only, page_size=args.page_size)
+        )  # fmt: skip
+    except ApiAborted as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    for m in done.mismatches:
+        diffs = ", ".join(f"{k} live {a} != documents {b}" for k, (a, b) in m.differences.items())
+        say(f"MISMATCH {m.account_number}: {diffs}")
+    if args.report and done.mismatches:
+        write_report(Path(args.report), done.mismatches)
+    console.print(
+        f"{done.accounts:,} accounts reconciled: {len(done.mismatches):,} mismatch"
+        f"{'' if len(done.mismatches) == 1 else 'es'}; {done.pending_accounts:,} partner "
+        "accounts have changes waiting for a refresh (compared live)."
+    )
+    return 1 if done.mismatches else 0
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -843,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("kind", choices=["invoices", "payments", "credit-memos", "debit-memos"])
     imp.add_argument("file", metavar="FILE", help="a .csv or .jsonl file (see the README)")
-    imp.add_argument("--url", default=DEFAULT_IMPORT_URL, help="the service's /graphql address")
+    imp.add_argument("--url", default=DEFAULT_API_URL, help="the service's /graphql address")
     imp.add_argument(
         "--api-key",
         help="the tenant's key (default: PARTNERBILL_API_KEY, or the development key for the "
@@ -855,6 +890,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--failed", metavar="PATH", help="where refused rows go "
                      "(default: FILE's name with .failed before its extension)")  # fmt: skip
     imp.set_defaults(func=cmd_import)
+    rec = sub.add_parser(
+        "reconcile",
+        help="compare every account's metrics with its documents through the API; exits 1 "
+        "on any mismatch",
+    )
+    rec.add_argument("--url", default=DEFAULT_API_URL, help="the service's /graphql address")
+    rec.add_argument("--api-key", help="the tenant's key (as for import)")
+    rec.add_argument("--partner-only", action="store_true", help="partner accounts only")
+    rec.add_argument("--page-size", type=_positive, default=100, help="accounts per call")
+    rec.add_argument("--report", metavar="PATH", help="write the mismatches to a CSV file")
+    rec.set_defaults(func=cmd_reconcile)
     demo = sub.add_parser(
         "demo",
         help="build the reseller scenario through the API of a running service (a partner "
@@ -866,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-order", type=_positive, default=5, help="subscriptions per order")
     demo.add_argument("--concurrency", type=_positive, default=8, help="orders in flight")
     demo.add_argument("--prefix", default="DEMO", help="of every number made (default DEMO)")
-    demo.add_argument("--url", default=DEFAULT_IMPORT_URL, help="the service's /graphql address")
+    demo.add_argument("--url", default=DEFAULT_API_URL, help="the service's /graphql address")
     demo.add_argument(
         "--api-key",
         help="the tenant's key (default: PARTNERBILL_API_KEY, or the development key for the "
@@ -876,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_IMPORT_URL = "http://127.0.0.1:8000/graphql"
+DEFAULT_API_URL = "http://127.0.0.1:8000/graphql"
 
 
 def _positive(value: str) -> int:

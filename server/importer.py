@@ -18,7 +18,6 @@ import csv
 import enum
 import hashlib
 import json
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,21 @@ from typing import Any, TextIO
 import httpx
 from rich.console import Console
 
+from server.api_client import (
+    ABORT_CODES,
+    RETRY_CODES,
+    ApiAborted,
+    Refused,
+    backoff,
+    client,
+    post,
+)
 from server.progress import rows_progress
 
 FAILED_SUFFIX = ".failed"
 # Columns a failed-rows file adds to the input's (CSV), or keys (JSON Lines).
 ROW_COLUMN = "_row"
 ERROR_COLUMN = "_errors"
-RETRY_CODES = frozenset({"UNAVAILABLE", "RATE_LIMITED", "LOCK_COMPETITION"})
 
 
 class ImportKind(enum.StrEnum):
@@ -301,22 +308,6 @@ class FailedRows:
 # -- sending ---------------------------------------------------------------------------------
 
 
-class ImportAborted(RuntimeError):
-    """The service refused the whole import (bad key, an unusable document)."""
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The call was answered with request-level errors (no per-row results)."""
-
-    message: str
-    codes: frozenset[str | None]
-
-
-# Request-level codes that say nothing about any one row: the import itself cannot go on.
-ABORT_CODES = frozenset({"QUERY_TOO_COMPLEX", "LIMIT_EXCEEDED", "UNAUTHENTICATED"})
-
-
 @dataclass
 class Sender:
     client: httpx.AsyncClient
@@ -338,7 +329,7 @@ class Sender:
             answer = await self._post([rows[i] for i in todo])
             if isinstance(answer, Refused):
                 if answer.codes & ABORT_CODES:
-                    raise ImportAborted(answer.message)
+                    raise ApiAborted(answer.message)
                 if len(todo) == 1:
                     done[todo[0]] = {"errors": [{"code": "VALIDATION", "field": None,
                                                  "retryable": False,
@@ -361,33 +352,19 @@ class Sender:
                 todo = again
             if not todo:
                 break
-            await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+            await backoff(attempt)
         for i in todo:
             done[i] = {"errors": [{"code": "UNAVAILABLE", "field": None, "retryable": True,
                                    "message": "not sent: the service did not answer"}]}  # fmt: skip
         return [(rows[i], done[i]) for i in range(len(rows))]
 
     async def _post(self, rows: list[Row]) -> list[dict[str, Any]] | Refused | None:
-        """The results of one call; Refused; or None when it should be sent again."""
-        body = {
-            "query": self.mutation.document(),
-            "variables": {"rows": [r.input for r in rows], "dryRun": self.dry_run},
-        }
-        try:
-            response = await self.client.post(self.url, json=body)
-        except httpx.TransportError:
-            return None
-        if response.status_code in (401, 403):
-            raise ImportAborted(f"the service refused the API key (HTTP {response.status_code})")
-        if response.status_code == 429 or response.status_code >= 500:
-            return None
-        payload = response.json()
-        if payload.get("errors"):
-            codes = frozenset((e.get("extensions") or {}).get("code") for e in payload["errors"])
-            if codes & RETRY_CODES:
-                return None
-            return Refused("; ".join(e.get("message", "?") for e in payload["errors"]), codes)
-        results: list[dict[str, Any]] = payload["data"][self.mutation.name]["results"]
+        """The per-row results of one call; Refused; or None to send it again."""
+        variables = {"rows": [r.input for r in rows], "dryRun": self.dry_run}
+        answer = await post(self.client, self.url, self.mutation.document(), variables)
+        if answer is None or isinstance(answer, Refused):
+            return answer
+        results: list[dict[str, Any]] = answer[self.mutation.name]["results"]
         return results
 
 
@@ -405,16 +382,14 @@ async def run_import(
     timeout_s: float = 300.0,
 ) -> Outcome:
     """Send every row of the file; returns what happened. Raises ImportFileError for a file
-    that cannot be read and ImportAborted when the service refuses the import itself."""
+    that cannot be read and ApiAborted when the service refuses the import itself."""
     fmt = file_format(path)
     total = count_rows(kind, path)
     outcome = Outcome(rows=total, dry_run=dry_run)
     failed = FailedRows(failed_to or failed_path(path), kind, fmt)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     queue: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=concurrency * 2)
-    async with httpx.AsyncClient(headers=headers, timeout=timeout_s, limits=limits) as client:
-        sender = Sender(client, url, MUTATIONS[kind], dry_run)
+    async with client(api_key, connections=concurrency, timeout_s=timeout_s) as http:
+        sender = Sender(http, url, MUTATIONS[kind], dry_run)
         with rows_progress(console) as progress:
             task = progress.add_task(
                 f"{'check' if dry_run else 'import'} {kind}", total=total, failed=0

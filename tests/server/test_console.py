@@ -57,7 +57,7 @@ PAYMENT = """mutation($n: String!) { createPayment(input: {accountNumber: $n, am
   effectiveDate: "2026-11-02", method: WIRE}) { errors { code message } } }"""
 REFRESH = """mutation($n: String!) { refreshAccountMetrics(input: {accountNumber: $n}) {
   errors { code message } } }"""
-HAS_FIELD = """{ __type(name: "Account") { fields { name } } }"""
+HAS_FIELD = """query($t: String!) { __type(name: $t) { fields { name } } }"""
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -163,9 +163,17 @@ def metric_cell(page: Any, metric: str, kind: str) -> Any:
     return page.locator(f'tr[data-metric="{metric}"] td[data-kind="{kind}"]')
 
 
-async def has_account_field(base: str, key: str, name: str) -> bool:
-    data = await gql(base, key, HAS_FIELD)
+async def has_field(base: str, key: str, type_name: str, name: str) -> bool:
+    data = await gql(base, key, HAS_FIELD, t=type_name)
     return name in {f["name"] for f in data["__type"]["fields"]}
+
+
+async def has_account_field(base: str, key: str, name: str) -> bool:
+    return await has_field(base, key, "Account", name)
+
+
+async def has_query_field(base: str, key: str, name: str) -> bool:
+    return await has_field(base, key, "Query", name)
 
 
 # --------------------------------------------------------------------------- the operator's day
@@ -255,6 +263,13 @@ async def test_an_operator_creates_a_partner_account_watches_its_metrics_and_bil
     await page.get_by_role("button", name="Refresh now").click()
     await shows_amount(stored_balance, "60")
     assert await page.evaluate("window.__sameDocument === true")
+    # The documents behind the metrics are shown as they are now, too.
+    await expect(page.get_by_role("table", name="Payments")).to_contain_text("WIRE")
+    # Where the server reconciles, the live metrics are checked against the documents.
+    if await has_query_field(base, key, "metricsReconciliation"):
+        await page.get_by_role("button", name="Check against documents").click()
+        await expect(page.get_by_text("Live metrics match the documents.")).to_be_visible()
+        await shows_amount(metric_cell(page, "balance", "recomputed"), "60")
     await console.check_accessible()
     await console.screenshot("account")
 

@@ -80,9 +80,35 @@ export async function accountPage(main, [number]) {
         h("th", { scope: "row" }, label),
         h("td", { class: "num", dataset: { kind: "stored" } }, show(stored)),
         hasLive ? h("td", { class: `num${differs ? " differs" : ""}`, dataset: { kind: "live" } },
-          show(liveValue), differs ? h("span", { class: "visually-hidden" }, " (not yet in stored)") : null) : null);
+          show(liveValue), differs ? h("span", { class: "visually-hidden" }, " (not yet in stored)") : null) : null,
+        state.reconciliation ? h("td", { class: "num", dataset: { kind: "recomputed" } }, show(state.reconciliation.recomputed[key])) : null);
     }));
+    recomputedHead.hidden = !state.reconciliation;
   }
+
+  const recomputedHead = h("th", { scope: "col", class: "num", hidden: true }, "Recomputed from documents");
+  // Reconciliation, where the server has it: the metrics recomputed from the documents alone.
+  const canReconcile = feats.query.has("metricsReconciliation");
+  const reconcileButton = canReconcile ? h("button", { type: "button", class: "secondary" }, "Check against documents") : null;
+  const reconcileNote = h("p", { role: "status", class: "muted" });
+  reconcileButton?.addEventListener("click", async () => {
+    reconcileButton.disabled = true;
+    reconcileNote.textContent = "Recomputing from the documents…";
+    try {
+      const res = await gql(`query ConsoleReconcile($n: [String!]) { metricsReconciliation(accountNumbers: $n) {
+          edges { node { matches recomputed { ${METRIC_FIELDS} } } } } }`, { n: [account.accountNumber] });
+      const [edge] = res.metricsReconciliation.edges;
+      state.reconciliation = edge ? edge.node : null;
+      renderMetrics();
+      reconcileNote.textContent = !edge ? "Nothing to compare."
+        : edge.node.matches ? "Live metrics match the documents."
+          : "Live metrics do not match the documents: report this account.";
+    } catch (e) {
+      reconcileNote.textContent = `Check failed: ${e instanceof ApiError ? e.message : e}`;
+    } finally {
+      reconcileButton.disabled = false;
+    }
+  });
 
   const refreshButton = h("button", { type: "button" }, "Refresh now");
   refreshButton.addEventListener("click", async () => {
@@ -111,6 +137,7 @@ export async function accountPage(main, [number]) {
 
   renderMetrics();
 
+  const documentTables = []; // filled below, once the tables exist
   // Refreshes and synchronous updates arrive pushed; the event carries the stored values.
   const stopEvents = subscribe(`subscription ConsoleAccountMetrics($n: [String!]) {
       accountMetricsUpdated(accountNumbers: $n) {
@@ -124,6 +151,8 @@ export async function accountPage(main, [number]) {
       const text = `Metrics updated (${e.reason === "REFRESH" ? "refresh" : "write"}) at ${formatInstant(e.metrics.lastMetricsUpdate)}.`;
       updateNote.textContent = text;
       announce(text);
+      // What moved the metrics are documents: show them as they are now.
+      for (const table of documentTables) table.refresh();
     },
     resync: () => reloadMetrics(),
     error: (errors) => {
@@ -275,6 +304,7 @@ export async function accountPage(main, [number]) {
     load: loader("payments", "paymentNumber effectiveDate method status amount unappliedAmount"),
   });
 
+  documentTables.push(subscriptionsTable, invoicesTable, paymentsTable, creditMemosTable, debitMemosTable);
   const section = (id, title, ...body) => h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, title), body);
 
   main.append(
@@ -287,13 +317,13 @@ export async function accountPage(main, [number]) {
         h("a", { class: "button secondary", href: `#/billruns?accounts=${enc}` }, "Bill this account"))),
     section("metrics-h", "Metrics",
       freshness, refreshError,
-      h("div", { class: "actions" }, refreshButton),
-      updateNote,
+      h("div", { class: "actions" }, refreshButton, reconcileButton),
+      updateNote, reconcileNote,
       h("div", { class: "table-wrap", role: "region", "aria-label": "Metrics", tabindex: "0" },
         h("table", { class: "metrics" },
           h("caption", { class: "visually-hidden" }, "Stored and live metrics"),
           h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col", class: "num" }, "Stored"),
-            hasLive ? h("th", { scope: "col", class: "num" }, "Live (stored plus pending)") : null)),
+            hasLive ? h("th", { scope: "col", class: "num" }, "Live (stored plus pending)") : null, recomputedHead)),
           metricsBody))),
     section("details-h", "Details", details),
     section("subs-h", "Subscriptions", roleGroup, subscriptionsTable.element),
@@ -302,7 +332,7 @@ export async function accountPage(main, [number]) {
     section("cm-h", "Credit memos", creditMemosTable.element),
     section("dm-h", "Debit memos", debitMemosTable.element),
   );
-  await Promise.all([subscriptionsTable, invoicesTable, paymentsTable, creditMemosTable, debitMemosTable].map((t) => t.reload()));
+  await Promise.all(documentTables.map((t) => t.reload()));
 
   return () => {
     stopEvents();

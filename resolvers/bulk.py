@@ -63,10 +63,15 @@ class _Rejected(Exception):
 
 
 async def run_bulk(
-    ctx: Context, n: int, plural: str, work: Callable[[Db], Awaitable[bulk.BulkOutcome]]
+    ctx: Context,
+    n: int,
+    plural: str,
+    work: Callable[[Db], Awaitable[bulk.BulkOutcome]],
+    *,
+    dry_run: bool = False,
 ) -> bulk.BulkOutcome:
     """One bulk call: the cap, then ``work`` in one transaction, committed unless the
-    outcome is rejected. A failure of the whole call (LOCK_COMPETITION, UNAVAILABLE, the
+    outcome is rejected or the call is a dry run. A failure of the whole call (LOCK_COMPETITION, UNAVAILABLE, the
     cap) is every row's error. After the commit the ordinary accounts whose metrics moved
     are announced."""
     try:
@@ -75,7 +80,7 @@ async def run_bulk(
             try:
                 async with session.begin():
                     outcome = await work(await connection_of(session))
-                    if outcome.rejected:
+                    if outcome.rejected or dry_run:
                         raise _Rejected(outcome)
             except DatabaseError as exc:
                 mapped = translate(exc)
@@ -138,6 +143,7 @@ class BulkMutations:
                 row_keys(rows, "createStandaloneInvoice"),
                 all_or_nothing=_policy(input.error_policy),
             ),
+            dry_run=input.dry_run,
         )
         return BulkInvoicePayload(
             count=outcome.count,
@@ -167,6 +173,7 @@ class BulkMutations:
                 row_keys(rows, "createPayment"),
                 all_or_nothing=_policy(input.error_policy),
             ),
+            dry_run=input.dry_run,
         )
         return BulkPaymentPayload(
             count=outcome.count,
@@ -196,6 +203,7 @@ class BulkMutations:
                 row_keys(rows, "createCreditMemo"),
                 all_or_nothing=_policy(input.error_policy),
             ),
+            dry_run=input.dry_run,
         )
         return BulkCreditMemoPayload(
             count=outcome.count,
@@ -228,6 +236,7 @@ class BulkMutations:
                 row_keys(rows, "createDebitMemo"),
                 all_or_nothing=_policy(input.error_policy),
             ),
+            dry_run=input.dry_run,
         )
         return BulkDebitMemoPayload(
             count=outcome.count,

@@ -19,6 +19,11 @@ ROW_ERRORS = (
     "a good row of a call that REJECT_EVERYTHING rejected."
 )
 COUNT = "Results that carry a document (written by this call or replayed by its key)."
+DRY_RUN = (
+    "Check every row and answer as if written, then write nothing (the call's transaction is "
+    "rolled back; numbers it drew are not used again): what `partnerbill import --dry-run` "
+    "sends."
+)
 
 
 @strawberry.input(
@@ -30,6 +35,7 @@ class CreateStandaloneInvoicesInput:
     error_policy: ErrorPolicy = strawberry.field(
         default=ErrorPolicy.REJECT_EVERYTHING, description=POLICY
     )
+    dry_run: bool = strawberry.field(default=False, description=DRY_RUN)
 
 
 @strawberry.input(description="Many payments (see CreateStandaloneInvoicesInput for the cap).")
@@ -38,6 +44,7 @@ class CreatePaymentsInput:
     error_policy: ErrorPolicy = strawberry.field(
         default=ErrorPolicy.REJECT_EVERYTHING, description=POLICY
     )
+    dry_run: bool = strawberry.field(default=False, description=DRY_RUN)
 
 
 @strawberry.input(description="Many credit memos (see CreateStandaloneInvoicesInput for the cap).")
@@ -46,6 +53,7 @@ class CreateCreditMemosInput:
     error_policy: ErrorPolicy = strawberry.field(
         default=ErrorPolicy.REJECT_EVERYTHING, description=POLICY
     )
+    dry_run: bool = strawberry.field(default=False, description=DRY_RUN)
 
 
 @strawberry.input(description="Many debit memos (see CreateStandaloneInvoicesInput for the cap).")
@@ -54,6 +62,7 @@ class CreateDebitMemosInput:
     error_policy: ErrorPolicy = strawberry.field(
         default=ErrorPolicy.REJECT_EVERYTHING, description=POLICY
     )
+    dry_run: bool = strawberry.field(default=False, description=DRY_RUN)
 
 
 @strawberry.type(description="One invoice of a bulk call.")

@@ -71,9 +71,9 @@ async def run_bulk(
     dry_run: bool = False,
 ) -> bulk.BulkOutcome:
     """One bulk call: the cap, then ``work`` in one transaction, committed unless the
-    outcome is rejected or the call is a dry run. A failure of the whole call (LOCK_COMPETITION, UNAVAILABLE, the
-    cap) is every row's error. After the commit the ordinary accounts whose metrics moved
-    are announced."""
+    outcome is rejected or the call is a dry run. A failure of the whole call
+    (LOCK_COMPETITION, UNAVAILABLE, the cap) is every row's error. After the commit the
+    ordinary accounts whose metrics moved are announced."""
     try:
         bulk.check_cap(n, ctx.services.max_bulk_rows, plural)
         async with ctx.sessionmaker() as session:

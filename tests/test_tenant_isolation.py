@@ -116,6 +116,28 @@ MUTATIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+# Bulk mutations: (mutation, input type, list field, one row naming A's account).
+BULK: list[tuple[str, str, str, dict[str, Any]]] = [
+    (
+        "createStandaloneInvoices",
+        "CreateStandaloneInvoicesInput",
+        "invoices",
+        {"accountNumber": "U", "invoiceDate": "2026-11-01",
+         "items": [{"chargeName": "x", "amount": "1"}]},
+    ),
+    (
+        "createPayments",
+        "CreatePaymentsInput",
+        "payments",
+        {"accountNumber": "U", "amount": "1", "effectiveDate": "2026-11-02"},
+    ),
+    ("createCreditMemos", "CreateCreditMemosInput", "creditMemos",
+     {"accountNumber": "U", "amount": "1"}),
+    ("createDebitMemos", "CreateDebitMemosInput", "debitMemos",
+     {"accountNumber": "U", "amount": "1"}),
+]  # fmt: skip
+
+
 @pytest.fixture
 async def pool(redis_url: str) -> AsyncIterator[Any]:
     p = await create_pool(redis_settings_from_url(redis_url))
@@ -192,6 +214,7 @@ def test_every_root_field_has_a_case() -> None:
         "createOrderAsync",
     }
     tried = {m for m, _, _ in MUTATIONS} | {"postBillRun", "cancelBillRun", "createOrders"}
+    tried |= {m for m, _, _, _ in BULK}
     untried = set(gql_schema.mutation_type.fields) - tried - creates_only
     assert untried == set(), f"add a case for {sorted(untried)}"
 
@@ -245,4 +268,12 @@ async def test_another_tenant_changes_nothing_by_number(
     )
     assert res["createOrders"]["count"] == 0
     assert [e["code"] for e in res["createOrders"]["results"][0]["errors"]] == ["NOT_FOUND"]
+    for op, input_type, rows_field, row in BULK:
+        res = await b(
+            f"mutation($input: {input_type}!) {{ {op}(input: $input) "
+            "{ count results { errors { code } } } }",
+            input={rows_field: [row], "errorPolicy": "REJECT_FAILED_ROWS"},
+        )
+        assert res[op]["count"] == 0, (op, res)
+        assert [e["code"] for e in res[op]["results"][0]["errors"]] == ["NOT_FOUND"], (op, res)
     assert await snapshot(sessionmaker, a.tenant_id) == before

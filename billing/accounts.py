@@ -448,3 +448,11 @@ async def account_number_of(session: AsyncSession, account_id: int) -> str:
         text("SELECT account_number FROM account WHERE id = :a"), {"a": account_id}
     )
     return str(res.scalar_one())
+
+
+async def account_currency_of(session: AsyncSession, account_id: int) -> str:
+    """The currency of an account, by id: the account exists (a document points at it)."""
+    res = await session.execute(
+        text("SELECT currency FROM account WHERE id = :a"), {"a": account_id}
+    )
+    return str(res.scalar_one())

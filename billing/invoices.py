@@ -29,7 +29,15 @@ from billing.errors import (
     ValidationFailed,
 )
 from billing.metrics import MetricsWriter, Written, metrics_ctes, written
-from billing.money import ZERO, check_amount, check_price, check_quantity, quantize
+from billing.money import (
+    PRICE_PLACES,
+    ROUNDING,
+    ZERO,
+    check_amount,
+    check_price,
+    check_quantity,
+    quantize,
+)
 from billing.pages import Page, paginate
 from db.models import Application, Invoice, InvoiceItem, table_of
 from db.pg import Db, connection_of
@@ -96,7 +104,7 @@ def price_items(items: list[ItemData], currency: str, path: str = "items") -> li
                     [*where, "amount"],
                 )
             if it.unit_price is None:
-                unit_price = (amount / qty).quantize(Decimal("0.0001"))
+                unit_price = (amount / qty).quantize(PRICE_PLACES, rounding=ROUNDING)
         else:
             unit_price = check_price(it.unit_price, [*where, "unitPrice"])
             amount = quantize(qty * unit_price, currency)

@@ -1,4 +1,8 @@
-"""Money: Decimal end to end, quantized to the currency's minor unit, ROUND_HALF_UP."""
+"""Money: Decimal end to end, quantized to the currency's minor unit, ROUND_HALF_UP.
+
+What the API answers is shaped here too: amounts at the currency's minor unit
+(:func:`money_out`), figures finer than money (prices, quantities, MRR) at their own
+precision without needless zeros (:func:`exact_out`)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,12 @@ MINOR_UNITS: dict[str, int] = {
 }  # fmt: skip
 
 ZERO = Decimal(0)
+#: The one rounding rule: half away from zero (2.345 USD -> 2.35, -2.345 -> -2.35).
 ROUNDING = ROUND_HALF_UP
+#: MRR is a monthly share of a charge (an annual 100.00 is 8.333333 a month): finer than money.
 MRR_PLACES = Decimal("0.000001")
+#: Unit prices and quantities may be finer than the currency's minor unit.
+PRICE_PLACES = Decimal("0.0001")
 #: Bounds that keep one value inside its NUMERIC(20, 4) column (16 integer digits).
 MAX_AMOUNT = Decimal("1e15")
 MAX_QUANTITY = Decimal("1e12")
@@ -38,6 +46,21 @@ def unit(currency: str) -> Decimal:
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit with the house rule (half up)."""
     return amount.quantize(unit(currency), rounding=ROUNDING)
+
+
+def money_out(amount: Decimal, currency: str) -> Decimal:
+    """An amount or metric as the API answers it: at the currency's minor unit, rounded with
+    ROUNDING ("60.00" in USD, "60" in JPY, "60.000" in BHD)."""
+    return quantize(amount, currency)
+
+
+def exact_out(value: Decimal) -> Decimal:
+    """A price, quantity or MRR as the API answers it: every significant place kept, trailing
+    zeros dropped, and a whole number never in exponent form ("10", not "1E+1")."""
+    d = value.normalize()
+    exponent = d.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return d.quantize(Decimal(1)) if exponent > 0 else d
 
 
 def to_decimal(value: object, field: list[str]) -> Decimal:
@@ -80,7 +103,7 @@ def check_quantity(value: object, field: list[str]) -> Decimal:
         raise ValidationFailed("Quantity must be positive", field)
     if d >= MAX_QUANTITY:  # before quantize, which raises on a huge exponent ("1e309")
         raise ValidationFailed(f"Quantity must be less than {MAX_QUANTITY:,.0f}", field)
-    if d != d.quantize(Decimal("0.0001")):
+    if d != d.quantize(PRICE_PLACES):
         raise ValidationFailed("Quantity has more than 4 decimal places", field)
     return d
 
@@ -93,6 +116,6 @@ def check_price(value: object, field: list[str]) -> Decimal:
         raise ValidationFailed("Price must not be negative", field)
     if d >= MAX_PRICE:  # before quantize, which raises on a huge exponent ("1e309")
         raise ValidationFailed(f"Price must be less than {MAX_PRICE:,.0f}", field)
-    if d != d.quantize(Decimal("0.0001")):
+    if d != d.quantize(PRICE_PLACES):
         raise ValidationFailed("Price has more than 4 decimal places", field)
     return d

@@ -1,13 +1,20 @@
-"""Rows from billing/ to GraphQL objects."""
+"""Rows from billing/ to GraphQL objects.
+
+Money is shaped for the client here, and only here: amounts and metrics with
+``money_out`` (the currency's minor unit), prices, quantities and MRR with ``exact_out``."""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import strawberry
 
 from billing.metrics import Metrics
+from billing.money import exact_out, money_out
 from billing.pages import Page
 from schema.accounts import Account, AccountMetrics, AccountStatus, Contact, PaymentTerm
 from schema.common import Connection, Edge, PageInfo
@@ -85,13 +92,13 @@ def account(row: Any) -> Account:
 
 def metrics(m: Metrics, currency: str) -> AccountMetrics:
     return AccountMetrics(
-        balance=m.balance,
-        credit_balance=m.credit_balance,
-        total_invoice_balance=m.total_invoice_balance,
-        total_debit_memo_balance=m.total_debit_memo_balance,
-        unapplied_payment_amount=m.unapplied_payment_amount,
-        unapplied_credit_memo_amount=m.unapplied_credit_memo_amount,
-        contracted_mrr=m.contracted_mrr,
+        balance=money_out(m.balance, currency),
+        credit_balance=money_out(m.credit_balance, currency),
+        total_invoice_balance=money_out(m.total_invoice_balance, currency),
+        total_debit_memo_balance=money_out(m.total_debit_memo_balance, currency),
+        unapplied_payment_amount=money_out(m.unapplied_payment_amount, currency),
+        unapplied_credit_memo_amount=money_out(m.unapplied_credit_memo_amount, currency),
+        contracted_mrr=exact_out(m.contracted_mrr),
         last_invoice_date=m.last_invoice_date,
         last_metrics_update=m.last_metrics_update,
         currency=currency,
@@ -110,16 +117,20 @@ def invoice(row: Any, account_number: str) -> Invoice:
         due_date=row["due_date"],
         target_date=row["target_date"],
         status=DocumentStatus(row["status"]),
-        amount=row["amount"],
-        balance=row["balance"],
+        amount=money_out(row["amount"], row["currency"]),
+        balance=money_out(row["balance"], row["currency"]),
         source=InvoiceSource(row["source"]),
         created_at=row["created_at"],
     )
 
 
 def invoice_item(
-    row: Any, subscription_number: str | None = None, charge_number: str | None = None
+    row: Any,
+    currency: str,
+    subscription_number: str | None = None,
+    charge_number: str | None = None,
 ) -> InvoiceItem:
+    """A line of an invoice in ``currency`` (the invoice's)."""
     return InvoiceItem(
         id=gid("InvoiceItem", row["id"]),
         charge_name=row["charge_name"],
@@ -127,13 +138,14 @@ def invoice_item(
         charge_number=charge_number,
         service_start_date=row["service_start_date"],
         service_end_date=row["service_end_date"],
-        quantity=row["quantity"],
-        unit_price=row["unit_price"],
-        amount=row["amount"],
+        quantity=exact_out(row["quantity"]),
+        unit_price=exact_out(row["unit_price"]),
+        amount=money_out(row["amount"], currency),
     )
 
 
 def payment(row: Any, account_number: str) -> Payment:
+    currency = row["currency"]
     return Payment(
         db_id=row["id"],
         account_id=row["account_id"],
@@ -141,10 +153,12 @@ def payment(row: Any, account_number: str) -> Payment:
         payment_number=row["payment_number"],
         account_number=account_number,
         currency=row["currency"],
-        amount=row["amount"],
-        applied_amount=row["applied_amount"],
-        refund_amount=row["refund_amount"],
-        unapplied_amount=row["amount"] - row["applied_amount"] - row["refund_amount"],
+        amount=money_out(row["amount"], currency),
+        applied_amount=money_out(row["applied_amount"], currency),
+        refund_amount=money_out(row["refund_amount"], currency),
+        unapplied_amount=money_out(
+            row["amount"] - row["applied_amount"] - row["refund_amount"], currency
+        ),
         effective_date=row["effective_date"],
         type=row["type"],
         method=PaymentMethod(row["method"]),
@@ -153,14 +167,28 @@ def payment(row: Any, account_number: str) -> Payment:
     )
 
 
-def application(row: Any, numbers: dict[tuple[str, int], str]) -> Application:
+@dataclass(frozen=True)
+class LastPayment:
+    """An account's latest processed payment, as Account.lastPayment* answer it."""
+
+    effective_date: date
+    amount: Decimal
+
+
+def last_payment(row: Any) -> LastPayment:
+    return LastPayment(row["effective_date"], money_out(row["amount"], row["currency"]))
+
+
+def application(row: Any, numbers: dict[tuple[str, int], str], currency: str) -> Application:
+    """An application between documents in ``currency`` (both sides share it)."""
+
     def num(kind: str) -> str | None:
         ident = row[f"{kind}_id"]
         return numbers.get((kind, ident)) if ident is not None else None
 
     return Application(
         id=gid("Application", row["id"]),
-        amount=row["amount"],
+        amount=money_out(row["amount"], currency),
         payment_number=num("payment"),
         credit_memo_number=num("credit_memo"),
         invoice_number=num("invoice"),

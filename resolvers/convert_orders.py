@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from billing.catalog import ProductTree
+from billing.money import exact_out
 from billing.orders import CreatedOrder
 from billing.subscriptions import SubscriptionTree
 from resolvers.convert import gid
@@ -77,10 +78,10 @@ def product(t: ProductTree) -> Product:
                         name=c["name"],
                         charge_type=ChargeType(c["charge_type"]),
                         charge_model=ChargeModel(c["charge_model"]),
-                        list_price=c["list_price"],
+                        list_price=exact_out(c["list_price"]),
                         billing_period=BillingPeriod(c["billing_period"]),
                         billing_timing=BillingTiming(c["billing_timing"]),
-                        default_quantity=c["default_quantity"],
+                        default_quantity=exact_out(c["default_quantity"]),
                         uom=c["uom"],
                     )
                     for c in charges
@@ -112,7 +113,7 @@ def subscription(t: SubscriptionTree) -> Subscription:
         term_end_date=s["term_end_date"],
         cancelled_date=s["cancelled_date"],
         invoice_separately=s["invoice_separately"],
-        mrr=s["mrr"],
+        mrr=exact_out(s["mrr"]),
         version=s["version"],
         rate_plans=[
             SubscriptionRatePlan(
@@ -131,14 +132,14 @@ def subscription(t: SubscriptionTree) -> Subscription:
                         name=c["name"],
                         charge_type=ChargeType(c["charge_type"]),
                         charge_model=ChargeModel(c["charge_model"]),
-                        price=c["price"],
-                        quantity=c["quantity"],
+                        price=exact_out(c["price"]),
+                        quantity=exact_out(c["quantity"]),
                         billing_period=BillingPeriod(c["billing_period"]),
                         billing_timing=BillingTiming(c["billing_timing"]),
                         effective_start_date=c["effective_start_date"],
                         effective_end_date=c["effective_end_date"],
                         charged_through_date=c["charged_through_date"],
-                        mrr=c["mrr"],
+                        mrr=exact_out(c["mrr"]),
                     )
                     for c in charges
                 ],

@@ -58,7 +58,7 @@ class Fetcher:
         self._by_number = DataLoader(self._load_account_ids)
         self._refresh_errors = DataLoader(self._load_refresh_errors)
         self._items = DataLoader(self._load_items)
-        self._apps: dict[str, DataLoader[int, list[Application]]] = {}
+        self._apps: dict[str, DataLoader[tuple[int, str], list[Application]]] = {}
 
     def with_pending(self, info: Any) -> bool:
         """Whether this request reads account states with the pending ledger (decided
@@ -97,9 +97,9 @@ class Fetcher:
         found = await self._session(lambda s: refresh_errors(s, self.ctx.tenant_id, list(ids)))
         return [found.get(i) for i in ids]
 
-    async def _load_items(self, ids: Sequence[int]) -> list[list[InvoiceItem]]:
+    async def _load_items(self, keys: Sequence[tuple[int, str]]) -> list[list[InvoiceItem]]:
         async def go(s: AsyncSession) -> list[list[InvoiceItem]]:
-            items = await inv.invoice_items(s, list(ids))
+            items = await inv.invoice_items(s, [i for i, _ in keys])
             sub_ids = {
                 r["subscription_id"]
                 for rows in items.values()
@@ -121,11 +121,14 @@ class Fetcher:
             return [
                 [
                     convert.invoice_item(
-                        r, subs.get(r["subscription_id"]), chgs.get(r["subscription_charge_id"])
+                        r,
+                        currency,
+                        subs.get(r["subscription_id"]),
+                        chgs.get(r["subscription_charge_id"]),
                     )
                     for r in items[i]
                 ]
-                for i in ids
+                for i, currency in keys
             ]
 
         return await self._session(go)
@@ -167,25 +170,30 @@ class Fetcher:
     async def metrics_refresh_error(self, account_id: int) -> str | None:
         return await self._refresh_errors.load(account_id)
 
-    async def invoice_items(self, invoice_id: int) -> list[InvoiceItem]:
-        return await self._items.load(invoice_id)
+    async def invoice_items(self, invoice_id: int, currency: str) -> list[InvoiceItem]:
+        """The invoice's lines; ``currency`` is the invoice's, for their amounts."""
+        return await self._items.load((invoice_id, currency))
 
-    async def applications(self, column: str, ident: int) -> list[Application]:
+    async def applications(self, column: str, ident: int, currency: str) -> list[Application]:
+        """Applications of one document; ``currency`` is the document's, for their amounts."""
         loader = self._apps.get(column)
         if loader is None:
 
-            async def load(ids: Sequence[int]) -> list[list[Application]]:
+            async def load(keys: Sequence[tuple[int, str]]) -> list[list[Application]]:
                 async def go(s: AsyncSession) -> list[list[Application]]:
-                    grouped = await apps.applications_of(s, column, list(ids))
+                    grouped = await apps.applications_of(s, column, [i for i, _ in keys])
                     numbers = await apps.document_numbers(
                         s, [r for rows in grouped.values() for r in rows]
                     )
-                    return [[convert.application(r, numbers) for r in grouped[i]] for i in ids]
+                    return [
+                        [convert.application(r, numbers, currency) for r in grouped[i]]
+                        for i, currency in keys
+                    ]
 
                 return await self._session(go)
 
             loader = self._apps[column] = DataLoader(load)
-        return await loader.load(ident)
+        return await loader.load((ident, currency))
 
     async def account_invoices(
         self, account_id: int, status: str | None, first: int | None, after: str | None
@@ -238,18 +246,19 @@ class Fetcher:
 
     # ------------------------------------------------------------------ memos, last payment
 
-    async def memo_items(self, kind: str, memo_id: int) -> list[Any]:
-        loader = self._loader(f"items:{kind}", lambda ids: _memo_items(self, kind, ids))
-        return await loader.load(memo_id)  # type: ignore[no-any-return]
+    async def memo_items(self, kind: str, memo_id: int, currency: str) -> list[Any]:
+        """The memo's lines; ``currency`` is the memo's, for their amounts."""
+        loader = self._loader(f"items:{kind}", lambda keys: _memo_items(self, kind, keys))
+        return await loader.load((memo_id, currency))  # type: ignore[no-any-return]
 
     async def invoice_memos(self, kind: str, invoice_id: int) -> list[Any]:
         loader = self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids))
         return await loader.load(invoice_id)  # type: ignore[no-any-return]
 
-    async def last_payment(self, account_id: int) -> Any:
-        return await self._loader("last_payment", lambda ids: _last_payments(self, ids)).load(
-            account_id
-        )
+    async def last_payment(self, account_id: int) -> convert.LastPayment | None:
+        loader = self._loader("last_payment", lambda ids: _last_payments(self, ids))
+        found: convert.LastPayment | None = await loader.load(account_id)
+        return found
 
     async def account_memos(
         self, kind: str, account_id: int, status: str | None, first: int | None, after: str | None
@@ -273,12 +282,12 @@ class Fetcher:
         return loaders[name]  # type: ignore[no-any-return]
 
 
-async def _memo_items(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list[Any]]:
+async def _memo_items(f: Fetcher, kind: str, keys: Sequence[tuple[int, str]]) -> list[list[Any]]:
     from billing import memos
 
     async def go(s: AsyncSession) -> list[list[Any]]:
-        items = await memos.memo_items(s, kind, list(ids))
-        return [[memo_convert.memo_item(r) for r in items[i]] for i in ids]
+        items = await memos.memo_items(s, kind, [i for i, _ in keys])
+        return [[memo_convert.memo_item(r, currency) for r in items[i]] for i, currency in keys]
 
     return await f._session(go)
 
@@ -302,9 +311,9 @@ async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list
     return await f._session(go)
 
 
-async def _last_payments(f: Fetcher, ids: Sequence[int]) -> list[Any]:
-    async def go(s: AsyncSession) -> list[Any]:
+async def _last_payments(f: Fetcher, ids: Sequence[int]) -> list[convert.LastPayment | None]:
+    async def go(s: AsyncSession) -> list[convert.LastPayment | None]:
         found = await pay.last_payments(s, list(ids))
-        return [found.get(i) for i in ids]
+        return [convert.last_payment(found[i]) if i in found else None for i in ids]
 
     return await f._session(go)

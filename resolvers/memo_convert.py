@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from billing.money import exact_out, money_out
 from resolvers.convert import gid
 from schema.documents import DocumentStatus, PaymentMethod
 from schema.memos import CreditMemo, DebitMemo, MemoItem, Refund
 
 
 def credit_memo(row: Any, account_number: str, invoice_number: str | None) -> CreditMemo:
+    currency = row["currency"]
     return CreditMemo(
         db_id=row["id"],
         account_id=row["account_id"],
@@ -20,10 +22,12 @@ def credit_memo(row: Any, account_number: str, invoice_number: str | None) -> Cr
         currency=row["currency"],
         memo_date=row["memo_date"],
         status=DocumentStatus(row["status"]),
-        amount=row["amount"],
-        applied_amount=row["applied_amount"],
-        refund_amount=row["refund_amount"],
-        unapplied_amount=row["amount"] - row["applied_amount"] - row["refund_amount"],
+        amount=money_out(row["amount"], currency),
+        applied_amount=money_out(row["applied_amount"], currency),
+        refund_amount=money_out(row["refund_amount"], currency),
+        unapplied_amount=money_out(
+            row["amount"] - row["applied_amount"] - row["refund_amount"], currency
+        ),
         reason_code=row["reason_code"],
         created_at=row["created_at"],
     )
@@ -41,8 +45,8 @@ def debit_memo(row: Any, account_number: str, invoice_number: str | None) -> Deb
         memo_date=row["memo_date"],
         due_date=row["due_date"],
         status=DocumentStatus(row["status"]),
-        amount=row["amount"],
-        balance=row["balance"],
+        amount=money_out(row["amount"], row["currency"]),
+        balance=money_out(row["balance"], row["currency"]),
         reason_code=row["reason_code"],
         created_at=row["created_at"],
     )
@@ -51,25 +55,31 @@ def debit_memo(row: Any, account_number: str, invoice_number: str | None) -> Deb
 MEMO = {"credit_memo": credit_memo, "debit_memo": debit_memo}
 
 
-def memo_item(row: Any) -> MemoItem:
+def memo_item(row: Any, currency: str) -> MemoItem:
+    """A line of a memo in ``currency`` (the memo's)."""
     return MemoItem(
         id=gid("MemoItem", row["id"]),
         charge_name=row["charge_name"],
-        quantity=row["quantity"],
-        unit_price=row["unit_price"],
-        amount=row["amount"],
+        quantity=exact_out(row["quantity"]),
+        unit_price=exact_out(row["unit_price"]),
+        amount=money_out(row["amount"], currency),
     )
 
 
 def refund(
-    row: Any, account_number: str, payment_number: str | None, credit_memo_number: str | None
+    row: Any,
+    account_number: str,
+    currency: str,
+    payment_number: str | None,
+    credit_memo_number: str | None,
 ) -> Refund:
+    """A refund in ``currency`` (its account's)."""
     return Refund(
         db_id=row["id"],
         id=gid("Refund", row["id"]),
         refund_number=row["refund_number"],
         account_number=account_number,
-        amount=row["amount"],
+        amount=money_out(row["amount"], currency),
         refund_date=row["refund_date"],
         method=PaymentMethod(row["method"]),
         payment_number=payment_number,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import invoices as inv
 from billing import memos, refunds
 from billing import payments as pay
-from billing.accounts import account_number_of
+from billing.accounts import account_currency_of, account_number_of
 from resolvers import memo_convert
 from resolvers.accounts import input_payload
 from resolvers.base import idempotent, keyed_payload, mutation_payload, read
@@ -44,6 +44,7 @@ async def refund_out(s: AsyncSession, row: Any) -> Refund:
     return memo_convert.refund(
         row,
         await account_number_of(s, row["account_id"]),
+        await account_currency_of(s, row["account_id"]),
         await pay.payment_number_of(s, row["payment_id"]),
         await memos.credit_memo_number_of(s, row["credit_memo_id"]),
     )

@@ -89,7 +89,10 @@ class AccountMetrics:
         description="Credit of posted credit memos neither applied nor refunded."
     )
     contracted_mrr: Decimal = strawberry.field(
-        description="Monthly recurring revenue of the subscriptions this account owns."
+        description="Monthly recurring revenue of the subscriptions this account owns. Kept to "
+        "6 decimal places, not rounded to the currency's minor unit: the monthly share of an "
+        "annual or quarterly charge is rarely a whole number of cents (100.00 a year is "
+        '"8.333333"). Trailing zeros are dropped ("100", not "100.000000").'
     )
     last_invoice_date: date | None = strawberry.field(description="Latest posted invoice date.")
     last_metrics_update: datetime | None = strawberry.field(
@@ -216,13 +219,13 @@ class Account:
 
     @strawberry.field(description="Effective date of the latest processed payment, or null.")
     async def last_payment_date(self, info: strawberry.Info) -> date | None:
-        row = await info.context.fetch.last_payment(self.db_id)
-        return row["effective_date"] if row is not None else None
+        last = await info.context.fetch.last_payment(self.db_id)
+        return last.effective_date if last is not None else None
 
     @strawberry.field(description="Amount of the latest processed payment, or null.")
     async def last_payment_amount(self, info: strawberry.Info) -> Decimal | None:
-        row = await info.context.fetch.last_payment(self.db_id)
-        return row["amount"] if row is not None else None
+        last = await info.context.fetch.last_payment(self.db_id)
+        return last.amount if last is not None else None
 
     @strawberry.field(
         description="Subscriptions this account owns (OWNER, the default) or is invoice owner of."

@@ -46,13 +46,17 @@ class ProductRatePlanCharge:
     name: str = strawberry.field(description="Display name.")
     charge_type: ChargeType = strawberry.field(description="One-time, recurring or usage.")
     charge_model: ChargeModel = strawberry.field(description="Flat fee or per unit.")
-    list_price: Decimal = strawberry.field(description="Price unless an order overrides it.")
+    list_price: Decimal = strawberry.field(
+        description="Price unless an order overrides it, at its own precision: up to 4 places "
+        "(a catalog charge has no currency; trailing zeros dropped)."
+    )
     billing_period: BillingPeriod = strawberry.field(
         description="Billing period of recurring charges."
     )
     billing_timing: BillingTiming = strawberry.field(description="In advance or in arrears.")
     default_quantity: Decimal = strawberry.field(
-        description="Quantity unless an order overrides it."
+        description="Quantity unless an order overrides it (up to 4 places, trailing zeros "
+        "dropped)."
     )
     uom: str | None = strawberry.field(description="Unit of measure.")
 

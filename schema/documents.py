@@ -54,9 +54,14 @@ class InvoiceItem:
     charge_number: str | None = None
     service_start_date: date | None = None
     service_end_date: date | None = None
-    quantity: Decimal
-    unit_price: Decimal
-    amount: Decimal
+    quantity: Decimal = strawberry.field(
+        description="Quantity, at its own precision (up to 4 places, trailing zeros dropped)."
+    )
+    unit_price: Decimal = strawberry.field(
+        description="Price of one unit, at its own precision: up to 4 places, finer than the "
+        "currency's minor unit when it was given so (trailing zeros dropped)."
+    )
+    amount: Decimal = strawberry.field(description="Amount of the line.")
 
 
 @strawberry.type(
@@ -91,11 +96,11 @@ class Invoice:
 
     @strawberry.field(description="The invoice's lines.")
     async def items(self, info: strawberry.Info) -> list[InvoiceItem]:
-        return await info.context.fetch.invoice_items(self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.invoice_items(self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Payments and credit memos applied to this invoice.")
     async def applications(self, info: strawberry.Info) -> list[Application]:
-        return await info.context.fetch.applications("invoice_id", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.applications("invoice_id", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Credit memos made from this invoice.")
     async def credit_memos(
@@ -136,7 +141,7 @@ class Payment:
 
     @strawberry.field(description="Where this payment is applied.")
     async def applications(self, info: strawberry.Info) -> list[Application]:
-        return await info.context.fetch.applications("payment_id", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.applications("payment_id", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The paying account.")
     async def account(

@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 class MemoItem:
     id: strawberry.ID = strawberry.field(description="Opaque identifier.")
     charge_name: str = strawberry.field(description="What the line is for.")
-    quantity: Decimal = strawberry.field(description="Quantity.")
-    unit_price: Decimal = strawberry.field(description="Price of one unit.")
+    quantity: Decimal = strawberry.field(
+        description="Quantity, at its own precision (up to 4 places, trailing zeros dropped)."
+    )
+    unit_price: Decimal = strawberry.field(
+        description="Price of one unit, at its own precision: up to 4 places, finer than the "
+        "currency's minor unit when it was given so (trailing zeros dropped)."
+    )
     amount: Decimal = strawberry.field(description="Amount of the line.")
 
 
@@ -54,11 +59,11 @@ class CreditMemo:
 
     @strawberry.field(description="The memo's lines.")
     async def items(self, info: strawberry.Info) -> list[MemoItem]:
-        return await info.context.fetch.memo_items("credit_memo", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.memo_items("credit_memo", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Where this memo is applied.")
     async def applications(self, info: strawberry.Info) -> list[Application]:
-        return await info.context.fetch.applications("credit_memo_id", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.applications("credit_memo_id", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The credited account.")
     async def account(
@@ -88,11 +93,11 @@ class DebitMemo:
 
     @strawberry.field(description="The memo's lines.")
     async def items(self, info: strawberry.Info) -> list[MemoItem]:
-        return await info.context.fetch.memo_items("debit_memo", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.memo_items("debit_memo", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Payments and credit memos applied to this debit memo.")
     async def applications(self, info: strawberry.Info) -> list[Application]:
-        return await info.context.fetch.applications("debit_memo_id", self.db_id)  # type: ignore[no-any-return]
+        return await info.context.fetch.applications("debit_memo_id", self.db_id, self.currency)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The charged account.")
     async def account(

@@ -76,8 +76,13 @@ class SubscriptionCharge:
     name: str = strawberry.field(description="Display name.")
     charge_type: ChargeType = strawberry.field(description="One-time, recurring or usage.")
     charge_model: ChargeModel = strawberry.field(description="Flat fee or per unit.")
-    price: Decimal = strawberry.field(description="Price of this segment.")
-    quantity: Decimal = strawberry.field(description="Quantity of this segment.")
+    price: Decimal = strawberry.field(
+        description="Price of this segment, at its own precision: up to 4 places, finer than "
+        "the currency's minor unit when it was given so (trailing zeros dropped)."
+    )
+    quantity: Decimal = strawberry.field(
+        description="Quantity of this segment (up to 4 places, trailing zeros dropped)."
+    )
     billing_period: BillingPeriod = strawberry.field(description="Billing period.")
     billing_timing: BillingTiming = strawberry.field(description="In advance or in arrears.")
     effective_start_date: date = strawberry.field(description="First day of this segment.")
@@ -85,7 +90,11 @@ class SubscriptionCharge:
         description="Day the segment ends (exclusive), if it does."
     )
     charged_through_date: date | None = strawberry.field(description="Billed up to (exclusive).")
-    mrr: Decimal = strawberry.field(description="Monthly recurring revenue of this segment.")
+    mrr: Decimal = strawberry.field(
+        description="Monthly recurring revenue of this segment, to 6 decimal places and not "
+        'rounded to the currency\'s minor unit (an annual 100.00 is "8.333333" a month); '
+        "trailing zeros dropped."
+    )
 
 
 @strawberry.type(description="A rate plan of a subscription.")
@@ -128,7 +137,10 @@ class Subscription:
         description="When the cancellation takes effect."
     )
     invoice_separately: bool = strawberry.field(description="Billed on its own invoice.")
-    mrr: Decimal = strawberry.field(description="Sum of the MRR of its current recurring charges.")
+    mrr: Decimal = strawberry.field(
+        description="Sum of the MRR of its current recurring charges, to 6 decimal places and "
+        "not rounded to the currency's minor unit (see SubscriptionCharge.mrr)."
+    )
     version: int = strawberry.field(description="Incremented by amending actions.")
     rate_plans: list[SubscriptionRatePlan] = strawberry.field(description="Rate plans and charges.")
 

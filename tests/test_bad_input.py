@@ -172,7 +172,7 @@ async def test_state_and_balance_rules(gql: Gql, sessionmaker: Any, tenant: Any)
         APPLY,
         input={"paymentNumber": pnum, "invoices": [{"invoiceNumber": "MIG-1", "amount": "8"}]},
     )
-    assert ok["applyPayment"] == {"payment": {"appliedAmount": "8.0000"}, "errors": []}
+    assert ok["applyPayment"] == {"payment": {"appliedAmount": "8.00"}, "errors": []}
     before = await counts(sessionmaker, tenant.id)
     unpost = await gql(UNPOST, n="MIG-1")
     assert unpost["unpostInvoice"]["errors"][0]["code"] == "INVALID_STATE"

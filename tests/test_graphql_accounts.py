@@ -119,15 +119,15 @@ async def test_ordinary_account_metrics_move_synchronously(gql: Gql) -> None:
         "invoice": {
             "invoiceNumber": "INV00000001",
             "status": "POSTED",
-            "amount": "31.5000",
-            "balance": "31.5000",
+            "amount": "31.50",
+            "balance": "31.50",
             "dueDate": "2026-12-01",
             "items": [
                 {
                     "chargeName": "Fleet",
-                    "quantity": "3.0000",
-                    "unitPrice": "10.5000",
-                    "amount": "31.5000",
+                    "quantity": "3",
+                    "unitPrice": "10.5",
+                    "amount": "31.50",
                 }
             ],
         },
@@ -142,19 +142,19 @@ async def test_ordinary_account_metrics_move_synchronously(gql: Gql) -> None:
             "invoices": [{"invoiceNumber": "INV00000001", "amount": "20"}],
         },
     )
-    assert pay["createPayment"]["payment"]["unappliedAmount"] == "30.0000"
+    assert pay["createPayment"]["payment"]["unappliedAmount"] == "30.00"
     assert pay["createPayment"]["payment"]["applications"] == [
-        {"invoiceNumber": "INV00000001", "amount": "20.0000"}
+        {"invoiceNumber": "INV00000001", "amount": "20.00"}
     ]
     m = (await gql(METRICS, n="ORD"))["account"]["metrics"]
     assert {k: v for k, v in m.items() if k != "lastMetricsUpdate"} == {
-        "balance": "-18.5000",
-        "creditBalance": "0",
-        "totalInvoiceBalance": "11.5000",
-        "totalDebitMemoBalance": "0.0000",
-        "unappliedPaymentAmount": "30.0000",
-        "unappliedCreditMemoAmount": "0.0000",
-        "contractedMrr": "0.000000",
+        "balance": "-18.50",
+        "creditBalance": "0.00",
+        "totalInvoiceBalance": "11.50",
+        "totalDebitMemoBalance": "0.00",
+        "unappliedPaymentAmount": "30.00",
+        "unappliedCreditMemoAmount": "0.00",
+        "contractedMrr": "0",
         "lastInvoiceDate": "2026-11-01",
         "currency": "USD",
     }

@@ -99,7 +99,7 @@ async def test_refund_replay_is_the_first_refund(books: Api) -> None:
     assert first == again
     assert first["refundNumber"] == "R00000001"
     payment = await books.gql('query { payment(paymentNumber: "P00000001") { refundAmount } }')
-    assert payment == {"payment": {"refundAmount": "5.0000"}}
+    assert payment == {"payment": {"refundAmount": "5.00"}}
 
 
 async def test_other_money_moves_replay(books: Api) -> None:
@@ -126,7 +126,7 @@ async def test_other_money_moves_replay(books: Api) -> None:
         'query { payment(paymentNumber: "P00000001") { appliedAmount } '
         'creditMemo(memoNumber: "CM00000001") { appliedAmount } }'
     )
-    assert q == {"payment": {"appliedAmount": "0.0000"}, "creditMemo": {"appliedAmount": "10.0000"}}
+    assert q == {"payment": {"appliedAmount": "0.00"}, "creditMemo": {"appliedAmount": "10.00"}}
 
     # A second payment, cancelled twice under one key: the second answer replays the first.
     await books("createPayment", accountNumber="M", amount="7", effectiveDate="2026-11-03")

@@ -159,7 +159,7 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
         "invoice", accountNumber="W", invoiceDate="2026-11-01", status="POSTED",
         items=[{"chargeName": "Seats", "quantity": "4", "unitPrice": "25"}],
     )  # fmt: skip
-    assert (inv["invoiceNumber"], inv["amount"]) == ("INV00000001", "100.0000")
+    assert (inv["invoiceNumber"], inv["amount"]) == ("INV00000001", "100.00")
     await check("100", "0", "0", "0")
 
     # A debit memo from the invoice, draft: nothing moves; posted: +30.
@@ -168,7 +168,7 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
     )
     assert dm == {
         "memoNumber": "DM00000001", "invoiceNumber": "INV00000001", "status": "DRAFT",
-        "amount": "30.0000", "balance": "30.0000", "dueDate": "2026-12-03",
+        "amount": "30.00", "balance": "30.00", "dueDate": "2026-12-03",
     }  # fmt: skip
     await check("100", "0", "0", "0")
     assert (await api("postDebitMemo", memoNumber="DM00000001"))["status"] == "POSTED"
@@ -181,8 +181,8 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
     )  # fmt: skip
     assert cm == {
         "memoNumber": "CM00000001", "invoiceNumber": "INV00000001", "status": "POSTED",
-        "amount": "40.0000", "appliedAmount": "0.0000", "refundAmount": "0.0000",
-        "unappliedAmount": "40.0000",
+        "amount": "40.00", "appliedAmount": "0.00", "refundAmount": "0.00",
+        "unappliedAmount": "40.00",
     }  # fmt: skip
     await check("100", "30", "0", "40")
 
@@ -202,10 +202,10 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
         invoices=[{"invoiceNumber": "INV00000001", "amount": "25"}],
         debitMemos=[{"memoNumber": "DM00000001", "amount": "10"}],
     )  # fmt: skip
-    assert cm["unappliedAmount"] == "5.0000"
+    assert cm["unappliedAmount"] == "5.00"
     assert cm["applications"] == [
-        {"invoiceNumber": "INV00000001", "debitMemoNumber": None, "amount": "25.0000"},
-        {"invoiceNumber": None, "debitMemoNumber": "DM00000001", "amount": "10.0000"},
+        {"invoiceNumber": "INV00000001", "debitMemoNumber": None, "amount": "25.00"},
+        {"invoiceNumber": None, "debitMemoNumber": "DM00000001", "amount": "10.00"},
     ]
     await check("75", "20", "0", "5")
 
@@ -223,10 +223,10 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
         invoices=[{"invoiceNumber": "INV00000001", "amount": "50"}],
         debitMemos=[{"memoNumber": "DM00000001", "amount": "20"}],
     )  # fmt: skip
-    assert p["unappliedAmount"] == "50.0000"
+    assert p["unappliedAmount"] == "50.00"
     await check("35", "0", "50", "15")
     acct = (await api.gql(METRICS, n="W"))["account"]
-    assert (acct["lastPaymentDate"], acct["lastPaymentAmount"]) == ("2026-11-10", "120.0000")
+    assert (acct["lastPaymentDate"], acct["lastPaymentAmount"]) == ("2026-11-10", "120.00")
 
     # Unapply 20 of the payment from the invoice; apply 35 to clear it.
     await api(
@@ -254,14 +254,14 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
     r = await api("refundPayment", paymentNumber="P00000001", amount="15")
     assert r == {
         "refundNumber": "R00000001",
-        "amount": "15.0000",
+        "amount": "15.00",
         "paymentNumber": "P00000001",
         "creditMemoNumber": None,
     }
     r = await api("refundCreditMemo", memoNumber="CM00000001", amount="5")
     assert r == {
         "refundNumber": "R00000002",
-        "amount": "5.0000",
+        "amount": "5.00",
         "paymentNumber": None,
         "creditMemoNumber": "CM00000001",
     }
@@ -275,7 +275,7 @@ async def test_account_walkthrough_matches_hand_calculation(api: Api, partner: b
     assert (await api("cancelPayment", paymentNumber="P00000002"))["status"] == "CANCELED"
     await check("0", "0", "0", "10")
     acct = (await api.gql(METRICS, n="W"))["account"]
-    assert (acct["lastPaymentDate"], acct["lastPaymentAmount"]) == ("2026-11-10", "120.0000")
+    assert (acct["lastPaymentDate"], acct["lastPaymentAmount"]) == ("2026-11-10", "120.00")
 
     # Standalone credit memo: draft then canceled moves nothing; posted then unposted nets zero.
     cm2 = await api("createCreditMemo", accountNumber="W", amount="12.50")
@@ -333,8 +333,8 @@ async def test_invoice_lists_its_memos_and_account_lists_filter(api: Api) -> Non
     assert data == {
         "invoice": {
             "creditMemos": [
-                {"memoNumber": "CM00000001", "amount": "5.0000",
-                 "items": [{"chargeName": "Credit", "quantity": "1.0000", "amount": "5.0000"}]}
+                {"memoNumber": "CM00000001", "amount": "5.00",
+                 "items": [{"chargeName": "Credit", "quantity": "1", "amount": "5.00"}]}
             ],
             "debitMemos": [{"memoNumber": "DM00000001", "status": "POSTED"}],
             "account": {

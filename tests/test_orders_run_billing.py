@@ -48,8 +48,8 @@ async def test_run_billing_invoices_the_order(gql: Gql, draft: bool) -> None:
     assert invoice["status"] == ("DRAFT" if draft else "POSTED")
     assert invoice["source"] == "ORDER"
     amounts = sorted((i["chargeName"], i["amount"]) for i in invoice["items"])
-    assert amounts == [("Platform", "30.0000"), ("Seats", "30.0000"), ("Setup", "100.0000")]
-    assert invoice["amount"] == "160.0000"
+    assert amounts == [("Platform", "30.00"), ("Seats", "30.00"), ("Setup", "100.00")]
+    assert invoice["amount"] == "160.00"
     metrics = (await gql(BALANCE))["account"]["metrics"]
-    expected = ("0.0000", None) if draft else ("160.0000", "2026-01-01")
+    expected = ("0.00", None) if draft else ("160.00", "2026-01-01")
     assert (metrics["totalInvoiceBalance"], metrics["lastInvoiceDate"]) == expected

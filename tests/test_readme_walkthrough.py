@@ -59,14 +59,14 @@ async def test_walkthrough(
         before = await gql(steps[4])
         assert before["account"] == {
             "lastMetricsUpdate": stamp,
-            "metrics": {"balance": "0.0000", "totalInvoiceBalance": "0.0000",
-                        "unappliedPaymentAmount": "0.0000", "lastInvoiceDate": None},
+            "metrics": {"balance": "0.00", "totalInvoiceBalance": "0.00",
+                        "unappliedPaymentAmount": "0.00", "lastInvoiceDate": None},
         }  # fmt: skip
         refreshed = await gql(steps[5])
         no_errors(refreshed)
         assert refreshed["reseller"]["account"]["metrics"] == {
-            "balance": "40.0000", "totalInvoiceBalance": "60.0000",
-            "unappliedPaymentAmount": "20.0000", "lastInvoiceDate": "2026-10-31",
+            "balance": "40.00", "totalInvoiceBalance": "60.00",
+            "unappliedPaymentAmount": "20.00", "lastInvoiceDate": "2026-10-31",
         }  # fmt: skip
         assert refreshed["reseller"]["account"]["lastMetricsUpdate"] > stamp
         assert Decimal(refreshed["customer"]["account"]["metrics"]["contractedMrr"]) == 50
@@ -78,7 +78,7 @@ async def test_walkthrough(
         assert status == {"billRun": {"status": "POSTED"}}
         invoices = (await gql(steps[7]))["account"]["invoices"]
         assert invoices["totalCount"] == 2
-        assert sorted(e["node"]["amount"] for e in invoices["edges"]) == ["100.0000", "50.0000"]
+        assert sorted(e["node"]["amount"] for e in invoices["edges"]) == ["100.00", "50.00"]
         async with sessionmaker.begin() as s:
             rid = (
                 await s.execute(

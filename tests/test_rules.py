@@ -219,7 +219,7 @@ async def test_amounts_positive_with_minor_unit_places(world: World) -> None:
     memo = await world("createDebitMemo", accountNumber="U",
                        items=[{"chargeName": "a", "quantity": "3", "unitPrice": "1.25"},
                               {"chargeName": "b", "amount": "0.25"}])  # fmt: skip
-    assert memo["amount"] == "4.0000"
+    assert memo["amount"] == "4.00"
 
 
 # --- Numbers given by the caller are unique per tenant.

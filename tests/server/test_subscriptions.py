@@ -203,10 +203,10 @@ async def test_an_ordinary_account_announces_its_synchronous_update(
     assert event == {
         "accountNumber": "ORD",
         "reason": "SYNC",
-        "metrics": {"totalInvoiceBalance": "100.0000", "balance": "100.0000",
+        "metrics": {"totalInvoiceBalance": "100.00", "balance": "100.00",
                     "currency": "USD", "lastMetricsUpdate": stamp},
         "account": {"accountNumber": "ORD", "partnerAccount": False,
-                    "lastMetricsUpdate": stamp, "metrics": {"balance": "100.0000"}},
+                    "lastMetricsUpdate": stamp, "metrics": {"balance": "100.00"}},
     }  # fmt: skip
 
 
@@ -236,7 +236,7 @@ async def test_a_partner_account_announces_after_the_refresh_and_not_before(
         await conn.__aexit__(None, None, None)
     assert event["accountNumber"] == "PART"
     assert event["reason"] == "REFRESH"
-    assert event["metrics"]["totalInvoiceBalance"] == "100.0000"
+    assert event["metrics"]["totalInvoiceBalance"] == "100.00"
     assert event["metrics"]["lastMetricsUpdate"] is not None
     assert event["account"]["partnerAccount"] is True
 
@@ -254,8 +254,8 @@ async def test_the_account_numbers_filter(base: str, redis: Any, tenant: Any) ->
     finally:
         await conn.__aexit__(None, None, None)
     assert [(e["accountNumber"], e["metrics"]["balance"]) for e in got] == [
-        ("F3", "7.0000"),
-        ("F2", "9.0000"),
+        ("F3", "7.00"),
+        ("F2", "9.00"),
     ]
 
 
@@ -281,8 +281,8 @@ async def test_another_tenants_events_are_not_seen(
     finally:
         await other_conn.__aexit__(None, None, None)
         await mine_conn.__aexit__(None, None, None)
-    assert seen_by_other["metrics"]["balance"] == "3.0000"  # its own write came first
-    assert seen_by_me["metrics"]["balance"] == "100.0000"
+    assert seen_by_other["metrics"]["balance"] == "3.00"  # its own write came first
+    assert seen_by_me["metrics"]["balance"] == "100.00"
 
 
 async def test_unknown_account_numbers_are_a_not_found_error(base: str, tenant: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from billing import metrics
 from jobs import events
 from jobs.enqueue import REDIS_DOWN
+from jobs.instruments import observe_refresh
 
 log = logging.getLogger("partnerbill.jobs")
 
@@ -37,12 +38,14 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
             log.exception("tenant %s: refresh failed", tenant_id)
             failed[tenant_id] = f"{type(exc).__name__}: {exc}"[:500]
             continue
+        seconds = time.perf_counter() - t0
+        observe_refresh(report, seconds)
         by_tenant[tenant_id] = {
             "accounts": report.accounts_refreshed,
             "skipped": report.accounts_skipped,
             "changes": report.changes_folded,
             "set_aside": len(report.set_aside_ids),
-            "seconds": round(time.perf_counter() - t0, 4),
+            "seconds": round(seconds, 4),
         }
         if report.accounts_refreshed or report.accounts_skipped or report.set_aside_ids:
             log.info(
@@ -69,9 +72,11 @@ async def refresh_due_tenants(ctx: dict[str, Any]) -> dict[str, Any]:
 
 async def refresh_tenant_metrics(ctx: dict[str, Any], tenant_id: int) -> dict[str, int]:
     """Refresh one tenant's changed partner accounts now."""
+    t0 = time.perf_counter()
     report = await metrics.refresh_tenant(
         ctx["engine"], tenant_id, on_refreshed=_announce_refresh(ctx, tenant_id)
     )
+    observe_refresh(report, time.perf_counter() - t0)
     return {
         "accounts": report.accounts_refreshed,
         "skipped": report.accounts_skipped,

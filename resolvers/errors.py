@@ -11,6 +11,7 @@ from strawberry.extensions import MaskErrors
 
 from billing import errors as be
 from billing.dbutil import sqlstate
+from resolvers.instruments import LOCK_COMPETITION
 from schema.errors import ERROR_TYPES, ErrorCode, TopLevelUserError, UserError
 
 CODE_OF: dict[type[be.BillingError], ErrorCode] = {
@@ -37,9 +38,18 @@ def code_of(exc: be.BillingError) -> ErrorCode:
     raise TypeError(f"No ErrorCode for {type(exc).__name__}")  # pragma: no cover
 
 
+def answered_code(exc: be.BillingError) -> ErrorCode:
+    """The code a domain error is answered with, counted on /metrics when it says the
+    write lost a lock competition (every way of answering one goes through here)."""
+    code = code_of(exc)
+    if code is ErrorCode.LOCK_COMPETITION:
+        LOCK_COMPETITION.inc()
+    return code
+
+
 def to_user_error(exc: be.BillingError) -> UserError:
     """The UserError a domain error answers with (exhaustive over BillingError subclasses)."""
-    code = code_of(exc)
+    code = answered_code(exc)
     return ERROR_TYPES[code](
         code=code, message=exc.message, field=exc.field, retryable=exc.retryable
     )
@@ -48,7 +58,7 @@ def to_user_error(exc: be.BillingError) -> UserError:
 def to_graphql_error(exc: be.BillingError, info: Any = None) -> TopLevelUserError:
     """The same failure as a top-level GraphQL error (located at ``info``'s field), for
     fields without a payload."""
-    return TopLevelUserError(code_of(exc), exc.message, exc.field, exc.retryable, info)
+    return TopLevelUserError(answered_code(exc), exc.message, exc.field, exc.retryable, info)
 
 
 log = logging.getLogger("partnerbill.graphql")
@@ -87,7 +97,7 @@ def expose(error: GraphQLError) -> GraphQLError:
         positions=error.positions,
         path=error.path,
         extensions={
-            "code": code_of(original).value,
+            "code": answered_code(original).value,
             "field": original.field,
             "retryable": original.retryable,
         },

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from arq import create_pool
 from arq.worker import Worker
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +32,14 @@ from server.console import console_routes
 from server.graphql_view import STATIC_DIR, PartnerbillGraphQL, Runtime
 from server.keys import KeyWatch
 from server.logs import RequestId
-from server.refresh_gauge import set_aside_lines
+from server.observability import (
+    REQUEST_SECONDS,
+    REQUESTS,
+    START_TIME,
+    ScrapeReadings,
+    render,
+    route_of,
+)
 from server.settings import Settings, read_dev_key
 
 log = logging.getLogger("partnerbill.server")
@@ -92,43 +99,11 @@ class InProcessWorker:
         self.worker = self.task = None
 
 
-class MetricsRegistry:
-    """Request counts per route and status, rendered for /metrics (Prometheus text format)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str, int]] = Counter()
-        self.seconds: defaultdict[str, float] = defaultdict(float)
-        self.started = time.time()
-
-    def render(self) -> str:
-        lines = [
-            "# HELP partnerbill_http_requests_total HTTP requests by route, method and status.",
-            "# TYPE partnerbill_http_requests_total counter",
-        ]
-        for (route, method, status), n in sorted(self.counts.items()):
-            lines.append(
-                f'partnerbill_http_requests_total{{route="{route}",method="{method}",'
-                f'status="{status}"}} {n}'
-            )
-        lines += [
-            "# HELP partnerbill_http_request_seconds_total Time spent answering, by route.",
-            "# TYPE partnerbill_http_request_seconds_total counter",
-        ]
-        for route, s in sorted(self.seconds.items()):
-            lines.append(f'partnerbill_http_request_seconds_total{{route="{route}"}} {s:.6f}')
-        lines += [
-            "# TYPE partnerbill_start_time_seconds gauge",
-            f"partnerbill_start_time_seconds {self.started:.3f}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
 class RequestMetrics:
-    """ASGI middleware feeding a MetricsRegistry."""
+    """ASGI middleware counting requests and their time per route (server.observability)."""
 
-    def __init__(self, app: ASGIApp, registry: MetricsRegistry) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,10 +121,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            path = scope.get("path", "")
-            route = path if path in ("/graphql", "/healthz", "/metrics") else "other"
-            self.registry.counts[(route, scope.get("method", ""), status)] += 1
-            self.registry.seconds[route] += time.perf_counter() - start
+            route = route_of(scope.get("path", ""))
+            REQUESTS.labels(route, scope.get("method", ""), str(status)).inc()
+            REQUEST_SECONDS.labels(route).inc(time.perf_counter() - start)
 
 
 def create_app(
@@ -275,10 +249,8 @@ def create_app(
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(
-            registry.render() + await set_aside_lines(state.get("engine")),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
-        )
+        readings = await scrape_readings.get(state.get("engine"), state.get("redis"))
+        return Response(render(readings), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     routes = [
         Route("/graphql", view, methods=["GET", "POST"], max_body_size=settings.max_body_bytes),
@@ -292,11 +264,12 @@ def create_app(
         ),
         *console_routes(),
     ]
-    registry = MetricsRegistry()
+    scrape_readings = ScrapeReadings()
+    START_TIME.set_to_current_time()
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestId), Middleware(RequestMetrics, registry=registry)],
+        middleware=[Middleware(RequestId), Middleware(RequestMetrics)],
     )
     app.state.runtime = runtime
     app.state.view = view

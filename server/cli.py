@@ -297,6 +297,19 @@ def _serve_one(settings: Settings, dev_key: str | None, host: str, port: int) ->
     return 0 if server.started else 1
 
 
+def fresh_multiproc_dir(data_dir: Path) -> Path:
+    """Where the API processes and the worker keep their /metrics figures (prometheus_client's
+    multiprocess mode, server.observability): PROMETHEUS_MULTIPROC_DIR when set, else under
+    the data directory; emptied first, as the mode asks, so no count of an earlier run
+    remains."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else data_dir / "prometheus"
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
+
+
 def _serve_processes(settings: Settings, processes: int, host: str, port: int) -> int:
     """uvicorn's process supervisor over ``server.app:app_from_env``; the servers' URLs and
     the choices made here reach the API processes through the environment. The job worker
@@ -305,6 +318,7 @@ def _serve_processes(settings: Settings, processes: int, host: str, port: int) -
 
     assert settings.database_url and settings.redis_url
     os.environ.update(
+        PROMETHEUS_MULTIPROC_DIR=str(fresh_multiproc_dir(settings.data_dir.resolve())),
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         PARTNERBILL_DATA_DIR=str(settings.data_dir.resolve()),  # the dev key, for GraphiQL

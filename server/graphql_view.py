@@ -28,6 +28,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from billing.tenants import tenant_for_api_key
 from resolvers.context import Context, Services
 from server.keys import KEY_TTL_S, TRUSTED_TTL_S
+from server.observability import OperationLabels, observe_operation
 
 log = logging.getLogger("partnerbill.graphql")
 
@@ -205,6 +206,8 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         self.inflight = InFlight(max_inflight_per_tenant)
         self.key_cache = key_cache or TenantCache()
         self._key_lookups: dict[str, asyncio.Future[int | None]] = {}
+        # strawberry's Schema holds graphql-core's; the labels check root fields against it.
+        self.operation_labels = OperationLabels(cast(Any, schema)._schema)
 
     # -- HTTP entry: JSON errors ---------------------------------------------------------
 
@@ -397,6 +400,25 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
                 )
             )
         return results
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """One operation, timed into its latency histogram (server.observability)."""
+        start = time.perf_counter()
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        finally:
+            label = self.operation_labels.of(request_data.query, request_data.operation_name)
+            observe_operation(label, time.perf_counter() - start)
 
     # -- GraphiQL ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.cli import WORKER_CONNECTIONS, per_process, size_pools
 from server.settings import Settings
@@ -81,6 +82,7 @@ def test_serve_with_two_workers_runs_two_api_processes_and_one_job_worker() -> N
                 headers={"Authorization": f"Bearer {key}"},
             )
             assert r.json() == {"data": {"account": {"accountNumber": "W-5"}}}
+        scrapes_share_every_process(url, key)
 
         proc.send_signal(signal.SIGINT)  # the parent only: it stops its children
         output, _ = proc.communicate(timeout=60)
@@ -104,6 +106,59 @@ def test_serve_with_two_workers_runs_two_api_processes_and_one_job_worker() -> N
         assert processes_using(data_dir, redis_pid) == []
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+PARTNER_WRITE = """mutation {
+  updateTenantSettings(input: {metricsRefreshInterval: 1}) { errors { code } }
+  createAccount(input: {accountNumber: "P-1", name: "P", currency: "USD", partnerAccount: true,
+      billToContact: {firstName: "A", lastName: "B"}}) { errors { code } }
+  createStandaloneInvoice(input: {accountNumber: "P-1", invoiceDate: "2026-11-01",
+      status: POSTED, items: [{chargeName: "Seat", amount: "1.00"}]}) { errors { code } }
+}"""
+
+
+def scrapes_share_every_process(url: str, key: str) -> None:
+    """/metrics from either API process sums every process (multiprocess mode): the
+    operations both answered, and the refresh passes the job worker ran."""
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        # A connection of its own each time: either API process may take it.
+        r = httpx.get(f"{url}/metrics", timeout=10)
+        assert r.status_code == 200
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(r.text)
+            for s in family.samples
+        }
+
+    before = scrape()
+    for _ in range(10):
+        r = httpx.post(
+            f"{url}/graphql",
+            json={"query": "{ tenantSettings { lockWait } }"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert r.status_code == 200
+    count = ("partnerbill_graphql_operation_seconds_count",
+             frozenset({("type", "query"), ("operation", "tenantSettings")}))  # fmt: skip
+    for _ in range(4):
+        assert scrape()[count] - before.get(count, 0) == 10
+
+    r = httpx.post(
+        f"{url}/graphql",
+        json={"query": PARTNER_WRITE},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert "errors" not in r.json() and r.json()["data"]["createStandaloneInvoice"] == {
+        "errors": []
+    }, r.text
+    folded = ("partnerbill_metrics_refresh_accounts_folded_total", frozenset())
+    deadline = time.monotonic() + 20
+    while scrape().get(folded, 0) < 1:
+        assert time.monotonic() < deadline, "the worker's refresh never showed on /metrics"
+        time.sleep(0.5)
 
 
 def alive(processes: list[psutil.Process]) -> list[str]:

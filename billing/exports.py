@@ -3,7 +3,7 @@
 Each export is one query read through a server-side cursor in one read-only transaction, so
 the rows are one snapshot of the tenant, in id order, and memory holds one page of them
 whatever the tenant's size. Column names are the GraphQL field names, so a file reads like
-the API; money is written at its currency's minor unit (:func:`billing.money.quantize`), and
+the API; money is written as the API answers it (:mod:`billing.money`), and
 the accounts export carries every metric with ``lastMetricsUpdate`` and the number of
 changes not yet folded, for reconciling a migration against its source system.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.money import quantize
+from billing.money import exact_out, money_out
 
 PAGE_ROWS = 1000
 
@@ -59,12 +59,12 @@ def _text(value: Any, currency: str) -> Cell:
 
 
 def _money(value: Decimal, currency: str) -> Cell:
-    return str(quantize(value, currency))
+    return str(money_out(value, currency))
 
 
 def _exact(value: Decimal | None, currency: str) -> Cell:
-    """A figure kept at its stored precision (MRR), without needless trailing zeros."""
-    return None if value is None else format(value.normalize() + 0, "f")
+    """A figure kept at its stored precision (MRR), as the API answers it."""
+    return None if value is None else str(exact_out(value))
 
 
 def _iso(value: date | datetime | None, currency: str) -> Cell:

@@ -43,7 +43,7 @@ from billing.errors import (
     NotFound,
     ValidationFailed,
 )
-from billing.invoices import StandaloneInvoiceData, due_date_for, price_items
+from billing.invoices import StandaloneInvoiceData, check_standalone_invoice, due_date_for
 from billing.memos import MemoData, memo_lines
 from billing.metrics import CallDelta, move_metrics_of_call
 from billing.money import ZERO, check_amount
@@ -401,29 +401,17 @@ ORDER BY u.n
 
 
 def _check_invoice(i: int, data: StandaloneInvoiceData, account: AccountForWrite) -> _Invoice:
-    """The checks of billing.invoices.create_standalone_invoice, for one row."""
-    if data.status not in (InvoiceStatus.DRAFT, InvoiceStatus.POSTED):
-        raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
-    given = numbering.caller_number(data.invoice_number, ["invoiceNumber"])
-    currency = account.currency
-    if data.currency is not None and data.currency.upper() != currency:
-        raise CurrencyMismatch(
-            f"Account {account.account_number} bills in {currency}, not {data.currency}",
-            ["currency"],
-        )
-    items = price_items(data.items, currency)
-    due = data.due_date or due_date_for(data.invoice_date, account.payment_term)
-    if due < data.invoice_date:
-        raise ValidationFailed("dueDate is before invoiceDate", ["dueDate"])
+    """One row, by the rules of a single standalone invoice."""
+    inv = check_standalone_invoice(data, account)
     return _Invoice(
         index=i,
         account=account,
-        given=given,
+        given=inv.given_number,
         invoice_date=data.invoice_date,
-        due_date=due,
+        due_date=inv.due_date,
         status=data.status,
-        amount=sum((it["amount"] for it in items), ZERO),
-        items=items,
+        amount=inv.amount,
+        items=inv.items,
     )
 
 

@@ -15,6 +15,7 @@ from billing import numbering
 from billing.accounts import (
     PAYMENT_TERMS,
     WRITE_ATTEMPTS,
+    AccountForWrite,
     account_for_write,
     locked_account_cte,
 )
@@ -175,6 +176,38 @@ FROM acc LEFT JOIN inv ON TRUE
 """
 
 
+@dataclass(frozen=True)
+class CheckedInvoice:
+    """A standalone invoice that passed its rules on its account, ready to be written."""
+
+    given_number: str | None  # the caller's invoiceNumber, or None to draw one
+    due_date: date
+    items: list[dict[str, Any]]  # priced (price_items)
+    amount: Decimal  # the sum of the items
+
+
+def check_standalone_invoice(
+    data: StandaloneInvoiceData, account: AccountForWrite
+) -> CheckedInvoice:
+    """The rules of a standalone invoice on the account it is for (createStandaloneInvoice and
+    each row of createStandaloneInvoices): DRAFT or POSTED, the account's currency, priced
+    items, a due date (from the account's payment term unless given) not before its date."""
+    if data.status not in (InvoiceStatus.DRAFT, InvoiceStatus.POSTED):
+        raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
+    given = numbering.caller_number(data.invoice_number, ["invoiceNumber"])
+    currency = account.currency
+    if data.currency is not None and data.currency.upper() != currency:
+        raise CurrencyMismatch(
+            f"Account {account.account_number} bills in {currency}, not {data.currency}",
+            ["currency"],
+        )
+    items = price_items(data.items, currency)
+    due = data.due_date or due_date_for(data.invoice_date, account.payment_term)
+    if due < data.invoice_date:
+        raise ValidationFailed("dueDate is before invoiceDate", ["dueDate"])
+    return CheckedInvoice(given, due, items, sum((i["amount"] for i in items), ZERO))
+
+
 async def create_standalone_invoice(
     db: Db | AsyncSession, tenant_id: int, data: StandaloneInvoiceData
 ) -> Written:
@@ -182,29 +215,17 @@ async def create_standalone_invoice(
 
     Two round trips: the account is read, then one statement locks it (FOR SHARE), writes
     the invoice and its items and moves the metrics the account's way."""
-    if data.status not in (InvoiceStatus.DRAFT, InvoiceStatus.POSTED):
-        raise ValidationFailed("status must be DRAFT or POSTED", ["status"])
-    given = numbering.caller_number(data.invoice_number, ["invoiceNumber"])
     conn = await connection_of(db)
     for _ in range(WRITE_ATTEMPTS):
         account = await account_for_write(conn, tenant_id, data.account_number)
-        currency = account.currency
-        if data.currency is not None and data.currency.upper() != currency:
-            raise CurrencyMismatch(
-                f"Account {account.account_number} bills in {currency}, not {data.currency}",
-                ["currency"],
-            )
-        items = price_items(data.items, currency)
-        due = data.due_date or due_date_for(data.invoice_date, account.payment_term)
-        if due < data.invoice_date:
-            raise ValidationFailed("dueDate is before invoiceDate", ["dueDate"])
-        total = sum((i["amount"] for i in items), ZERO)
+        inv = check_standalone_invoice(data, account)
+        given, items = inv.given_number, inv.items
         async with db_errors():
             row = await conn.fetchrow(
                 CREATE_STANDALONE_INVOICE,
-                account.id, tenant_id, account.lock_timeout, currency, account.payment_term,
-                given, numbering.sequence_name(tenant_id, "invoice"),
-                data.invoice_date, due, data.status, total,
+                account.id, tenant_id, account.lock_timeout, account.currency,
+                account.payment_term, given, numbering.sequence_name(tenant_id, "invoice"),
+                data.invoice_date, inv.due_date, data.status, inv.amount,
                 [i["charge_name"] for i in items], [i["quantity"] for i in items],
                 [i["unit_price"] for i in items], [i["amount"] for i in items],
                 [i["service_start_date"] for i in items], [i["service_end_date"] for i in items],

@@ -63,6 +63,22 @@ DELTA_FIELDS = (
 )
 
 
+#: What an ordinary account's metrics UPDATE returns for its event (``m`` is the row).
+SYNCED_RETURNING = "m.account_id, m.tenant_id, pb_metrics_json(m) AS metrics"
+
+
+def metrics_changed_event(synced: str) -> str:
+    """The one rule for ACCOUNT_METRICS_CHANGED: an INSERT appending one event per ordinary
+    account whose metrics an UPDATE (returning SYNCED_RETURNING as ``synced``) moved, with the
+    new values, in the writing statement itself (an append-only insert: no lock any other
+    writer waits for). The refresh's events are written by the fold (pb_fold_metrics)."""
+    return (
+        "INSERT INTO event (tenant_id, type, account_id, data) "
+        f"SELECT s.tenant_id, 'ACCOUNT_METRICS_CHANGED', s.account_id, s.metrics FROM {synced} s "
+        "WHERE pb_events_on()"
+    )
+
+
 @dataclass
 class Metrics:
     """The metric values of one account (balance and creditBalance are derived)."""
@@ -209,7 +225,8 @@ class MetricsWriter:
                 await self.session.execute(
                     text(
                         """
-                        UPDATE account_metrics SET
+                        WITH synced AS (
+                        UPDATE account_metrics m SET
                           total_invoice_balance = total_invoice_balance + :ib,
                           total_debit_memo_balance = total_debit_memo_balance + :dm,
                           unapplied_payment_amount = unapplied_payment_amount + :up,
@@ -224,7 +241,10 @@ class MetricsWriter:
                           -- not move the stamp backwards (now() is the transaction start).
                           last_metrics_update = GREATEST(last_metrics_update, clock_timestamp())
                         WHERE account_id = :a
-                        """
+                        RETURNING """
+                        + SYNCED_RETURNING
+                        + ") "
+                        + metrics_changed_event("synced")
                     ),
                     {
                         "a": account_id,
@@ -312,7 +332,8 @@ def metrics_ctes(
     invoice can only raise lastInvoiceDate, so GREATEST keeps it exact without reading
     invoices (which a statement that waited for the lock could not see anyway). The stamp is
     the clock once the row is locked, never earlier than the one it replaces, so it never
-    moves backwards under a burst of writes.
+    moves backwards under a burst of writes. An ordinary account's move appends its
+    ACCOUNT_METRICS_CHANGED event (``metrics_event``) in the same statement.
     """
     last_invoice = (
         f"last_invoice_date = GREATEST(m.last_invoice_date, {posted_invoice_date}),"
@@ -342,8 +363,9 @@ metrics_sync AS (
     AND EXISTS (SELECT 1 FROM {document})
     AND ({invoice_balance} <> 0 OR {unapplied_payment} <> 0 OR {contracted_mrr} <> 0
          OR {posted_invoice_date or "NULL"} IS NOT NULL)
-  RETURNING m.account_id
-)"""
+  RETURNING {SYNCED_RETURNING}
+),
+metrics_event AS ({metrics_changed_event("metrics_sync")})"""
 
 
 @dataclass(frozen=True)
@@ -392,7 +414,8 @@ class CallDelta:
         )
 
 
-SYNC_MANY = """
+SYNC_MANY = f"""
+WITH synced AS (
 UPDATE account_metrics m SET
   total_invoice_balance = m.total_invoice_balance + d.ib,
   total_debit_memo_balance = m.total_debit_memo_balance + d.dm,
@@ -403,7 +426,10 @@ UPDATE account_metrics m SET
 FROM unnest($1::bigint[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[],
             $6::date[]) AS d(a, ib, dm, up, cm, lid)
 WHERE m.account_id = d.a
-RETURNING m.account_id
+RETURNING {SYNCED_RETURNING}
+),
+metrics_event AS ({metrics_changed_event("synced")})
+SELECT account_id FROM synced
 """
 
 LEDGER_MANY = """

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.pg import server_settings
+
 Sessionmaker = async_sessionmaker[AsyncSession]
 
 
@@ -32,7 +34,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_pre_ping=False,
         connect_args={
-            "server_settings": {"jit": "off", "application_name": "partnerbill"},
+            "server_settings": server_settings(),
             "prepared_statement_cache_size": statement_cache,
             "statement_cache_size": statement_cache,
         },

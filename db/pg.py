@@ -14,6 +14,7 @@ uses unnamed statements only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -22,7 +23,18 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-SERVER_SETTINGS = {"jit": "off", "application_name": "partnerbill"}
+
+def server_settings() -> dict[str, str]:
+    """The settings of every connection the service opens. PARTNERBILL_EVENTS=0 turns event
+    writing off (``partnerbill.events``, read by pb_events_on()): for the bench's comparison
+    only, never in production (webhooks and the feed then miss every change)."""
+    out = {"jit": "off", "application_name": "partnerbill"}
+    if os.environ.get("PARTNERBILL_EVENTS", "1").strip().lower() in ("0", "off", "false"):
+        out["partnerbill.events"] = "off"
+    return out
+
+
+SERVER_SETTINGS = server_settings()
 
 
 class Db(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -459,3 +460,22 @@ async def recover_after_outage(ctx: dict[str, Any]) -> dict[str, int]:
         "orders": await queue_unfinished_orders(ctx),
         "bill_runs": await resume_bill_runs(ctx),
     }
+
+
+# --------------------------------------------------------------------------- the event feed
+
+
+def event_retention_days() -> int:
+    """PARTNERBILL_EVENT_RETENTION_DAYS (30 by default): how long events are kept."""
+    from billing.events import RETENTION_DAYS
+
+    raw = os.environ.get("PARTNERBILL_EVENT_RETENTION_DAYS") or str(RETENTION_DAYS)
+    return max(1, int(raw))
+
+
+async def prune_events(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: delete events and webhook attempts older than the retention."""
+    from billing.events import prune_events as prune
+
+    async with ctx["sessionmaker"].begin() as s:
+        return {"pruned": await prune(s, event_retention_days())}

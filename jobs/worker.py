@@ -41,6 +41,8 @@ def _cron_jobs() -> list[Any]:
         cron(tasks.refresh_due_tenants, second=None, unique=True, timeout=300, keep_result=600),
         # What committed while its enqueue failed is queued here (jobs.tasks).
         cron(tasks.sweep_stranded_jobs, second=SWEEP_SECONDS, unique=True, timeout=300),
+        # Events older than PARTNERBILL_EVENT_RETENTION_DAYS, once an hour.
+        cron(tasks.prune_events, minute=17, second=0, unique=True, timeout=600),
     ]
 
 

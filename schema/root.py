@@ -41,8 +41,9 @@ from resolvers.billruns import (  # noqa: E402
     BillRunSubscriptions,
 )
 from resolvers.bulk import BulkMutations  # noqa: E402
+from resolvers.events import EventQueries  # noqa: E402
 
-QUERIES += (BillRunQueries,)
+QUERIES += (BillRunQueries, EventQueries)
 MUTATIONS += (BillRunMutations, BulkMutations)
 SUBSCRIPTIONS += (BillRunSubscriptions,)
 

@@ -226,18 +226,33 @@ BLANK_KEY = "idempotencyKey"
 
 def _bad_value(value: Any, path: str) -> tuple[str, str] | None:
     """(path, problem) of the first string holding a NUL, or of a blank idempotency key."""
-    if isinstance(value, str):
-        return (path, "nul") if NUL in value else None
-    if isinstance(value, Mapping):
+    found = _bad_part(value)
+    if found is None:
+        return None
+    parts, problem = found
+    return path + "".join(f".{p}" for p in reversed(parts)), problem
+
+
+def _bad_part(value: Any) -> tuple[list[object], str] | None:
+    """The reversed path below ``value`` to the first bad string, and its problem. The path
+    is built only on the way out of a find: a bulk call's variables hold thousands of
+    values, and every one is walked on every request."""
+    if type(value) is str:  # JSON gives exact types: no isinstance on ABCs per value
+        return ([], "nul") if NUL in value else None
+    if isinstance(value, dict):
         for key, item in value.items():
             if key == BLANK_KEY and isinstance(item, str) and not item.strip():
-                return f"{path}.{key}", "blank"
-            if (found := _bad_value(item, f"{path}.{key}")) is not None:
+                return [key], "blank"
+            if item is not None and (found := _bad_part(item)) is not None:
+                found[0].append(key)
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            if (found := _bad_value(item, f"{path}.{index}")) is not None:
+            if (found := _bad_part(item)) is not None:
+                found[0].append(index)
                 return found
+    elif isinstance(value, str):
+        return ([], "nul") if NUL in value else None
     return None
 
 

@@ -38,9 +38,13 @@ def check_currency(currency: str, field: list[str] | None = None) -> str:
     return code
 
 
+#: The smallest amount of each currency, made once: every amount in and out is quantized to it.
+UNITS: dict[str, Decimal] = {c: Decimal(1).scaleb(-places) for c, places in MINOR_UNITS.items()}
+
+
 def unit(currency: str) -> Decimal:
     """The smallest amount of the currency (0.01 for USD, 1 for JPY)."""
-    return Decimal(1).scaleb(-MINOR_UNITS[currency])
+    return UNITS[currency]
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:

@@ -68,6 +68,7 @@ class _Load:
         self.ok = 0
         self.ok_by_label: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.answered: list[float] | None = None  # wall-clock time of each OK answer, if kept
 
 
 class _Conn(asyncio.Protocol):
@@ -125,6 +126,8 @@ class _Conn(asyncio.Protocol):
             if err is None:
                 load.ok += 1
                 load.ok_by_label[label] += 1
+                if load.answered is not None:
+                    load.answered.append(time.time())
             else:
                 load.errors[err] += 1
             if now < load.stop:
@@ -156,12 +159,20 @@ async def run_load(
 
 
 async def run_mix(
-    host: str, port: int, mix: Sequence[Request], connections: int, seconds: float
+    host: str,
+    port: int,
+    mix: Sequence[Request],
+    connections: int,
+    seconds: float,
+    *,
+    answered: list[float] | None = None,
 ) -> dict[str, Any]:
-    """``run_load`` over the requests of ``mix`` in turn; also counts OK answers per label."""
+    """``run_load`` over the requests of ``mix`` in turn; also counts OK answers per label.
+    ``answered``, when given, receives the wall-clock time of every OK answer."""
     loop = asyncio.get_running_loop()
     conns: list[tuple[_Conn, asyncio.Future[None]]] = []
     load = _Load(mix, 0.0)
+    load.answered = answered
     for _ in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
         _, proto = await loop.create_connection(lambda f=fut: _Conn(load, f), host, port)

@@ -33,7 +33,7 @@ def _functions() -> list[Any]:
 
 
 def _cron_jobs() -> list[Any]:
-    from jobs import tasks
+    from jobs import tasks, webhooks
 
     # A one-second tick: each tenant is refreshed when its own interval has passed. Its
     # results (what each tick refreshed, and how long it took) are kept for 10 minutes.
@@ -43,6 +43,8 @@ def _cron_jobs() -> list[Any]:
         cron(tasks.sweep_stranded_jobs, second=SWEEP_SECONDS, unique=True, timeout=300),
         # Events older than PARTNERBILL_EVENT_RETENTION_DAYS, once an hour.
         cron(tasks.prune_events, minute=17, second=0, unique=True, timeout=600),
+        # Webhook deliveries: each run keeps going while there is work (jobs.webhooks).
+        cron(webhooks.deliver_webhooks, second=None, unique=True, timeout=120),
     ]
 
 

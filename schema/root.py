@@ -42,9 +42,10 @@ from resolvers.billruns import (  # noqa: E402
 )
 from resolvers.bulk import BulkMutations  # noqa: E402
 from resolvers.events import EventQueries  # noqa: E402
+from resolvers.webhooks import WebhookMutations, WebhookQueries  # noqa: E402
 
-QUERIES += (BillRunQueries, EventQueries)
-MUTATIONS += (BillRunMutations, BulkMutations)
+QUERIES += (BillRunQueries, EventQueries, WebhookQueries)
+MUTATIONS += (BillRunMutations, BulkMutations, WebhookMutations)
 SUBSCRIPTIONS += (BillRunSubscriptions,)
 
 Query = merge_types("Query", QUERIES)

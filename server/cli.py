@@ -933,7 +933,64 @@ def build_parser() -> argparse.ArgumentParser:
         "local development server)",
     )
     demo.set_defaults(func=cmd_demo)
+    events = sub.add_parser("events", help="the event feed")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    tail = events_sub.add_parser(
+        "tail", help="print the tenant's events live through the API (Ctrl-C stops)"
+    )
+    tail.add_argument("--url", default=DEFAULT_API_URL, help="the service's /graphql address")
+    tail.add_argument("--api-key", help="the tenant's key (as for import)")
+    tail.add_argument("--after", metavar="CURSOR", help="start after this event's cursor")
+    tail.add_argument("--from-start", action="store_true", help="from the oldest event kept")
+    tail.add_argument("--type", dest="types", action="append", help="only this type (repeatable)")
+    tail.add_argument("--account", dest="accounts", action="append", help="only this account")
+    tail.add_argument("--json", action="store_true", help="one JSON object a line")
+    tail.set_defaults(func=cmd_events_tail)
+    webhooks = sub.add_parser("webhooks", help="webhook helpers")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    check = webhooks_sub.add_parser(
+        "verify", help="check a Partnerbill-Signature header against a body; exits 1 if invalid"
+    )
+    check.add_argument("--secret", required=True, help="the endpoint's signing secret")
+    check.add_argument("--header", required=True, help="the Partnerbill-Signature value")
+    check.add_argument("--body-file", required=True, type=Path, help="the exact body received")
+    check.add_argument(
+        "--tolerance", type=int, default=None,
+        help="refuse a signature older than this many seconds (default: any age)",
+    )  # fmt: skip
+    check.set_defaults(func=cmd_webhooks_verify)
     return parser
+
+
+def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from server.api_client import ApiAborted
+    from server.events_cli import tail
+
+    try:
+        run_async(
+            lambda: tail(
+                args.url, _api_key(args, settings), after=args.after, from_start=args.from_start,
+                types=args.types, accounts=args.accounts, as_json=args.json,
+                out=lambda line: print(line, flush=True),
+            )
+        )  # fmt: skip
+    except ApiAborted as e:
+        print(f"partnerbill: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_webhooks_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from server.events_cli import verify_file
+
+    if not args.body_file.is_file():
+        print(f"partnerbill: no such file: {args.body_file}", file=sys.stderr)
+        return 2
+    if verify_file(args.secret, args.header, args.body_file, args.tolerance):
+        print("valid")
+        return 0
+    print("invalid", file=sys.stderr)
+    return 1
 
 
 DEFAULT_API_URL = "http://127.0.0.1:8000/graphql"

@@ -8,6 +8,7 @@ there (docs/console holds the ones the README shows)."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -18,10 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from jobs import events
 from server.app import create_app
 from server.console import console_routes
+from server.importer import ImportKind, read_rows
 from server.settings import Settings
 from tests.billrun_worker import arq_pool
 from tests.server.test_subscriptions import gql, serve, subscribed
@@ -412,3 +415,222 @@ def test_every_asset_the_page_loads_is_in_the_package() -> None:
             assert target.is_file(), f"{path.name} imports {ref}"
     assert "main.js" in {Path(p).name for p in js}
     assert console_routes()  # mounted by server.app.create_app
+
+
+# --------------------------------------------------------------------------- imports, reconciling
+
+ACCOUNT = """mutation($n: String!, $p: Boolean!) { createAccount(input: {accountNumber: $n,
+  name: $n, currency: "USD", partnerAccount: $p, billToContact: {firstName: "A",
+  lastName: "B"}}) { errors { code message } } }"""
+INVOICES = """query($n: String!) { account(accountNumber: $n) { invoices(first: 50) {
+  totalCount edges { node { invoiceNumber amount } } } } }"""
+# Row 1 (two lines, one invoice of two items) and row 4 are good; row 3 names an account that
+# does not exist (refused alone); row 5's date cannot be read, which refuses a whole call until
+# that row stands alone.
+IMPORT_CSV = (
+    "accountNumber,invoiceNumber,invoiceDate,status,chargeName,amount\n"
+    "IMP-P,IMP-INV-1,2026-11-01,POSTED,Seats,10.00\n"
+    'IMP-P,IMP-INV-1,2026-11-01,POSTED,"Support, premium",5.00\n'
+    "NOPE-9,,2026-11-01,POSTED,Seats,7.00\n"
+    "IMP-O,,2026-11-02,POSTED,Seats,20.00\n"
+    "IMP-O,,2026-11-31,POSTED,Seats,3.00\n"
+)
+
+
+async def keyed_console(browser: Any, base: str, shots: Path, key: str) -> Console:
+    """A console whose browser already holds the key (as the Settings page saves it)."""
+    console = await new_console(browser, base, shots, DESKTOP)
+    await console.page.context.add_init_script(
+        f"if (location.protocol === 'http:') "
+        f"localStorage.setItem('partnerbill.console.apiKey', {key!r})"
+    )
+    return console
+
+
+async def invoices_of(base: str, key: str, number: str) -> list[tuple[str, Decimal]]:
+    data = await gql(base, key, INVOICES, n=number)
+    conn = data["account"]["invoices"]
+    assert conn["totalCount"] == len(conn["edges"])
+    return sorted((e["node"]["invoiceNumber"], Decimal(e["node"]["amount"])) for e in conn["edges"])
+
+
+async def test_an_operator_imports_invoices_checking_first_and_taking_the_failed_rows_back(
+    base: str, browser: Any, shots: Path, tenant: Any, tmp_path: Path
+) -> None:
+    key = tenant.api_key
+    await gql(base, key, ACCOUNT, n="IMP-P", p=True)
+    await gql(base, key, ACCOUNT, n="IMP-O", p=False)
+    source = tmp_path / "november.csv"
+    source.write_text(IMPORT_CSV)
+    console = await keyed_console(browser, base, shots, key)
+    page = console.page
+    await console.open("#/imports")
+    await expect(page.get_by_role("heading", name="Imports", level=1)).to_be_visible()
+    await page.get_by_label("Kind of rows").select_option("invoices")
+    await page.get_by_label("File (CSV or JSON Lines)").set_input_files(source)
+    summary = page.locator('[data-fact="import-summary"]')
+
+    # The dry run checks every row and writes nothing.
+    await page.get_by_role("button", name="Dry run").click()
+    await expect(summary).to_have_text(
+        "Dry run: 2 of 4 invoices would be written, 2 refused. Nothing was written."
+    )
+    assert await invoices_of(base, key, "IMP-P") == []
+    assert await invoices_of(base, key, "IMP-O") == []
+
+    # The import writes the good rows; the progress bar ends full, counting the refused ones.
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await expect(summary).to_contain_text("Import: 2 of 4 invoices written")
+    await expect(page.locator('[data-fact="import-progress"]')).to_contain_text("Sent 4 of 4 rows")
+    await expect(page.locator('[data-fact="import-progress"]')).to_contain_text("2 failed")
+    assert await page.locator("#import-progress").evaluate("(p) => p.value === p.max")
+    partner = await invoices_of(base, key, "IMP-P")
+    assert [(n, a) for n, a in partner] == [("IMP-INV-1", Decimal("15"))]
+    ordinary = await invoices_of(base, key, "IMP-O")
+    assert [a for _, a in ordinary] == [Decimal("20")]
+    refused = page.get_by_role("table", name="Refused rows")
+    await expect(refused.locator('tr[data-row="3"]')).to_contain_text("NOT_FOUND")
+    await expect(refused.locator('tr[data-row="5"]')).to_contain_text("VALIDATION")
+    await console.check_accessible()
+    await console.screenshot("imports")
+
+    # The failed rows come back as a CSV in the input's columns, with _row and _errors.
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Download failed rows (november.failed.csv)").click()
+    download = await info.value
+    assert download.suggested_filename == "november.failed.csv"
+    failed = tmp_path / "november.failed.csv"
+    await download.save_as(failed)
+    lines = list(csv.DictReader(failed.open(newline="")))
+    assert [line["_row"] for line in lines] == ["3", "5"]
+    assert lines[0]["accountNumber"] == "NOPE-9" and "NOT_FOUND" in lines[0]["_errors"]
+    assert lines[1]["invoiceDate"] == "2026-11-31" and lines[1]["_errors"].startswith("VALIDATION")
+
+    # The same file again writes nothing more: every row's key was used.
+    await page.get_by_label("File (CSV or JSON Lines)").set_input_files(source)
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await expect(summary).to_contain_text("Import: 2 of 4 invoices written")
+    assert await invoices_of(base, key, "IMP-P") == partner
+    assert await invoices_of(base, key, "IMP-O") == ordinary
+
+    # Corrected, the failed-rows file is taken back: its two rows are written.
+    fixed = failed.read_text().replace("NOPE-9", "IMP-O").replace("2026-11-31", "2026-11-30")
+    failed.write_text(fixed)
+    await page.get_by_label("File (CSV or JSON Lines)").set_input_files(failed)
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await expect(summary).to_have_text(
+        "Import: 2 of 2 invoices written (or already written by an earlier run of this file), "
+        "0 refused."
+    )
+    amounts = sorted(a for _, a in await invoices_of(base, key, "IMP-O"))
+    assert amounts == [Decimal("3"), Decimal("7"), Decimal("20")]
+    await page.context.close()
+    assert console.problems == []
+
+
+KEY_FILES: list[tuple[str, str, str]] = [
+    (
+        "invoices",
+        "migration.csv",
+        "accountNumber,invoiceNumber,invoiceDate,status,chargeName,quantity,amount,idempotencyKey\r\n"
+        "A-1,INV-1,2026-11-01,POSTED, Seats ,2,10.00,\r\n"
+        'A-1,INV-1,2026-11-01,POSTED,"Café, ✓ 😀 ""quoted""",,5.00,\r\n'
+        "\r\n"
+        'A-2,,2026-11-02,DRAFT,"two\nlines",,1.00,own-key\r\n'
+        "A-3,,2026-11-03,POSTED,Seats,,2.50,",
+    ),
+    (
+        "payments",
+        "payments.csv",
+        "accountNumber,amount,effectiveDate,method,invoiceNumber,debitMemoNumber,appliedAmount\n"
+        "A-1,20,2026-11-02,WIRE,INV-1,,20\n"
+        "A-1,5,2026-11-02,CHECK,,DM-1,\n",
+    ),
+    (
+        "credit-memos",
+        "memos.failed.csv",
+        "accountNumber,invoiceNumber,amount,reasonCode,autoPost,_row,_errors\n"
+        "A-1,INV-1,3.00,Correction,true,7,NOT_FOUND: no\n"
+        "A-1,INV-1,4.00,,,x,\n",
+    ),
+    (
+        "payments",
+        "payments.jsonl",
+        '{"accountNumber": "A-1", "amount": "20", "effectiveDate": "2026-11-02", '
+        '"invoices": [{"invoiceNumber": "INV-1", "amount": "20"}], "reference": "Zürich \\u00e9"}\n'
+        "\n"
+        '{"accountNumber": "A-2", "amount": "1", "_row": 9, "_errors": [], "method": "ACH", '
+        '"quantity": 3, "autoPost": false, "note": null}\n',
+    ),
+]
+
+
+async def test_the_console_reads_import_files_as_the_command_does(
+    base: str, browser: Any, shots: Path, tenant: Any, tmp_path: Path
+) -> None:
+    """Same rows, same numbers, same derived keys as `partnerbill import` (server/importer.py),
+    so a file sent through both writes nothing twice."""
+    console = await keyed_console(browser, base, shots, tenant.api_key)
+    await console.open("#/imports")
+    await expect(console.page.get_by_role("heading", name="Imports", level=1)).to_be_visible()
+    for kind, name, content in KEY_FILES:
+        path = tmp_path / name
+        path.write_bytes(content.encode())
+        command = [[row.number, row.input] for row in read_rows(ImportKind(kind), path)]
+        in_browser = await console.page.evaluate(
+            """async ([kind, name, text]) => {
+                const m = await import("/console/assets/js/importfile.js");
+                const { rows } = await m.readRows(kind, name, text);
+                return rows.map((r) => [r.number, r.input]);
+            }""",
+            [kind, name, content],
+        )
+        assert in_browser == command, name
+    await console.page.context.close()
+    assert console.problems == []
+
+
+async def test_the_reconciliation_page_lists_an_account_whose_metrics_no_document_explains(
+    base: str, browser: Any, shots: Path, tenant: Any, sessionmaker: Any
+) -> None:
+    key = tenant.api_key
+    if not await has_query_field(base, key, "metricsReconciliation"):
+        pytest.skip("this server has no Query.metricsReconciliation")
+    for n, partner in (("RC-P", True), ("RC-O", False)):
+        await gql(base, key, ACCOUNT, n=n, p=partner)
+        await gql(base, key, INVOICE, n=n, a="45.00")
+    console = await keyed_console(browser, base, shots, key)
+    page = console.page
+    await console.open("#/reconciliation")
+    start = page.get_by_role("button", name="Reconcile all accounts")
+    summary = page.locator('[data-fact="reconcile-summary"]')
+    await start.click()
+    await expect(summary).to_have_text("All 2 accounts checked match their documents.")
+
+    # A stored total that no document explains.
+    async with sessionmaker.begin() as s:
+        await s.execute(
+            text(
+                "UPDATE account_metrics m SET unapplied_payment_amount = 25 FROM account a "
+                "WHERE a.id = m.account_id AND a.tenant_id = :t AND a.account_number = 'RC-O'"
+            ),
+            {"t": tenant.id},
+        )
+    await start.click()
+    await expect(summary).to_have_text("1 of 2 accounts do not match their documents.")
+    await expect(page.locator('[data-fact="reconcile-progress"]')).to_contain_text(
+        "2 of 2 accounts checked · 1 mismatching"
+    )
+    row = page.locator('tr[data-account="RC-O"][data-metric="unappliedPaymentAmount"]')
+    await expect(row).to_be_visible()
+    assert amount(await row.locator("td.differs").inner_text()) == Decimal("25")
+    # Only the metrics that differ, as `partnerbill reconcile` lists them.
+    differing = await page.locator('tr[data-account="RC-O"]').evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.metric)"
+    )
+    assert differing == ["balance", "unappliedPaymentAmount"]
+    assert await page.locator('tr[data-account="RC-P"]').count() == 0
+    await console.check_accessible()
+    await console.screenshot("reconciliation")
+    await page.context.close()
+    assert console.problems == []

@@ -91,6 +91,8 @@ const FEATURES = `query ConsoleFeatures {
   account: __type(name: "Account") { fields { name } }
   filter: __type(name: "AccountFilter") { inputFields { name } }
   query: __type(name: "Query") { fields { name } }
+  mutation: __type(name: "Mutation") { fields { name } }
+  bulkInput: __type(name: "CreateStandaloneInvoicesInput") { inputFields { name } }
 }`;
 
 export function features() {
@@ -101,6 +103,8 @@ export function features() {
         account: names(data.account?.fields),
         filter: names(data.filter?.inputFields),
         query: names(data.query?.fields),
+        mutation: names(data.mutation?.fields),
+        bulkInput: names(data.bulkInput?.inputFields),
       };
     },
     (error) => {

@@ -7,6 +7,8 @@ import { accountPage } from "./pages/account.js";
 import { editAccountPage, newAccountPage } from "./pages/account_form.js";
 import { accountsPage } from "./pages/accounts.js";
 import { billRunPage, billRunsPage } from "./pages/billruns.js";
+import { importsPage } from "./pages/imports.js";
+import { reconcilePage } from "./pages/reconcile.js";
 import { settingsPage } from "./pages/settings.js";
 
 const ROUTES = [
@@ -16,6 +18,8 @@ const ROUTES = [
   [/^\/accounts\/([^/]+)$/, "accounts", "Account", accountPage],
   [/^\/billruns\/?$/, "billruns", "Bill runs", billRunsPage],
   [/^\/billruns\/([^/]+)$/, "billruns", "Bill run", billRunPage],
+  [/^\/imports\/?$/, "imports", "Imports", importsPage],
+  [/^\/reconciliation\/?$/, "reconciliation", "Reconciliation", reconcilePage],
   [/^\/settings$/, "settings", "Settings", settingsPage],
 ];
 

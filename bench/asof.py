@@ -198,7 +198,9 @@ async def sql_alone(url: str, tenant_id: int, account_id: int, rounds: int) -> d
     }
 
 
-async def live_metrics(url: str, redis: str, seconds: float) -> dict[str, Any]:
+async def live_metrics(
+    url: str, redis: str, seconds: float, sizes: tuple[int, int] = (100_000, 100)
+) -> dict[str, Any]:
     from db.engine import create_engine, create_sessionmaker
 
     engine = create_engine(url)
@@ -207,7 +209,7 @@ async def live_metrics(url: str, redis: str, seconds: float) -> dict[str, Any]:
     numbers = await add_accounts(sm, tenant_id, "LIVE", 2, partner=True)
     ids = await account_ids(sm, tenant_id, numbers)
     await engine.dispose()
-    sizes = {numbers[0]: 100_000, numbers[1]: 100}
+    sizes = dict(zip(numbers, sizes, strict=True))
     for number, account_id in zip(numbers, ids, strict=True):
         await pending_changes(url, tenant_id, account_id, sizes[number])
     out: dict[str, Any] = {}

@@ -779,14 +779,6 @@ async def refresh_errors(
     return {int(a): str(e) for a, e in res.all()}
 
 
-async def count_set_aside(conn: AsyncSession | AsyncConnection) -> dict[int, int]:
-    """Set-aside accounts per tenant, for /metrics."""
-    res = await conn.execute(
-        text("SELECT tenant_id, count(*) FROM metrics_refresh_failure GROUP BY tenant_id")
-    )
-    return {int(t): int(n) for t, n in res.all()}
-
-
 def _error_text(exc: BaseException) -> str:
     """The error a set-aside account is reported with: the database's message, first line."""
     orig = getattr(exc, "orig", None) or exc

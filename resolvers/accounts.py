@@ -10,9 +10,12 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import accounts as acc
+from billing import events as ev
 from billing import metrics as met
 from billing import tenants
 from billing.errors import BillingError
+from billing.pages import MAX_PAGE
+from db.statuses import EventType
 from resolvers import convert
 from resolvers.base import blank, event_hub, idempotent, in_transaction, read, read_one
 from resolvers.errors import to_graphql_error
@@ -223,6 +226,55 @@ async def metrics_events(
     ]
 
 
+METRIC_EVENTS = {
+    EventType.ACCOUNT_METRICS_CHANGED: met.SYNC,
+    EventType.ACCOUNT_METRICS_REFRESHED: met.REFRESH,
+}
+FEED_POLL = 1.0  # seconds between feed reads when no announcement wakes the subscription
+
+
+async def metrics_from_feed(
+    ctx: Any, start: ev.FeedPosition, wanted: set[int] | None
+) -> AsyncGenerator[AccountMetricsEvent, None]:
+    """accountMetricsUpdated with ``after``: the metric events of the feed after ``start``,
+    replayed, then followed live (an announcement wakes the read; a read every FEED_POLL
+    seconds catches what the watermark let through later). Each page yields one event per
+    account, at the account's last change in the page, in feed order, with that change's
+    cursor: a client that resubscribes after the last cursor it received misses nothing."""
+    hub = event_hub(ctx)
+    cursor = start
+    async with hub.metrics_feed(ctx.tenant_id) as feed:
+        while True:
+            page = await read(
+                ctx,
+                lambda s, at=cursor: ev.read_events(  # type: ignore[misc]
+                    s, ctx.tenant_id, at, MAX_PAGE,
+                    types=list(METRIC_EVENTS),
+                    account_ids=None if wanted is None else sorted(wanted),
+                ),
+            )  # fmt: skip
+            last: dict[int, ev.Event] = {}
+            for e in page.events:
+                if e.account_id is not None:
+                    last.pop(e.account_id, None)
+                    last[e.account_id] = e
+            if last:
+                updated: dict[int, str] = {a: METRIC_EVENTS[e.type] for a, e in last.items()}
+                load = partial(metrics_events, tenant_id=ctx.tenant_id, updated=updated)
+                by_number = {x.account_number: x for x in await read(ctx, load)}
+                for e in last.values():
+                    event = by_number.get(e.account_number or "")
+                    if event is not None:
+                        event.cursor = e.position.cursor()
+                        ctx.loaders.clear()
+                        yield event
+            cursor = page.end
+            if page.has_next:
+                continue
+            if await feed.get(within=FEED_POLL) is None:
+                return  # the server is shutting down
+
+
 @strawberry.type
 class AccountSubscriptions:
     @strawberry.subscription(
@@ -231,14 +283,24 @@ class AccountSubscriptions:
         "account's pending changes (REFRESH); a partner account's writes alone send nothing. "
         "Every account of the tenant, or only `accountNumbers` (an unknown number is a "
         "NOT_FOUND error, `extensions.field` naming it). Events are sent after the commit and "
-        "carry the committed values; delivery is at most once, to connected subscribers."
+        "carry the committed values; delivery is at most once, to connected subscribers. With "
+        "`after` (a cursor of the event feed, or of an earlier event of this subscription) the "
+        "changes after it are replayed from the feed first, then followed live: a client that "
+        "resubscribes with the last `cursor` it received misses nothing."
     )
     async def account_metrics_updated(
-        self, info: strawberry.Info, account_numbers: list[str] | None = None
+        self,
+        info: strawberry.Info,
+        account_numbers: list[str] | None = None,
+        after: str | None = None,
     ) -> AsyncGenerator[AccountMetricsEvent, None]:
         ctx = info.context
         hub = event_hub(ctx)
         wanted: set[int] | None = None
+        try:
+            start = None if after is None else ev.decode_position(after)
+        except BillingError as exc:
+            raise to_graphql_error(exc, info) from None
         if account_numbers is not None:
             numbers = account_numbers
             try:
@@ -248,6 +310,10 @@ class AccountSubscriptions:
             except BillingError as exc:
                 raise to_graphql_error(exc, info) from None
             wanted = set(ids)
+        if start is not None:
+            async for event in metrics_from_feed(ctx, start, wanted):
+                yield event
+            return
         async with hub.metrics_feed(ctx.tenant_id) as feed:
             while True:
                 messages = await feed.get()

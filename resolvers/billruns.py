@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import billruns as br
+from billing import events as ev
 from billing.dbutil import translate
 from billing.errors import BillingError
 from jobs import enqueue
@@ -196,14 +197,19 @@ class BillRunSubscriptions:
         "(accountsProcessed, invoicesGenerated, errors) moves. Completes once the run is "
         "settled: POSTED or CANCELED; or, with no post or cancel under way, ERROR or "
         "COMPLETED without autoPost (it waits for postBillRun or cancelBillRun: subscribe "
-        "again to follow those). An unknown number is a NOT_FOUND error."
+        "again to follow those). An unknown number is a NOT_FOUND error. `after` (a cursor "
+        "of the event feed) is accepted for symmetry with accountMetricsUpdated: the run's "
+        "first message is its state now, which already holds every change after any cursor, "
+        "so a client that resubscribes misses nothing with or without it (the run's individual "
+        "BILL_RUN_PROGRESSED events are in `events`)."
     )
     async def bill_run_progress(
-        self, info: strawberry.Info, bill_run_number: str
+        self, info: strawberry.Info, bill_run_number: str, after: str | None = None
     ) -> AsyncGenerator[BillRun, None]:
         ctx = info.context
         hub = event_hub(ctx)
         try:
+            ev.decode_position(after)  # a forged cursor is refused like anywhere else
             run = await read(ctx, lambda s: br.get_bill_run(s, ctx.tenant_id, bill_run_number))
         except BillingError as exc:
             raise to_graphql_error(exc, info) from None

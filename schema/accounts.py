@@ -270,6 +270,11 @@ class AccountMetricsEvent:
         description="The metrics as stored now, with their lastMetricsUpdate."
     )
     account: Account = strawberry.field(description="The account as it is now.")
+    cursor: str | None = strawberry.field(
+        default=None,
+        description="With `after`: the feed position of the latest change this event reports. "
+        "Resubscribe with it as `after` to miss nothing; null without `after`.",
+    )
 
 
 @strawberry.input(description="A new account.")

@@ -634,3 +634,68 @@ async def test_the_reconciliation_page_lists_an_account_whose_metrics_no_documen
     await console.screenshot("reconciliation")
     await page.context.close()
     assert console.problems == []
+
+
+# --------------------------------------------------------------------------- events
+
+WEBHOOK = """mutation($url: String!) { createWebhookEndpoint(input: {url: $url,
+  description: "console test"}) { webhookEndpoint { id } errors { code message } } }"""
+DELIVERIES = """query($id: ID!) { webhookDeliveries(endpointId: $id) { totalCount } }"""
+
+
+async def test_the_events_page_shows_a_write_as_it_lands_and_the_webhook_deliveries(
+    base: str, browser: Any, shots: Path, tenant: Any
+) -> None:
+    key = tenant.api_key
+    if not await has_query_field(base, key, "events"):
+        pytest.skip("this server has no Query.events")
+    await gql(base, key, ACCOUNT, n="EV-1", p=False)
+    console = await keyed_console(browser, base, shots, key)
+    page = console.page
+    await console.open("#/accounts")
+    await page.get_by_role("link", name="Events").click()
+    await expect(page.get_by_role("heading", name="Events", level=1)).to_be_visible()
+    await expect(page.locator('[data-fact="events-status"]')).to_contain_text("Following live")
+    created = page.locator('tr[data-event-type="ACCOUNT_CREATED"]')
+    await expect(created).to_contain_text("EV-1")
+    await page.evaluate("window.__sameDocument = true")
+
+    # A write while the page is open: its event arrives on top, without a reload.
+    await gql(base, key, INVOICE, n="EV-1", a="12.00")
+    posted = page.locator('tr[data-event-type="INVOICE_POSTED"]')
+    await expect(posted).to_contain_text("EV-1")
+    rows = page.get_by_role("table", name="Events").locator("tbody tr")
+    newest, oldest = rows.first, rows.last
+    await expect(newest).not_to_have_attribute("data-event-type", "ACCOUNT_CREATED")
+    await expect(oldest).to_have_attribute("data-event-type", "ACCOUNT_CREATED")
+    assert await page.evaluate("window.__sameDocument === true")
+
+    # Narrowed to a type and an account.
+    await page.get_by_label("Type").select_option("INVOICE_POSTED")
+    await page.get_by_label("Account numbers").fill("EV-1")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.locator('[data-fact="events-status"]')).to_contain_text("1 events read")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-event-type", "INVOICE_POSTED")
+
+    if await has_query_field(base, key, "webhookEndpoints"):
+        # An endpoint nothing listens at: the worker's failed attempts are listed.
+        made = await gql(base, key, WEBHOOK, url="http://127.0.0.1:9/hook")
+        endpoint_id = made["createWebhookEndpoint"]["webhookEndpoint"]["id"]
+        await gql(base, key, INVOICE, n="EV-1", a="13.00")
+        deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
+        while (await gql(base, key, DELIVERIES, id=endpoint_id))["webhookDeliveries"][
+            "totalCount"
+        ] == 0:
+            assert asyncio.get_running_loop().time() < deadline, "no delivery attempted"
+            await asyncio.sleep(0.2)
+        await console.open("#/events")
+        endpoint = page.locator(f'tr[data-endpoint="{endpoint_id}"]')
+        await expect(endpoint).to_contain_text("http://127.0.0.1:9/hook")
+        await endpoint.get_by_role("button", name="Show deliveries").click()
+        delivery = page.get_by_role("table", name="Deliveries to http://127.0.0.1:9/hook")
+        await expect(delivery.locator("tbody tr").first).to_contain_text("Failed")
+    await console.check_accessible()
+    await console.screenshot("events")
+    await page.context.close()
+    assert console.problems == []

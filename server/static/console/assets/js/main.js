@@ -7,6 +7,7 @@ import { accountPage } from "./pages/account.js";
 import { editAccountPage, newAccountPage } from "./pages/account_form.js";
 import { accountsPage } from "./pages/accounts.js";
 import { billRunPage, billRunsPage } from "./pages/billruns.js";
+import { eventsPage } from "./pages/events.js";
 import { importsPage } from "./pages/imports.js";
 import { reconcilePage } from "./pages/reconcile.js";
 import { settingsPage } from "./pages/settings.js";
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^\/billruns\/?$/, "billruns", "Bill runs", billRunsPage],
   [/^\/billruns\/([^/]+)$/, "billruns", "Bill run", billRunPage],
   [/^\/imports\/?$/, "imports", "Imports", importsPage],
+  [/^\/events\/?$/, "events", "Events", eventsPage],
   [/^\/reconciliation\/?$/, "reconciliation", "Reconciliation", reconcilePage],
   [/^\/settings$/, "settings", "Settings", settingsPage],
 ];
@@ -47,6 +49,10 @@ async function route() {
     window.location.replace("#/settings?needKey=1");
     return;
   }
+  // Sections a server does not have yet stay out of the navigation.
+  features().then((f) => {
+    document.getElementById("nav-events").hidden = !f.query.has("events");
+  }, () => {});
   let match = null;
   for (const [pattern, section, title, render] of ROUTES) {
     const m = pattern.exec(path);

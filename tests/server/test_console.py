@@ -338,6 +338,9 @@ async def test_the_console_fits_a_phone_and_works_from_the_keyboard(
         ("#/accounts", "phone-accounts", page.locator('tr[data-account="PHONE-1"]')),
         ("#/accounts/PHONE-1", "phone-account", metric_cell(page, "balance", "stored")),
         ("#/accounts/new", "phone-account-form", page.get_by_label("Partner Account")),
+        ("#/imports", "phone-imports", page.get_by_label("File (CSV or JSON Lines)")),
+        ("#/reconciliation", "phone-reconciliation", page.locator("main h1")),
+        ("#/events", "phone-events", page.locator("main h1")),
     ):
         await console.open(fragment)
         await expect(ready).to_be_visible()

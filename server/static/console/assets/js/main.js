@@ -50,9 +50,11 @@ async function route() {
     return;
   }
   // Sections a server does not have yet stay out of the navigation.
-  features().then((f) => {
-    document.getElementById("nav-events").hidden = !f.query.has("events");
-  }, () => {});
+  if (canConnect()) {
+    features().then((f) => {
+      document.getElementById("nav-events").hidden = !f.query.has("events");
+    }, () => {});
+  }
   let match = null;
   for (const [pattern, section, title, render] of ROUTES) {
     const m = pattern.exec(path);

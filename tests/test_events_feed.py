@@ -257,3 +257,49 @@ def test_the_graphql_event_types_are_the_stored_ones() -> None:
     from schema.events import EventType as Shown
 
     assert {m.value for m in Shown} == {m.value for m in Stored}
+
+
+async def test_memo_payment_and_order_events(sessionmaker: Any, tenant: Any) -> None:
+    from tests.order_helpers import CREATE_ORDER, create_action, make_catalog, order
+    from tests.test_memos import Api
+
+    gql = Gql(sessionmaker, tenant.id)
+    api = Api(gql, sessionmaker, tenant.id)
+    await make_account(gql, "EM")
+    await api("invoice", accountNumber="EM", invoiceNumber="EM-I", invoiceDate="2026-11-01",
+              status="POSTED", items=[{"chargeName": "S", "amount": "100"}])  # fmt: skip
+    cm = await api("createCreditMemo", accountNumber="EM", amount="10", autoPost=True)
+    dm = await api("createDebitMemo", accountNumber="EM", amount="9")
+    await api("postDebitMemo", memoNumber=dm["memoNumber"])
+    await api("unpostDebitMemo", memoNumber=dm["memoNumber"])
+    await api("cancelDebitMemo", memoNumber=dm["memoNumber"])
+    pay = await api("createPayment", accountNumber="EM", amount="50", effectiveDate="2026-11-02")
+    number = pay["paymentNumber"]
+    await api("applyPayment", paymentNumber=number,
+              invoices=[{"invoiceNumber": "EM-I", "amount": "20"}])  # fmt: skip
+    await api("unapplyPayment", paymentNumber=number,
+              invoices=[{"invoiceNumber": "EM-I", "amount": "20"}])  # fmt: skip
+    await api("refundPayment", paymentNumber=number, amount="5")
+    other = await api("createPayment", accountNumber="EM", amount="1", effectiveDate="2026-11-02")
+    await api("cancelPayment", paymentNumber=other["paymentNumber"])
+    await make_catalog(gql)
+    made = await gql(CREATE_ORDER, input=order("EM", [{"orderActions": [create_action()]}]))
+    assert made["createOrder"]["errors"] == []
+
+    quiet = {"ACCOUNT_CREATED", "ACCOUNT_METRICS_CHANGED"}
+    want = [
+        "INVOICE_POSTED", "CREDIT_MEMO_POSTED", "DEBIT_MEMO_POSTED", "DEBIT_MEMO_UNPOSTED",
+        "DEBIT_MEMO_CANCELED", "PAYMENT_CREATED", "PAYMENT_APPLIED", "PAYMENT_UNAPPLIED",
+        "PAYMENT_REFUNDED", "PAYMENT_CREATED", "PAYMENT_CANCELED", "ORDER_COMPLETED",
+    ]  # fmt: skip
+    deadline = time.monotonic() + WAIT
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = [e for e in await _all_events(gql, 1) if e["type"] not in quiet]
+        if len(seen) >= len(want):
+            break
+        await asyncio.sleep(0.1)
+    assert [e["type"] for e in seen] == want
+    assert seen[1]["data"]["memoNumber"] == cm["memoNumber"]
+    assert Decimal(seen[8]["data"]["refundAmount"]) == Decimal(5)
+    assert {e["accountNumber"] for e in seen} == {"EM"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -702,3 +703,46 @@ async def test_the_events_page_shows_a_write_as_it_lands_and_the_webhook_deliver
     await console.screenshot("events")
     await page.context.close()
     assert console.problems == []
+
+
+async def test_an_import_call_the_service_does_not_answer_is_sent_again(
+    base: str, browser: Any, shots: Path, tenant: Any, tmp_path: Path
+) -> None:
+    key = tenant.api_key
+    await gql(base, key, ACCOUNT, n="RETRY-O", p=False)
+    source = tmp_path / "retry.csv"
+    source.write_text(
+        "accountNumber,invoiceDate,status,chargeName,amount\n"
+        "RETRY-O,2026-11-01,POSTED,Seats,1.00\n"
+        "RETRY-O,2026-11-02,POSTED,Seats,2.00\n"
+    )
+    console = await keyed_console(browser, base, shots, key)
+    page = console.page
+    calls: list[int] = []  # the rows of each bulk call
+
+    async def busy_once(route: Any) -> None:
+        # The first bulk call is answered 503 by "the service"; the rest go through.
+        body = route.request.post_data or ""
+        if "ConsoleImport" not in body:
+            await route.continue_()
+            return
+        calls.append(len(json.loads(body)["variables"]["rows"]))
+        if len(calls) == 1:
+            await route.fulfill(status=503, body="busy")
+        else:
+            await route.continue_()
+
+    await page.route("**/graphql", busy_once)
+    await console.open("#/imports")
+    await page.get_by_label("File (CSV or JSON Lines)").set_input_files(source)
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await expect(page.locator('[data-fact="import-summary"]')).to_contain_text(
+        "Import: 2 of 2 invoices written"
+    )
+    # The same call again, whole (a refused call would have been split).
+    assert calls == [2, 2]
+    amounts = sorted(a for _, a in await invoices_of(base, key, "RETRY-O"))
+    assert amounts == [Decimal("1"), Decimal("2")]
+    await page.context.close()
+    # The browser reports the refused load itself; nothing else went wrong.
+    assert [p for p in console.problems if "status of 503" not in p] == []

@@ -396,6 +396,48 @@ async def record_attempt(conn: Conn, endpoint: Claimed, a: Attempt, policy: Retr
     )  # fmt: skip
 
 
+RECORD_SUCCESSES = """
+WITH attempts AS (
+  INSERT INTO webhook_delivery (tenant_id, endpoint_id, event_id, event_type, attempt,
+                                succeeded, status_code, duration_ms)
+  SELECT :t, :e, a.event_id, a.event_type, a.attempt, true, a.code, a.ms
+  FROM unnest(CAST(:ids AS bigint[]), CAST(:types AS text[]), CAST(:attempts AS int[]),
+              CAST(:codes AS int[]), CAST(:mss AS float8[])) AS a(event_id, event_type, attempt,
+                                                                   code, ms)
+)
+UPDATE webhook_endpoint SET cursor_xid = CAST(:x AS text)::xid8, cursor_id = :i, failures = 0,
+                            failing_since = NULL
+WHERE id = :e
+"""
+
+
+async def record_successes(conn: Conn, endpoint: Claimed, done: list[Attempt]) -> Claimed:
+    """Record a run of accepted deliveries and move the endpoint's cursor past the last, in one
+    statement. Recording them together is safe: a deliverer that dies before this re-sends
+    them (at least once), in the same order."""
+    if not done:
+        return endpoint
+    last = done[-1].event.position
+    await conn.execute(
+        text(RECORD_SUCCESSES),
+        {
+            "t": endpoint.tenant_id,
+            "e": endpoint.id,
+            "ids": [a.event.id for a in done],
+            "types": [str(a.event.type) for a in done],
+            "attempts": [a.attempt for a in done],
+            "codes": [a.status_code for a in done],
+            "mss": [a.duration_ms for a in done],
+            "x": str(last.xid),
+            "i": last.id,
+        },
+    )
+    return Claimed(
+        endpoint.id, endpoint.tenant_id, endpoint.url, endpoint.secret,
+        endpoint.event_types, last, 0, None,
+    )  # fmt: skip
+
+
 async def release(conn: Conn, endpoint_id: int) -> None:
     """Give the endpoint's lease back (it is due again at once when it did not fail)."""
     await conn.execute(

@@ -12,6 +12,7 @@ the feed's watermark back for everyone).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -100,16 +101,26 @@ async def deliver_endpoint(
                 events = await wh.next_events(conn, endpoint, policy.batch)
             if not events:
                 return delivered
+            accepted: list[wh.Attempt] = []
+            failed: wh.Attempt | None = None
             for event in events:
                 attempt = await post_event(
                     client, endpoint, event, endpoint.failures + 1, policy.timeout
                 )
-                async with engine.begin() as conn:
-                    endpoint = await wh.record_attempt(conn, endpoint, attempt, policy.retry)
                 if not attempt.succeeded:
-                    log.info("webhook %s: %s failed: %s", endpoint.id, event.id, attempt.error)
-                    return delivered
-                delivered += 1
+                    failed = attempt
+                    break
+                accepted.append(attempt)
+                endpoint = dataclasses.replace(endpoint, failures=0)
+            # One transaction per batch: the accepted run, then the failure that ended it.
+            async with engine.begin() as conn:
+                endpoint = await wh.record_successes(conn, endpoint, accepted)
+                if failed is not None:
+                    endpoint = await wh.record_attempt(conn, endpoint, failed, policy.retry)
+            delivered += len(accepted)
+            if failed is not None:
+                log.info("webhook %s: %s failed: %s", endpoint.id, failed.event.id, failed.error)
+                return delivered
     finally:
         async with engine.begin() as conn:
             await wh.release(conn, endpoint.id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from billing.tenants import tenant_for_api_key
 from resolvers.context import Context, Services
-from server.keys import KEY_TTL_S, TRUSTED_TTL_S
+from server.keys import KEY_TTL_S, TRUSTED_TTL_S, WATCH_INTERVAL_S
 from server.observability import OperationLabels, observe_operation
 
 log = logging.getLogger("partnerbill.graphql")
@@ -206,6 +208,10 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         self.inflight = InFlight(max_inflight_per_tenant)
         self.key_cache = key_cache or TenantCache()
         self._key_lookups: dict[str, asyncio.Future[int | None]] = {}
+        # Open graphql-transport-ws connections and the key each was opened with: a socket
+        # whose key is revoked is closed (4403), as its key's HTTP requests are refused.
+        self.sockets: weakref.WeakKeyDictionary[WebSocket, str] = weakref.WeakKeyDictionary()
+        self._socket_watch: asyncio.Task[None] | None = None
         # strawberry's Schema holds graphql-core's; the labels check root fields against it.
         self.operation_labels = OperationLabels(cast(Any, schema)._schema)
 
@@ -312,7 +318,33 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         except HTTPException as e:
             log.info("websocket refused: %s", e.reason)
             raise ConnectionRejectionError() from e
+        if key is not None and isinstance(context.request, WebSocket):
+            self.sockets[context.request] = key
+            if self._socket_watch is None or self._socket_watch.done():
+                self._socket_watch = asyncio.create_task(self._watch_sockets(), name="ws-keys")
         return cast(UnsetType, UNSET)
+
+    async def _watch_sockets(self) -> None:
+        """While sockets are open: whenever cached keys were forgotten (a revocation was
+        heard) or keys are trusted briefly only (Redis away), look the sockets' keys up again
+        and close the sockets whose key no longer opens anything, within a second as HTTP."""
+        seen = self.key_cache.generation
+        while self.sockets:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if self.key_cache.generation == seen and self.key_cache.watched:
+                continue
+            seen = self.key_cache.generation
+            for socket, key in list(self.sockets.items()):
+                try:
+                    revoked = await self.resolve_key(key) is None
+                except Exception:  # the database is away: the socket's key stays trusted
+                    log.warning("could not look up a subscription's API key", exc_info=True)
+                    continue
+                if revoked:
+                    self.sockets.pop(socket, None)
+                    log.info("closing a subscription socket: its API key was revoked")
+                    with contextlib.suppress(Exception):  # already closing
+                        await socket.close(code=4403, reason="API key revoked")
 
     # -- request parsing and batches -----------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from arq import create_pool
+from websockets.exceptions import ConnectionClosed
 
 from billing.tenants import api_key_id, revoke_api_key, rotate_api_key
 from jobs.redis import redis_settings_from_url
@@ -94,6 +95,28 @@ async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
         assert await refused_within(clients, tenant.api_key) <= WITHIN_S
         await asyncio.sleep(WITHIN_S)
         assert await statuses(clients, tenant.api_key) == [401, 401]
+
+
+async def test_a_subscription_socket_opened_with_a_revoked_key_is_closed_within_a_second(
+    settings: Settings, sessionmaker: Any, tenant: Any, redis_url: str
+) -> None:
+    """The key opens a graphql-transport-ws connection once; its revocation closes the
+    connection (4403) as it refuses the key's HTTP requests."""
+    from tests.server.test_subscriptions import METRICS, ws
+    from tests.server.test_subscriptions import serve as serve_http
+
+    async with serve_http(settings) as base:
+        async with ws(base, {"apiKey": tenant.api_key}) as client:
+            await client.subscribe(METRICS)
+            await asyncio.sleep(0.3)  # subscribed; nothing to tell yet
+            await revoke(sessionmaker, tenant.api_key)
+            await announce(redis_url)
+            start = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(3 * WITHIN_S):
+                    await client.receive()
+            assert time.monotonic() - start <= WITHIN_S
+            assert client.conn.close_code == 4403
 
 
 class RedisAway:

@@ -43,6 +43,13 @@ LISTS = {
 # Root queries about the caller itself: B's own settings, never A's.
 OWN = {"tenantSettings": "tenantSettings { metricsRefreshInterval lockWait }"}
 
+# The event feed and webhook endpoints: tried with their own fixtures in tests/test_webhooks.py
+# (test_another_tenant_neither_sees_nor_changes_an_endpoint).
+WEBHOOK_CASES = {
+    "events", "webhookEndpoints", "webhookDeliveries", "createWebhookEndpoint",
+    "updateWebhookEndpoint", "deleteWebhookEndpoint", "rotateWebhookSecret",
+}  # fmt: skip
+
 # Mutations on A's objects by number: every one must be NOT_FOUND for B and change nothing.
 ERR = "errors { __typename code field message }"
 MUTATIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -202,7 +209,7 @@ def test_every_root_field_has_a_case() -> None:
     """A new root query or mutation must say how it keeps tenants apart."""
     gql_schema = schema._schema
     assert gql_schema.query_type is not None and gql_schema.mutation_type is not None
-    covered_queries = set(LOOKUPS) | set(LISTS) | set(OWN)
+    covered_queries = set(LOOKUPS) | set(LISTS) | set(OWN) | set(WEBHOOK_CASES)
     assert set(gql_schema.query_type.fields) - covered_queries == set()
     # Mutations that take no other object's number (they create from scratch or act on the
     # caller's own settings) cannot reach another tenant; every other one is tried below.
@@ -214,7 +221,7 @@ def test_every_root_field_has_a_case() -> None:
         "createOrderAsync",
     }
     tried = {m for m, _, _ in MUTATIONS} | {"postBillRun", "cancelBillRun", "createOrders"}
-    tried |= {m for m, _, _, _ in BULK}
+    tried |= {m for m, _, _, _ in BULK} | set(WEBHOOK_CASES)
     untried = set(gql_schema.mutation_type.fields) - tried - creates_only
     assert untried == set(), f"add a case for {sorted(untried)}"
 

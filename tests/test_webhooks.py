@@ -222,3 +222,40 @@ def test_verify_checks_the_timestamp_window() -> None:
     assert not ev.verify("whsec_x", header, body, now=1_000_000 + ev.SIGNATURE_TOLERANCE + 1)
     assert not ev.verify("whsec_x", header, body + b" ", now=1_000_100)
     assert not ev.verify("whsec_x", "garbage", body)
+
+
+async def test_another_tenant_neither_sees_nor_changes_an_endpoint(
+    sessionmaker: Any, tenant: Any
+) -> None:
+    from billing.tenants import create_tenant
+
+    a = Gql(sessionmaker, tenant.id)
+    await make_account(a, "ISO-A")
+    made = await a(CREATE, input={"url": "http://127.0.0.1:9/hook"})
+    endpoint_id = made["createWebhookEndpoint"]["webhookEndpoint"]["id"]
+    async with sessionmaker.begin() as s:
+        b_id, _ = await create_tenant(s, "tenant-b")
+    b = Gql(sessionmaker, b_id)
+    await make_account(b, "ISO-B")
+    assert (await b(ENDPOINTS))["webhookEndpoints"]["edges"] == []
+    res = await b.raw(DELIVERIES, id=endpoint_id)
+    assert res.errors[0].extensions["code"] == "NOT_FOUND"
+    for query, field, args in (
+        (ROTATE, "rotateWebhookSecret", {"id": endpoint_id}),
+        (DELETE, "deleteWebhookEndpoint", {"id": endpoint_id}),
+        (UPDATE, "updateWebhookEndpoint", {"input": {"id": endpoint_id, "enabled": False}}),
+    ):
+        out = await b(query, **args)
+        assert out[field]["errors"] == [{"code": "NOT_FOUND"}], field
+    mine = (await a(ENDPOINTS))["webhookEndpoints"]["edges"]
+    assert [(e["node"]["id"], e["node"]["enabled"]) for e in mine] == [(endpoint_id, True)]
+    # The feed: B reads its own events only (A's account never appears).
+    deadline = time.monotonic() + WAIT
+    seen: set[str | None] = set()
+    while "ISO-B" not in seen and time.monotonic() < deadline:
+        page = await b("{ events(first: 500) { edges { node { accountNumber } } } }")
+        seen = {e["node"]["accountNumber"] for e in page["events"]["edges"]}
+        await asyncio.sleep(0.05)
+    assert seen == {"ISO-B"}
+    named = await b.raw('{ events(accountNumbers: ["ISO-A"]) { edges { cursor } } }')
+    assert named.errors[0].extensions["code"] == "NOT_FOUND"

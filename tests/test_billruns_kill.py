@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ async def wait_for(
 
 
 async def test_killed_worker_resumes_and_bills_each_account_once(
-    sessionmaker: Any, engine: Any, tenant: Any, database_url: str, redis_url: str
+    sessionmaker: Any, engine: Any, tenant: Any, database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     t = tenant.id
     async with sessionmaker.begin() as s:
@@ -123,7 +122,7 @@ async def test_killed_worker_resumes_and_bills_each_account_once(
                 ).scalar_one()
             )
 
-    log = Path(tempfile.mkdtemp(prefix="billrun-kill-")) / "worker.log"
+    log = tmp_path / "worker.log"  # pytest's own temporary directory, which it prunes
     worker = start_worker(database_url, redis_url, log)
     try:
 

@@ -303,3 +303,32 @@ async def test_memo_payment_and_order_events(sessionmaker: Any, tenant: Any) -> 
     assert seen[1]["data"]["memoNumber"] == cm["memoNumber"]
     assert Decimal(seen[8]["data"]["refundAmount"]) == Decimal(5)
     assert {e["accountNumber"] for e in seen} == {"EM"}
+
+
+async def test_each_tables_event_data_is_the_generic_rows_data(
+    sessionmaker: Any, tenant: Any
+) -> None:
+    """Migration 0012's per-table pb_event_data(row) gives what 0011's generic
+    pb_event_data(to_jsonb(row)) gives, for real rows of every table with events: a column
+    added to one of these tables without its key in the per-table function fails here."""
+    from tests.test_memos import Api
+    from tests.test_rules import World
+
+    world = World(Gql(sessionmaker, tenant.id), sessionmaker, tenant.id)
+    await world.build()  # accounts, invoices, memos and payments in every state
+    await Api.__call__(world, "refundPayment", paymentNumber="P00000001", amount="1")
+    async with sessionmaker() as s:
+        for table in ("account", "invoice", "credit_memo", "debit_memo", "payment"):
+            rows = (
+                await s.execute(
+                    text(
+                        f"SELECT pb_event_data(t) AS per_table, "
+                        f"pb_event_data(to_jsonb(t)) AS generic FROM {table} t "
+                        "WHERE t.tenant_id = :t"
+                    ),
+                    {"t": tenant.id},
+                )
+            ).all()
+            assert rows, table
+            for per_table, generic in rows:
+                assert per_table == generic, (table, per_table, generic)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
 from billing import bulk, idempotency
 from billing.dbutil import DatabaseError, translate
@@ -98,10 +99,26 @@ async def run_bulk(
     return outcome
 
 
+def document_selected(info: strawberry.Info, document: str) -> bool:
+    """Whether the call asks for ``results { <document> }``. A migration client that needs
+    only each row's errors leaves the documents out, and building a thousand GraphQL objects
+    nobody reads is a good part of a bulk call's cost. Fragments: assume it does."""
+    for call in info.selected_fields:
+        for part in call.selections:
+            if not isinstance(part, SelectedField):
+                return True
+            if part.name == "results":
+                return any(
+                    not isinstance(s, SelectedField) or s.name == document for s in part.selections
+                )
+    return False
+
+
 def results(
-    outcome: bulk.BulkOutcome, out: Callable[[Any], T]
+    outcome: bulk.BulkOutcome, out: Callable[[Any], T], *, documents: bool = True
 ) -> list[tuple[T | None, list[UserError]]]:
-    """Per row: the GraphQL object of its document (or None) and its errors."""
+    """Per row: the GraphQL object of its document (or None, also when ``documents`` is
+    false: nobody asked for them) and its errors."""
     errors_of: dict[int, list[UserError]] = {}
     cache: dict[int, list[UserError]] = {}
     for i, e in enumerate(outcome.errors):
@@ -112,7 +129,7 @@ def results(
                 known = cache[id(e)] = [to_user_error(e)]
             errors_of[i] = known
     return [
-        (out(row) if row is not None else None, errors_of.get(i, []))
+        (out(row) if row is not None and documents else None, errors_of.get(i, []))
         for i, row in enumerate(outcome.rows)
     ]
 
@@ -149,7 +166,11 @@ class BulkMutations:
             count=outcome.count,
             results=[
                 BulkInvoiceResult(invoice=obj, errors=errs)
-                for obj, errs in results(outcome, lambda r: convert.invoice(r, r["account_number"]))
+                for obj, errs in results(
+                    outcome,
+                    lambda r: convert.invoice(r, r["account_number"]),
+                    documents=document_selected(info, "invoice"),
+                )
             ],
         )
 
@@ -179,7 +200,11 @@ class BulkMutations:
             count=outcome.count,
             results=[
                 BulkPaymentResult(payment=obj, errors=errs)
-                for obj, errs in results(outcome, lambda r: convert.payment(r, r["account_number"]))
+                for obj, errs in results(
+                    outcome,
+                    lambda r: convert.payment(r, r["account_number"]),
+                    documents=document_selected(info, "payment"),
+                )
             ],
         )
 
@@ -212,6 +237,7 @@ class BulkMutations:
                 for obj, errs in results(
                     outcome,
                     lambda r: memo_convert.credit_memo(r, r["account_number"], r["invoice_number"]),
+                    documents=document_selected(info, "creditMemo"),
                 )
             ],
         )
@@ -245,6 +271,7 @@ class BulkMutations:
                 for obj, errs in results(
                     outcome,
                     lambda r: memo_convert.debit_memo(r, r["account_number"], r["invoice_number"]),
+                    documents=document_selected(info, "debitMemo"),
                 )
             ],
         )

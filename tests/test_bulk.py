@@ -173,6 +173,27 @@ async def test_reject_failed_rows_writes_the_others_in_input_order(
     assert stored.total_invoice_balance == Decimal("42")
 
 
+async def test_a_call_that_asks_only_for_errors_writes_the_same(
+    gql: Gql, sessionmaker: Any, tenant: Any
+) -> None:
+    """A migration client that selects only each row's errors (no documents are built for
+    its answer) gets the same count and errors, and the same rows are written."""
+    await _account(gql, "ORD", False)
+    rows = [_invoice("ORD", "10.00"), _invoice("ORD", "-3.00"), _invoice("ORD", "30.00")]
+    errors_only = INVOICES.replace("invoice { invoiceNumber amount status accountNumber }", "")
+    assert errors_only != INVOICES
+    data = (await gql(errors_only, rows=rows, policy="REJECT_FAILED_ROWS"))[
+        "createStandaloneInvoices"
+    ]
+    assert data["count"] == 2
+    assert [[e["code"] for e in r["errors"]] for r in data["results"]] == [[], ["VALIDATION"], []]
+    assert data["results"][1]["errors"][0]["field"] == ["invoices", "1", "items", "0", "amount"]
+    assert await _count(sessionmaker, tenant.id, "invoice") == 2
+    stored, truth = await _metrics(sessionmaker, tenant.id, "ORD")
+    assert stored.values() == truth.values()
+    assert stored.total_invoice_balance == Decimal("40")
+
+
 async def test_over_the_cap_is_limit_exceeded_and_writes_nothing(
     sessionmaker: Any, tenant: Any
 ) -> None:

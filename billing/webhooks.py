@@ -123,6 +123,8 @@ async def get_endpoint(session: AsyncSession, tenant_id: int, endpoint_id: str) 
         ident = int(endpoint_id)
     except ValueError:
         raise NotFound(f"Webhook endpoint {endpoint_id} not found", ["id"]) from None
+    if not 0 < ident < 2**63:  # beyond the bigint column: no such endpoint, not a crash
+        raise NotFound(f"Webhook endpoint {endpoint_id} not found", ["id"])
     row = (
         (
             await session.execute(

@@ -210,8 +210,9 @@ async def test_bad_endpoint_input_is_a_typed_error_and_writes_nothing(gql: Gql) 
     made = await gql(CREATE, input={"url": "ftp://example.com"})
     assert made["createWebhookEndpoint"]["errors"] == [{"code": "VALIDATION", "field": ["url"]}]
     assert made["createWebhookEndpoint"]["secret"] is None
-    missing = await gql(ROTATE, id="999999999")
-    assert missing["rotateWebhookSecret"]["errors"] == [{"code": "NOT_FOUND"}]
+    for absent in ("999999999", "9" * 40, "-1", "0"):  # 9 x 40: beyond the bigint column
+        missing = await gql(ROTATE, id=absent)
+        assert missing["rotateWebhookSecret"]["errors"] == [{"code": "NOT_FOUND"}], absent
     assert (await gql(ENDPOINTS))["webhookEndpoints"]["edges"] == []
 
 

@@ -157,6 +157,40 @@ async def read_events(
     return EventPage(events, len(rows) > first, events[-1].position if events else after)
 
 
+IMPORT_KINDS = ("invoices", "payments", "credit-memos", "debit-memos")
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import client did with one file (IMPORT_FINISHED)."""
+
+    kind: str
+    file: str
+    rows: int
+    written: int
+    failed: int
+
+
+async def record_import_finished(session: AsyncSession, tenant_id: int, s: ImportSummary) -> None:
+    """Append the IMPORT_FINISHED event of an import client's file, after checking that its
+    counts add up."""
+    if s.kind not in IMPORT_KINDS:
+        raise ValidationFailed(f"kind must be one of {', '.join(IMPORT_KINDS)}", ["kind"])
+    if not s.file.strip() or len(s.file) > 255:
+        raise ValidationFailed("file must be 1-255 characters", ["file"])
+    if min(s.rows, s.written, s.failed) < 0 or s.written + s.failed > s.rows:
+        raise ValidationFailed("written and failed are counts of the file's rows", ["rows"])
+    data = {"kind": s.kind, "file": s.file, "rows": s.rows, "written": s.written,
+            "failed": s.failed}  # fmt: skip
+    await session.execute(
+        text(
+            "INSERT INTO event (tenant_id, type, account_id, data) "
+            "VALUES (:t, :type, NULL, CAST(:data AS jsonb))"
+        ),
+        {"t": tenant_id, "type": str(EventType.IMPORT_FINISHED), "data": json.dumps(data)},
+    )
+
+
 async def prune_events(conn: Conn, older_than_days: int) -> int:
     """Delete events (and webhook attempts) older than the retention; returns the events
     deleted. An endpoint still behind them skips what is gone."""

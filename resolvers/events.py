@@ -10,10 +10,17 @@ from billing import events as ev
 from billing.accounts import account_ids_by_numbers
 from billing.errors import BillingError
 from db.statuses import EventType as StoredEventType
-from resolvers.base import read
+from resolvers.base import in_transaction, read
 from resolvers.errors import to_graphql_error
 from schema.common import PageInfo
-from schema.events import Event, EventConnection, EventEdge, EventType
+from schema.events import (
+    Event,
+    EventConnection,
+    EventEdge,
+    EventType,
+    ImportFinishedPayload,
+    RecordImportFinishedInput,
+)
 
 
 def event_node(e: ev.Event) -> Event:
@@ -70,3 +77,24 @@ class EventQueries:
         except BillingError as exc:
             raise to_graphql_error(exc, info) from None
         return event_connection(page)
+
+
+@strawberry.type
+class EventMutations:
+    @strawberry.mutation(
+        description="Record that an import client finished a file (an IMPORT_FINISHED event "
+        "with its counts): `partnerbill import` sends it once a file is done, so the feed and "
+        "webhooks hear of it."
+    )
+    async def record_import_finished(
+        self, info: strawberry.Info, input: RecordImportFinishedInput
+    ) -> ImportFinishedPayload:
+        ctx = info.context
+        summary = ev.ImportSummary(input.kind, input.file, input.rows, input.written, input.failed)
+
+        async def go(s: AsyncSession) -> bool:
+            await ev.record_import_finished(s, ctx.tenant_id, summary)
+            return True
+
+        done, errors = await in_transaction(ctx, go)
+        return ImportFinishedPayload(recorded=bool(done), errors=errors)

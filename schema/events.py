@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from schema.common import PageInfo
+from schema.errors import UserError
 
 
 @strawberry.enum(
@@ -16,7 +17,8 @@ from schema.common import PageInfo
     "ACCOUNT_METRICS_REFRESHED comes from the refresh of a partner account (or "
     "refreshAccountMetrics), ACCOUNT_METRICS_CHANGED from a write that moved an ordinary "
     "account's metrics; BILL_RUN_PROGRESSED carries an accountNumber when it is one account "
-    "of the run billed."
+    "of the run billed; IMPORT_FINISHED is recorded by an import client when its file is done "
+    "(recordImportFinished, which `partnerbill import` sends)."
 )
 class EventType(Enum):
     ACCOUNT_CREATED = "ACCOUNT_CREATED"
@@ -41,6 +43,7 @@ class EventType(Enum):
     ORDER_FAILED = "ORDER_FAILED"
     BILL_RUN_PROGRESSED = "BILL_RUN_PROGRESSED"
     BILL_RUN_SETTLED = "BILL_RUN_SETTLED"
+    IMPORT_FINISHED = "IMPORT_FINISHED"
 
 
 @strawberry.type(
@@ -77,3 +80,26 @@ class EventEdge:
 class EventConnection:
     edges: list[EventEdge] = strawberry.field(description="The events of this page.")
     page_info: PageInfo = strawberry.field(description="Pagination state.")
+
+
+@strawberry.input(
+    description="What an import client did with one file, once it is done: its counts, for "
+    "the IMPORT_FINISHED event (the rows themselves were written, each with its own events, "
+    "by the bulk mutations)."
+)
+class RecordImportFinishedInput:
+    kind: str = strawberry.field(
+        description="invoices, payments, credit-memos or debit-memos (as `partnerbill import`)."
+    )
+    file: str = strawberry.field(description="The file's name (at most 255 characters).")
+    rows: int = strawberry.field(description="Rows in the file.")
+    written: int = strawberry.field(description="Rows written, by this run or an earlier one.")
+    failed: int = strawberry.field(description="Rows refused (in the failed-rows file).")
+
+
+@strawberry.type(description="Result of recordImportFinished.")
+class ImportFinishedPayload:
+    recorded: bool = strawberry.field(description="The IMPORT_FINISHED event is in the feed.")
+    errors: list[UserError] = strawberry.field(
+        default_factory=list, description="Why nothing was recorded."
+    )

@@ -41,11 +41,11 @@ from resolvers.billruns import (  # noqa: E402
     BillRunSubscriptions,
 )
 from resolvers.bulk import BulkMutations  # noqa: E402
-from resolvers.events import EventQueries  # noqa: E402
+from resolvers.events import EventMutations, EventQueries  # noqa: E402
 from resolvers.webhooks import WebhookMutations, WebhookQueries  # noqa: E402
 
 QUERIES += (BillRunQueries, EventQueries, WebhookQueries)
-MUTATIONS += (BillRunMutations, BulkMutations, WebhookMutations)
+MUTATIONS += (BillRunMutations, BulkMutations, WebhookMutations, EventMutations)
 SUBSCRIPTIONS += (BillRunSubscriptions,)
 
 Query = merge_types("Query", QUERIES)

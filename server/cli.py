@@ -741,6 +741,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     verb = "would be written" if outcome.dry_run else "written"
     console.print(f"{outcome.written:,} of {outcome.rows:,} {args.kind} {verb}.")
+    if not outcome.dry_run and not outcome.recorded:
+        console.print("The service did not record the import's IMPORT_FINISHED event.")
     if outcome.failed_file is not None:
         console.print(
             f"{outcome.failed:,} refused, with their errors, in {outcome.failed_file}: correct "

@@ -33,6 +33,7 @@ from server.api_client import (
     Refused,
     backoff,
     client,
+    execute,
     post,
 )
 from server.progress import rows_progress
@@ -119,6 +120,7 @@ class Outcome:
     failed: int = 0
     failed_file: Path | None = None
     dry_run: bool = False
+    recorded: bool = False  # the service's feed holds this run's IMPORT_FINISHED event
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -358,6 +360,25 @@ class Sender:
         return results
 
 
+RECORD_FINISHED = """
+mutation($input: RecordImportFinishedInput!) {
+  recordImportFinished(input: $input) { recorded errors { code message } } }"""
+
+
+async def record_finished(
+    http: httpx.AsyncClient, url: str, kind: ImportKind, path: Path, outcome: Outcome
+) -> bool:
+    """Tell the service the file is done (an IMPORT_FINISHED event for the feed and its
+    webhooks). The rows are in whatever this answers: a failure here costs only the event."""
+    summary = {"kind": str(kind), "file": path.name, "rows": outcome.rows,
+               "written": outcome.written, "failed": outcome.failed}  # fmt: skip
+    try:
+        data = await execute(http, url, RECORD_FINISHED, {"input": summary})
+    except ApiAborted:
+        return False
+    return bool(data["recordImportFinished"]["recorded"])
+
+
 async def run_import(
     kind: ImportKind,
     path: Path,
@@ -407,6 +428,8 @@ async def run_import(
                 for w in workers:
                     w.cancel()
                 failed.close()
-    outcome.failed = failed.count
-    outcome.failed_file = failed.path if failed.count else None
+        outcome.failed = failed.count
+        outcome.failed_file = failed.path if failed.count else None
+        if not dry_run:
+            outcome.recorded = await record_finished(http, url, kind, path, outcome)
     return outcome

@@ -87,6 +87,18 @@ def expected(rows: list[list[str]]) -> Counter[tuple[str, str]]:
     return Counter((r[0], r[4]) for r in rows)
 
 
+async def finished(gql: Gql, count: int) -> list[dict[str, Any]]:
+    """The data of the tenant's IMPORT_FINISHED events, once ``count`` are readable (the
+    feed shows an event when every transaction older than it has ended)."""
+    query = "{ events(types: [IMPORT_FINISHED]) { edges { node { data } } } }"
+    async with asyncio.timeout(30):
+        while True:
+            edges = (await gql(query))["events"]["edges"]
+            if len(edges) >= count:
+                return [e["node"]["data"] for e in edges]
+            await asyncio.sleep(0.1)
+
+
 async def send(
     kind: ImportKind,
     path: Path,
@@ -120,6 +132,12 @@ async def test_refused_rows_go_to_a_file_the_same_command_takes_back(
     out = await send(ImportKind.INVOICES, source, url, tenant, batch=1000, concurrency=3)
     assert (out.rows, out.written, out.failed) == (2_500, 2_498, 2)
     assert out.failed_file == failed_path(source) == tmp_path / "november.failed.csv"
+    # The feed heard of it once, with the counts (the dry run recorded nothing).
+    assert out.recorded and not dry.recorded
+    assert await finished(accounts, 1) == [
+        {"kind": "invoices", "file": "november.csv", "rows": 2_500, "written": 2_498,
+         "failed": 2}
+    ]  # fmt: skip
     # Batches finish in any order: the file keeps each row's number.
     refused = sorted(csv.DictReader(out.failed_file.open()), key=lambda r: int(r["_row"]))
     assert [(r["_row"], r["accountNumber"], r["amount"]) for r in refused] == [
@@ -143,6 +161,12 @@ async def test_refused_rows_go_to_a_file_the_same_command_takes_back(
     assert (back.rows, back.written, back.failed) == (2, 2, 0)
     rows[7][4], rows[1_600][0] = "12.35", "SHOP"
     assert await written(sessionmaker, tenant.id) == expected(rows)
+    runs = await finished(accounts, 3)
+    assert [(r["file"], r["written"], r["failed"]) for r in runs] == [
+        ("november.csv", 2_498, 2),
+        ("november.csv", 2_498, 2),
+        ("november.failed.csv", 2, 0),
+    ]
 
 
 async def test_payments_from_json_lines_with_applications(

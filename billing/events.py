@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from billing.errors import LimitExceeded, ValidationFailed
-from billing.pages import DEFAULT_PAGE, MAX_PAGE
+from billing.pages import DEFAULT_PAGE, MAX_PAGE, bigint
 from db.statuses import EventType
 
 Conn = AsyncSession | AsyncConnection
@@ -62,7 +62,7 @@ def decode_position(cursor: str | None, field: str = "after") -> FeedPosition:
         tag, xid, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
         if tag != "e":
             raise ValueError(tag)
-        return FeedPosition(int(xid), int(ident))
+        return FeedPosition(bigint(xid), bigint(ident))
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("Invalid cursor", [field]) from None
 

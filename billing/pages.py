@@ -20,13 +20,27 @@ def encode_cursor(ident: int) -> str:
     return base64.urlsafe_b64encode(f"c:{ident}".encode()).decode()
 
 
+#: Ids, and the transaction ids of the event feed, are PostgreSQL bigints.
+BIGINT_MAX = 2**63 - 1
+
+
+def bigint(text: str) -> int:
+    """A non-negative id read from a client's text (a cursor, an ID argument): ValueError when
+    it is no number or lies beyond the bigint columns, which PostgreSQL would refuse with an
+    error that is no client mistake of its kind."""
+    value = int(text)
+    if not 0 <= value <= BIGINT_MAX:
+        raise ValueError(text)
+    return value
+
+
 def decode_cursor(cursor: str) -> int:
     """The row id inside a cursor; a forged cursor is a VALIDATION error."""
     try:
         raw = base64.urlsafe_b64decode(cursor.encode()).decode()
         if not raw.startswith("c:"):
             raise ValueError(raw)
-        return int(raw[2:])
+        return bigint(raw[2:])
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("Invalid cursor", ["after"]) from None
 

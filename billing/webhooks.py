@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.errors import NotFound, ValidationFailed
 from billing.events import Conn, Event, FeedPosition, new_secret, read_events
-from billing.pages import Page, decode_cursor, encode_cursor
+from billing.pages import Page, bigint, decode_cursor, encode_cursor
 from db.statuses import EventType
 
 MAX_URL = 2000
@@ -120,11 +120,9 @@ async def create_endpoint(
 async def get_endpoint(session: AsyncSession, tenant_id: int, endpoint_id: str) -> RowMapping:
     """The tenant's endpoint with that id, or NOT_FOUND."""
     try:
-        ident = int(endpoint_id)
+        ident = bigint(endpoint_id)
     except ValueError:
         raise NotFound(f"Webhook endpoint {endpoint_id} not found", ["id"]) from None
-    if not 0 < ident < 2**63:  # beyond the bigint column: no such endpoint, not a crash
-        raise NotFound(f"Webhook endpoint {endpoint_id} not found", ["id"])
     row = (
         (
             await session.execute(

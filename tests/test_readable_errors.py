@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -213,6 +214,33 @@ async def test_first_out_of_range_is_a_typed_error(gql: Gql, query: str, code: s
     assert error.extensions["code"] == code
     assert error.extensions["field"] == ["first"]
     assert error.extensions["retryable"] is False
+
+
+def _forged(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+ACCOUNTS_AFTER = '{ accounts(after: "CURSOR") { totalCount } }'
+EVENTS_AFTER = '{ events(after: "CURSOR") { edges { cursor } } }'
+
+
+@pytest.mark.parametrize(
+    ("query", "raw"),
+    [
+        # Well-formed cursors holding ids beyond the bigint columns.
+        (ACCOUNTS_AFTER, "c:" + "9" * 40),
+        (EVENTS_AFTER, f"e:{'9' * 40}:1"),
+        (EVENTS_AFTER, f"e:1:{'9' * 40}"),
+    ],
+)
+async def test_a_forged_cursor_beyond_the_ids_is_a_typed_error(
+    gql: Gql, query: str, raw: str
+) -> None:
+    res = await gql.raw(query.replace("CURSOR", _forged(raw)))
+    assert res.errors is not None and len(res.errors) == 1
+    assert res.errors[0].message == "Invalid cursor"
+    assert res.errors[0].extensions is not None
+    assert res.errors[0].extensions["code"] == "VALIDATION"
 
 
 async def test_unexpected_exceptions_are_still_masked_and_logged_at_error(

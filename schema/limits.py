@@ -36,7 +36,6 @@ from graphql import (
     get_named_type,
 )
 from graphql.language import Lexer
-from strawberry.extensions import SchemaExtension
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 NUL = "\x00"
@@ -59,7 +58,7 @@ def too_complex(message: str) -> GraphQLError:
 
 
 @lru_cache(maxsize=1024)
-def _over_token_limit(query: str, max_tokens: int) -> bool:
+def over_token_limit(query: str, max_tokens: int) -> bool:
     """True when the query has more than ``max_tokens`` tokens; stops counting there."""
     lexer = Lexer(Source(query))
     count = 0
@@ -293,36 +292,11 @@ def check_values(document: Any, variables: Mapping[str, Any] | None) -> None:
     )
 
 
-class QueryLimiter(SchemaExtension):
-    """Applies ``QueryLimits`` and the NUL check before validation and execution.
-
-    Listed before the parser and validation caches: a refusal raised here ends the request
-    with that error alone."""
-
-    def __init__(self, limits: QueryLimits) -> None:
-        self.limits = limits
-
-    def on_parse(self) -> Iterator[None]:
-        query = self.execution_context.query
-        if query and _over_token_limit(query, self.limits.max_tokens):
-            raise too_complex(
-                f"The query has more than {self.limits.max_tokens} tokens; at most "
-                f"{self.limits.max_tokens} are allowed. Send values as variables."
-            )
-        # The parser's own limit, should a document arrive another way.
-        self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
-        yield
-
-    def on_validate(self) -> Iterator[None]:
-        ctx = self.execution_context
-        document = ctx.graphql_document
-        if document is not None:
-            variables = ctx.variables or {}
-            check_values(document, variables)
-            check_operation(
-                ctx.schema._schema, document, ctx.operation_name, variables, self.limits
-            )
-        yield
-
-
-__all__ = ["TOO_COMPLEX", "QueryLimiter", "QueryLimits", "check_operation", "check_values"]
+__all__ = [
+    "TOO_COMPLEX",
+    "QueryLimits",
+    "check_operation",
+    "check_values",
+    "over_token_limit",
+    "too_complex",
+]

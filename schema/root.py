@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from resolvers.accounts import AccountMutations, AccountQueries, AccountSubscriptions
 from resolvers.catalog import CatalogMutations, CatalogQueries
 from resolvers.documents import DocumentMutations, DocumentQueries
-from resolvers.errors import ErrorPolicy, log_errors
+from resolvers.errors import log_errors
 from resolvers.memos import MemoMutations, MemoQueries
 from resolvers.orders import OrderMutations, OrderQueries
 from resolvers.pages import DEFAULT_PAGE
 from resolvers.reconcile import ReconcileQueries
 from schema import inputs
 from schema.errors import ERROR_TYPES
-from schema.limits import QueryLimiter, QueryLimits
+from schema.limits import QueryLimits
+from schema.pipeline import DocumentCache, RequestPolicy
 from schema.scalars import SCALAR_OVERRIDES
 
 QUERIES: tuple[type, ...] = (
@@ -68,20 +68,15 @@ def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
     """The schema with the request limits of ``limits`` (the defaults when None); its input
     objects are built by compiled converters (schema.inputs)."""
     limits = limits or QueryLimits(default_page=DEFAULT_PAGE)
+    documents = DocumentCache(maxsize=1024)
     built = PartnerbillSchema(
         query=Query,
         mutation=Mutation,
         subscription=SubscriptionRoot,
         types=list(ERROR_TYPES.values()),
         scalar_overrides=SCALAR_OVERRIDES,
-        extensions=[
-            # First: its refusals end the request before parsing or validation run.
-            # (It also sets the parser's own max_tokens: no MaxTokensLimiter needed.)
-            lambda: QueryLimiter(limits),
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-            ErrorPolicy,
-        ],
+        # One extension, made per request: limits, caches and the error policy.
+        extensions=[lambda: RequestPolicy(limits, documents)],
     )
     inputs.install(built._schema, built.config.name_converter.from_field)
     return built

@@ -100,3 +100,41 @@ async def test_the_limits_are_configurable(sessionmaker: Any, tenant: Any, accou
     cheap = build_schema(QueryLimits(max_cost=10))
     query = "{ accounts(first: 20) { edges { node { name } } } }"
     refused(await run(sessionmaker, tenant.id, query, cheap), "at most 10 are allowed")
+
+
+async def test_a_cached_text_is_limited_and_validated_as_when_it_was_new(
+    sessionmaker: Any, tenant: Any, account: None
+) -> None:
+    """schema.pipeline keeps each text's document and validation errors: the second time a
+    text comes, it gets the same answer as the first, and the limits that depend on the
+    variables still run."""
+    s = build_schema(QueryLimits(max_cost=1_000))
+    bad = "{ account(accountNumber: $n) { nonexistentField } }"
+    first = await run(sessionmaker, tenant.id, bad, s)
+    again = await run(sessionmaker, tenant.id, bad, s)
+    assert first.errors and again.errors
+    assert [e.message for e in first.errors] == [e.message for e in again.errors]
+    assert any("nonexistentField" in e.message for e in first.errors)
+
+    paged = "query($k: Int) { accounts(first: $k) { edges { node { accountNumber } } } }"
+    assert (await run(sessionmaker, tenant.id, paged, s, k=10)).errors is None
+    refused(await run(sessionmaker, tenant.id, paged, s, k=5_000), "more than 1000 fields")
+    assert (await run(sessionmaker, tenant.id, paged, s, k=10)).errors is None
+
+
+def test_the_document_cache_is_bounded_and_keeps_no_refused_text() -> None:
+    from graphql import GraphQLError
+
+    from schema.pipeline import DocumentCache
+
+    limits = QueryLimits(max_tokens=50)
+    cache = DocumentCache(maxsize=2)
+    for n in range(5):
+        cache.parsed(f"{{ a{n} }}", limits)
+    assert len(cache._entries) == 2
+    assert list(cache._entries) == ["{ a3 }", "{ a4 }"]
+    with pytest.raises(GraphQLError, match="more than 50 tokens"):
+        cache.parsed("{ " + "a " * 60 + "}", limits)
+    with pytest.raises(GraphQLError, match="Syntax Error"):
+        cache.parsed("{ a", limits)
+    assert list(cache._entries) == ["{ a3 }", "{ a4 }"]

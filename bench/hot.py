@@ -24,7 +24,8 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,6 +263,25 @@ async def check_accounts(sm: Any, tenant_id: int, ids: list[int]) -> dict[str, A
     }
 
 
+@contextmanager
+def _ceiling(wanted: bool, url: str, redis: str | None, workers: int) -> Iterator[Any]:
+    """The bare asyncpg endpoint (bench/bare_writes.py), served beside the API while the
+    orders-only windows run; None when not wanted."""
+    if not wanted:
+        yield None
+        return
+    from bench.writes import Server
+
+    log = Path("/tmp") / f"pb-hot-bare-{secrets.token_hex(3)}.log"
+    srv = Server("bench.bare_writes:app_from_env", url, redis or redis_url(), workers, log)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+    log.unlink(missing_ok=True)  # kept when the server failed
+
+
 async def analyze(engine: Any) -> None:
     """Statistics for the tables as they now are (the planner's view of their sizes)."""
     async with engine.connect() as conn:
@@ -283,7 +303,7 @@ async def run(
 ) -> dict[str, Any]:
     """The scenario on the (migrated) database ``url``: the three-target mix, or with
     ``orders_only`` createOrder on one partner account beside the bare asyncpg ceiling."""
-    from bench.writes import PgCpu, Server, Statements
+    from bench.writes import PgCpu, Statements
     from db.engine import create_engine, create_sessionmaker
 
     started = time.time()
@@ -335,9 +355,11 @@ async def run(
     }
     if progress:
         print(f"hot ({results['mode']}): {workers} API process(es)", flush=True)
-    graphql: list[dict[str, Any]] = []
     try:
-        with processes(url, workers, redis=redis) as procs:
+        with (
+            processes(url, workers, redis=redis) as procs,
+            _ceiling(orders_only, url, redis, workers) as srv,
+        ):
             if workers > 1:
                 await asyncio.sleep(2.0)  # the other workers finish importing
             await make_catalog(procs.base, key)
@@ -347,7 +369,15 @@ async def run(
                 "127.0.0.1", procs.port, mixes[warm], min(8, max(clients_list)), warmup
             )
             written[warm] += r["ok"]
-            # After the warm-up wrote rows, not before: statements planned while the tables
+            ceiling_mix: list[Request] = []
+            if srv is not None:
+                await srv.wait_ready(None)
+                ceiling_mix = ceiling_request(srv.port, key, accounts["ceiling"][0])
+                r = await run_mix(
+                    "127.0.0.1", srv.port, ceiling_mix, min(8, max(clients_list)), warmup
+                )
+                written["ceiling"] += r["ok"]
+            # After the warm-ups wrote rows, not before: statements planned while the tables
             # were empty keep their sequential scans (bench/writes.py, window()).
             await analyze(engine)
 
@@ -360,10 +390,36 @@ async def run(
                     w = await meter.window(cpu_of, procs.port, mixes[t], n, seconds)
                     written[t] += w["ok"]
                     row[t] = w
-                if orders_only:
-                    graphql.append(row["partner"])
+                if srv is not None:
+                    # The ceiling's window right after GraphQL's, at the same N: the machine's
+                    # speed drifts by tens of percent over minutes, so only a ratio of two
+                    # windows taken back to back means anything.
+                    g = row["partner"]
+                    c = await meter.window(
+                        lambda: {"api": srv.cpu()}, srv.port, ceiling_mix, n, seconds
+                    )
+                    written["ceiling"] += c["ok"]
+                    pair = {
+                        "clients": n,
+                        "graphql": g,
+                        "ceiling": c,
+                        "graphql_to_ceiling_throughput": round(
+                            g["throughput"] / max(c["throughput"], 1e-9), 3
+                        ),
+                        "graphql_to_ceiling_api_cpu": round(
+                            g["cpu_ms_per_req"]["api"] / max(c["cpu_ms_per_req"]["api"], 1e-9), 2
+                        ),
+                    }
+                    results["runs"].append(pair)
                     if progress:
-                        print(_line(n, "graphql", row["partner"]), flush=True)
+                        print(_line(n, "graphql", g), flush=True)
+                        print(_line(n, "ceiling", c), flush=True)
+                        print(
+                            f"N={n:>3} GraphQL/ceiling throughput "
+                            f"{pair['graphql_to_ceiling_throughput']}, API CPU per request "
+                            f"{pair['graphql_to_ceiling_api_cpu']}x",
+                            flush=True,
+                        )
                     continue
                 row["hot_ratio"] = round(
                     row["partner"]["throughput"] / max(row["spread"]["throughput"], 1e-9), 3
@@ -376,42 +432,6 @@ async def run(
                     for t in targets:
                         print(_line(n, t, row[t]), flush=True)
                     print(f"N={n:>3} ratio partner/spread {row['hot_ratio']}", flush=True)
-        if orders_only:
-            log = Path("/tmp") / f"pb-hot-bare-{secrets.token_hex(3)}.log"
-            srv = Server("bench.bare_writes:app_from_env", url, redis or redis_url(), workers, log)
-            srv.start()
-            try:
-                await srv.wait_ready(None)
-                mix = ceiling_request(srv.port, key, accounts["ceiling"][0])
-                r = await run_mix("127.0.0.1", srv.port, mix, min(8, max(clients_list)), warmup)
-                written["ceiling"] += r["ok"]
-                await analyze(engine)
-                for n, g in zip(clients_list, graphql, strict=True):
-                    c = await meter.window(lambda: {"api": srv.cpu()}, srv.port, mix, n, seconds)
-                    written["ceiling"] += c["ok"]
-                    row = {
-                        "clients": n,
-                        "graphql": g,
-                        "ceiling": c,
-                        "graphql_to_ceiling_throughput": round(
-                            g["throughput"] / max(c["throughput"], 1e-9), 3
-                        ),
-                        "graphql_to_ceiling_api_cpu": round(
-                            g["cpu_ms_per_req"]["api"] / max(c["cpu_ms_per_req"]["api"], 1e-9), 2
-                        ),
-                    }
-                    results["runs"].append(row)
-                    if progress:
-                        print(_line(n, "ceiling", c), flush=True)
-                        print(
-                            f"N={n:>3} GraphQL/ceiling throughput "
-                            f"{row['graphql_to_ceiling_throughput']}, API CPU per request "
-                            f"{row['graphql_to_ceiling_api_cpu']}x",
-                            flush=True,
-                        )
-            finally:
-                srv.stop()
-            log.unlink(missing_ok=True)  # kept when the server failed
     finally:
         await admin.close()
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import date
-from decimal import Decimal
-from enum import Enum
 from typing import Any
+
+import strawberry
 
 from billing.catalog import ProductTree
 from billing.money import exact_out
 from billing.orders import CreatedOrder
+from billing.orders.data import jsonable
 from billing.subscriptions import SubscriptionTree
 from resolvers.convert import gid
 from schema.catalog import (
@@ -39,23 +38,7 @@ from schema.orders import (
 
 def plain(obj: Any) -> Any:
     """A strawberry input as plain JSON-safe data (snake_case keys, unset fields dropped)."""
-    import strawberry
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: plain(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if getattr(obj, f.name) is not strawberry.UNSET
-        }
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, Decimal):
-        return str(obj)
-    if isinstance(obj, date):
-        return obj.isoformat()
-    return obj
+    return jsonable(obj, drop=strawberry.UNSET)
 
 
 def product(t: ProductTree) -> Product:

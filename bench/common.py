@@ -57,6 +57,15 @@ async def fresh_database(keep: bool = False) -> Any:
         await admin.dispose()
 
 
+async def analyze(engine: Any) -> None:
+    """ANALYZE the bench database, so the planner sees its tables as they now are. Run it after
+    a warm-up has written rows: a statement planned while a table was nearly empty keeps its
+    sequential scan on that connection until the statistics change (bench/writes.py, window())."""
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE"))
+        await conn.commit()
+
+
 async def new_tenant(sm: Any, name: str = "bench") -> tuple[int, str]:
     from billing.tenants import create_tenant
 

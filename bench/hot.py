@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 import psutil
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import (
     account_ids,
     add_accounts,
+    analyze,
     machine_cpu,
     new_tenant,
     processes,
@@ -282,13 +282,6 @@ def _ceiling(wanted: bool, url: str, redis: str | None, workers: int) -> Iterato
     log.unlink(missing_ok=True)  # kept when the server failed
 
 
-async def analyze(engine: Any) -> None:
-    """Statistics for the tables as they now are (the planner's view of their sizes)."""
-    async with engine.connect() as conn:
-        await conn.execute(text("ANALYZE"))
-        await conn.commit()
-
-
 async def run(
     url: str,
     clients_list: list[int],
@@ -377,9 +370,7 @@ async def run(
                     "127.0.0.1", srv.port, ceiling_mix, min(8, max(clients_list)), warmup
                 )
                 written["ceiling"] += r["ok"]
-            # After the warm-ups wrote rows, not before: statements planned while the tables
-            # were empty keep their sequential scans (bench/writes.py, window()).
-            await analyze(engine)
+            await analyze(engine)  # after the warm-ups wrote rows, not before
 
             def cpu_of() -> dict[str, float]:
                 return {name: procs._cpu(name) for name in procs.procs}

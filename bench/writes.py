@@ -27,6 +27,7 @@ prepared statements behind a bare Starlette endpoint, served and driven the same
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 import subprocess
@@ -42,7 +43,15 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import ROOT, add_accounts, free_port, new_tenant, redis_url, server_env
+from bench.common import (
+    ROOT,
+    add_accounts,
+    analyze,
+    free_port,
+    new_tenant,
+    redis_url,
+    server_env,
+)
 from bench.lightclient import Check, graphql_check, post_bytes, run_load
 from bench.pgcount import CountingProxy
 
@@ -325,10 +334,10 @@ async def window(
     connections: int,
     seconds: float,
     warmup: float,
-    analyze: Callable[[], Awaitable[None]],
+    refresh_statistics: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
-    """Warm-up, ANALYZE, then a measured window with every counter started after the
-    warm-up's last request and read after the window's last one.
+    """Warm-up, ANALYZE (``refresh_statistics``), then a measured window with every counter
+    started after the warm-up's last request and read after the window's last one.
 
     The ANALYZE is why the figures hold for a database in use: PostgreSQL plans a statement
     for the table sizes it sees when it first runs it on a connection, and keeps that plan
@@ -339,7 +348,7 @@ async def window(
     0.7 planned for its real tables. Autovacuum analyzes a growing table in production; the
     bench cannot wait for it (and it is off on some developers' servers)."""
     await run_load("127.0.0.1", server.port, request, check, min(connections, 4), warmup)
-    await analyze()
+    await refresh_statistics()
     await stats.reset()
     pg.mark()
     a0 = server.cpu()
@@ -487,11 +496,7 @@ async def run(
                 except psutil.Error:
                     postmaster = None  # not on this machine: no PostgreSQL CPU figures
             pg = PgCpu(postmaster, dbname)
-
-            async def analyze() -> None:
-                async with engine.connect() as conn:
-                    await conn.execute(text("ANALYZE"))
-                    await conn.commit()
+            refresh_statistics = functools.partial(analyze, engine)
 
             stats = Statements(admin, dbid)
             await stats.setup()
@@ -538,7 +543,15 @@ async def run(
                             _auth(key),
                         )
                         r = await window(
-                            api, pg, stats, req, check, connections, seconds, warmup, analyze
+                            api,
+                            pg,
+                            stats,
+                            req,
+                            check,
+                            connections,
+                            seconds,
+                            warmup,
+                            refresh_statistics,
                         )
                         r = {"op": op, "target": target, **r}
                         result["ops"].append(r)
@@ -559,7 +572,7 @@ async def run(
                     seconds,
                     warmup,
                     workers,
-                    analyze,
+                    refresh_statistics,
                 )
                 for target in TARGETS:
                     g = next(
@@ -622,7 +635,7 @@ async def _ceiling(
     seconds: float,
     warmup: float,
     workers: int,
-    analyze: Callable[[], Awaitable[None]],
+    refresh_statistics: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
     srv = Server(
         "bench.bare_writes:app_from_env",
@@ -643,7 +656,15 @@ async def _ceiling(
             }
             req = post_bytes("127.0.0.1", srv.port, "/order", json.dumps(body).encode(), _auth(key))
             out[target] = await window(
-                srv, pg, stats, req, _ceiling_check, connections, seconds, warmup, analyze
+                srv,
+                pg,
+                stats,
+                req,
+                _ceiling_check,
+                connections,
+                seconds,
+                warmup,
+                refresh_statistics,
             )
     finally:
         srv.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from graphql import (
@@ -57,9 +56,10 @@ def too_complex(message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": TOO_COMPLEX, "retryable": False})
 
 
-@lru_cache(maxsize=1024)
 def over_token_limit(query: str, max_tokens: int) -> bool:
-    """True when the query has more than ``max_tokens`` tokens; stops counting there."""
+    """True when the query has more than ``max_tokens`` tokens; stops counting there, so a
+    refused text costs at most the limit's worth of lexing. (schema.pipeline.DocumentCache
+    calls it only for texts it has not parsed before.)"""
     lexer = Lexer(Source(query))
     count = 0
     try:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from billing.errors import LimitExceeded, ValidationFailed
 from billing.pages import DEFAULT_PAGE, MAX_PAGE, bigint
-from db.statuses import EventType
+from db.statuses import EventType, ImportKind
 
 Conn = AsyncSession | AsyncConnection
 
@@ -157,9 +157,6 @@ async def read_events(
     return EventPage(events, len(rows) > first, events[-1].position if events else after)
 
 
-IMPORT_KINDS = ("invoices", "payments", "credit-memos", "debit-memos")
-
-
 @dataclass(frozen=True)
 class ImportSummary:
     """What an import client did with one file (IMPORT_FINISHED)."""
@@ -174,8 +171,8 @@ class ImportSummary:
 async def record_import_finished(session: AsyncSession, tenant_id: int, s: ImportSummary) -> None:
     """Append the IMPORT_FINISHED event of an import client's file, after checking that its
     counts add up."""
-    if s.kind not in IMPORT_KINDS:
-        raise ValidationFailed(f"kind must be one of {', '.join(IMPORT_KINDS)}", ["kind"])
+    if s.kind not in tuple(ImportKind):
+        raise ValidationFailed(f"kind must be one of {', '.join(ImportKind)}", ["kind"])
     if not s.file.strip() or len(s.file) > 255:
         raise ValidationFailed("file must be 1-255 characters", ["file"])
     if min(s.rows, s.written, s.failed) < 0 or s.written + s.failed > s.rows:

@@ -159,3 +159,13 @@ class EventType(StrEnum):
     BILL_RUN_PROGRESSED = "BILL_RUN_PROGRESSED"
     BILL_RUN_SETTLED = "BILL_RUN_SETTLED"
     IMPORT_FINISHED = "IMPORT_FINISHED"
+
+
+class ImportKind(StrEnum):
+    """The kinds of file `partnerbill import` sends, as its command line names them and its
+    IMPORT_FINISHED event's data (``kind``) keeps them."""
+
+    INVOICES = "invoices"
+    PAYMENTS = "payments"
+    CREDIT_MEMOS = "credit-memos"
+    DEBIT_MEMOS = "debit-memos"

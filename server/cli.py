@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from db.statuses import ImportKind
 from server.logs import configure as configure_logging
 from server.settings import DEV_KEY_FILE, Settings, read_dev_key
 
@@ -713,7 +714,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from server.api_client import ApiAborted
-    from server.importer import ImportFileError, ImportKind, run_import
+    from server.importer import ImportFileError, run_import
     from server.progress import stderr_console
 
     path = Path(args.file)
@@ -892,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a CSV or JSON Lines file of invoices, payments or memos through the API in "
         "parallel bulk calls; safe to run again",
     )
-    imp.add_argument("kind", choices=["invoices", "payments", "credit-memos", "debit-memos"])
+    imp.add_argument("kind", choices=[str(k) for k in ImportKind])
     imp.add_argument("file", metavar="FILE", help="a .csv or .jsonl file (see the README)")
     imp.add_argument("--url", default=DEFAULT_API_URL, help="the service's /graphql address")
     imp.add_argument(

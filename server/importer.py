@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import enum
 import hashlib
 import json
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any, TextIO
 import httpx
 from rich.console import Console
 
+from db.statuses import ImportKind
 from server.api_client import (
     ABORT_CODES,
     RETRY_CODES,
@@ -42,13 +42,6 @@ FAILED_SUFFIX = ".failed"
 # Columns a failed-rows file adds to the input's (CSV), or keys (JSON Lines).
 ROW_COLUMN = "_row"
 ERROR_COLUMN = "_errors"
-
-
-class ImportKind(enum.StrEnum):
-    INVOICES = "invoices"
-    PAYMENTS = "payments"
-    CREDIT_MEMOS = "credit-memos"
-    DEBIT_MEMOS = "debit-memos"
 
 
 @dataclass(frozen=True)

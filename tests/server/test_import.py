@@ -21,7 +21,8 @@ import pytest
 from rich.console import Console
 from sqlalchemy import text
 
-from server.importer import ImportKind, Outcome, failed_path, run_import
+from db.statuses import ImportKind
+from server.importer import Outcome, failed_path, run_import
 from server.settings import Settings
 from tests.helpers import Gql
 from tests.server.test_subscriptions import serve

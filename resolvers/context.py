@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billing.bulk import MAX_BULK_ROWS
+from billing.orders.facts import OrderFacts
 from db.engine import Sessionmaker
 
 
@@ -21,6 +22,8 @@ class Services:
     events: Any = None  # jobs.events.EventHub: publishes after commits, feeds subscriptions
     # Rows one bulk mutation may carry (PARTNERBILL_MAX_BULK_ROWS).
     max_bulk_rows: int = MAX_BULK_ROWS
+    # The accounts and rate plans this process's subscription-only orders have read.
+    order_facts: OrderFacts = field(default_factory=OrderFacts)
 
 
 @dataclass

@@ -121,7 +121,10 @@ async def subscription_only_order(
     """An order that only creates subscriptions: one statement, nothing read back but the
     subscriptions when the operation selects them."""
     done, errors = await one_statement(
-        ctx, lambda db: ords.create_subscription_order(db, ctx.tenant_id, order)
+        ctx,
+        lambda db: ords.create_subscription_order(
+            db, ctx.tenant_id, order, ctx.services.order_facts
+        ),
     )
     if done is None:
         return OrderPayload(order=None, subscriptions=[], errors=errors)

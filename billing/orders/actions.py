@@ -242,7 +242,7 @@ async def _plan_rows(
     plan, charges = await run.rate_plan(
         rate_plan_number(rp, path), [*path, "productRatePlanNumber"]
     )
-    return plan, plan_rows(run.tenant_id, plan, charges, rp, eff, path, end)
+    return plan, plan_rows(run.tenant_id, plan["rate_plan_number"], charges, rp, eff, path, end)
 
 
 async def _insert_plan(run: OrderRun, sub_id: int, plan: RowMapping, eff: date) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -71,8 +72,8 @@ def rate_plan_number(rp: RatePlan | AddProduct, path: list[str]) -> str:
 
 def plan_rows(
     tenant_id: int,
-    plan: Any,
-    charges: list[Any],
+    plan_number: str,
+    charges: Sequence[Any],
     rp: RatePlan | AddProduct,
     eff: date,
     path: list[str],
@@ -80,7 +81,7 @@ def plan_rows(
 ) -> list[dict[str, Any]]:
     """The charge rows of one of an order's rate plans (without subscription, rate plan and
     charge number): the catalog's charges with the order's overrides, checked."""
-    number = plan["rate_plan_number"]
+    number = plan_number
     overrides: dict[str, tuple[ChargeOverride, list[str]]] = {}
     known = {c["charge_number"] for c in charges}
     for i, o in enumerate(rp.charge_overrides):

@@ -2,10 +2,12 @@
 
 Most orders, and all of a migration's, create new subscriptions and touch nothing that
 exists. Such an order needs no row of its own to lock but its accounts', so it is written in
-two round trips: one read (the accounts, the catalog rate plans, numbers already taken),
-then one statement that locks the accounts FOR SHARE, inserts the order, subscriptions,
-rate plans, charges and actions on ids and numbers drawn inside it, and moves contractedMrr
-the accounts' way (billing.metrics.metrics_ctes). Every other order goes through
+one statement that locks the accounts FOR SHARE, checks that the accounts and rate plans it
+was built from are current and that no number it was given is taken, inserts the order,
+subscriptions, rate plans, charges and actions on ids and numbers drawn inside it, and moves
+contractedMrr the accounts' way (billing.metrics.metrics_ctes). Before it, one read of the
+accounts and rate plans, unless the process already holds them (billing.orders.facts): one
+round trip or two. Every other order goes through
 billing.orders.create.create_order; both take the same decoded OrderInput and check it with the
 same functions.
 """
@@ -35,11 +37,14 @@ from billing.orders.data import (
     Terms,
     payload,
 )
+from billing.orders.facts import CatalogPlan, Facts, OrderAccount, OrderFacts, order_facts, versions
 from db.locks import lock_timeout_sql, write_locks_sql
 from db.pg import Db, connection_of
 from db.statuses import ChargeType, TermType
 
 CREATE = CreateSubscription.action_type
+# The tenant's lock wait, read by the statement that waits (db.locks.write_locks_sql).
+TENANT_LOCK_TIMEOUT = f"(SELECT {lock_timeout_sql('t.lock_wait_ms')} FROM tenant t WHERE t.id = $1)"
 
 
 def takes(order: OrderInput) -> bool:
@@ -52,41 +57,47 @@ def takes(order: OrderInput) -> bool:
     return all(g.creates and len(g.actions) == 1 for g in order.subscriptions)
 
 
-ORDER_FACTS = f"""
-SELECT
-  (SELECT {lock_timeout_sql("lock_wait_ms")} FROM tenant WHERE id = $1) AS lock_timeout,
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', a.id, 'account_number', a.account_number, 'currency', a.currency)), '[]')
-   FROM account a WHERE a.tenant_id = $1 AND a.account_number = ANY($2::text[]))::text
-    AS accounts,
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', p.id, 'rate_plan_number', p.rate_plan_number, 'name', p.name,
-            'charges', (SELECT coalesce(json_agg(row_to_json(c) ORDER BY c.id), '[]')
-                        FROM product_rate_plan_charge c WHERE c.rate_plan_id = p.id))), '[]')
-   FROM product_rate_plan p
-   WHERE p.tenant_id = $1 AND p.rate_plan_number = ANY($3::text[]))::text AS plans,
-  (SELECT coalesce(array_agg(subscription_number), '{{}}') FROM subscription
-   WHERE tenant_id = $1 AND subscription_number = ANY($4::text[])) AS taken_subscriptions,
-  EXISTS (SELECT 1 FROM sales_order WHERE tenant_id = $1 AND order_number = $5::text)
-    AS order_number_taken
-"""
-
 WRITE_ORDER = f"""
 WITH acc AS (
   SELECT a.id, a.tenant_id, a.partner_account, d.d_mrr
-  FROM unnest($2::bigint[], $3::text[], $4::numeric[]) AS d(account_id, currency, d_mrr)
-  JOIN account a ON a.id = d.account_id AND a.currency = d.currency
+  FROM unnest($2::bigint[], $3::text[], $4::numeric[], $5::text[])
+       AS d(account_id, currency, d_mrr, account_number)
+  JOIN account a
+    ON a.id = d.account_id AND a.currency = d.currency AND a.account_number = d.account_number
   WHERE a.tenant_id = $1
-    AND {write_locks_sql("$5::text", "a.id", "d.d_mrr <> 0 AND NOT a.partner_account")}
+    AND {write_locks_sql(TENANT_LOCK_TIMEOUT, "a.id", "d.d_mrr <> 0 AND NOT a.partner_account")}
   ORDER BY a.id
   FOR SHARE OF a
 ),
-checked AS (SELECT count(*) = cardinality($2::bigint[]) AS ok FROM acc),
+catalog AS (
+  SELECT (SELECT count(*) FROM product_rate_plan p
+          JOIN unnest($38::bigint[], $39::bigint[]) AS f(id, version)
+            ON p.id = f.id AND p.xmin::text::bigint = f.version
+          WHERE p.tenant_id = $1) = cardinality($38::bigint[])
+     AND (SELECT count(f.id) = count(*) AND count(*) = cardinality($40::bigint[])
+          FROM product_rate_plan_charge c
+          LEFT JOIN unnest($40::bigint[], $41::bigint[]) AS f(id, version)
+            ON c.id = f.id AND c.xmin::text::bigint = f.version
+          WHERE c.rate_plan_id = ANY($38::bigint[])) AS current
+),
+checked AS (
+  SELECT (SELECT count(*) FROM acc) = cardinality($2::bigint[]) AS accounts_current,
+         (SELECT current FROM catalog) AS catalog_current,
+         (SELECT coalesce(array_agg(subscription_number), '{{}}') FROM subscription
+          WHERE tenant_id = $1 AND subscription_number = ANY($11::text[])) AS taken_subscriptions,
+         EXISTS (SELECT 1 FROM sales_order WHERE tenant_id = $1 AND order_number = $6::text)
+           AS order_number_taken
+),
+ok AS (
+  SELECT accounts_current AND catalog_current AND cardinality(taken_subscriptions) = 0
+         AND NOT order_number_taken AS ok
+  FROM checked
+),
 so AS (
   INSERT INTO sales_order (tenant_id, order_number, account_id, order_date, status)
   SELECT $1, coalesce($6::text, {numbering.number_sql("order", "$7")}), $8::bigint, $9::date,
          'COMPLETED'
-  FROM checked WHERE ok
+  FROM ok WHERE ok
   RETURNING id, order_number, created_at
 ),
 drawn_subs AS MATERIALIZED (
@@ -159,7 +170,8 @@ ins_actions AS (
 {metrics_ctes(document="so", contracted_mrr="m_a.d_mrr")}
 SELECT so.id, so.order_number, so.created_at,
        (SELECT array_agg(subscription_number ORDER BY n) FROM subs) AS subscription_numbers,
-       (SELECT coalesce(array_agg(account_id), '{{}}') FROM metrics_sync) AS synced
+       (SELECT coalesce(array_agg(account_id), '{{}}') FROM metrics_sync) AS synced,
+       checked.*
 FROM checked LEFT JOIN so ON TRUE
 """
 
@@ -170,11 +182,11 @@ class NewSubscription:
 
     action: Action[CreateSubscription]
     given_number: str | None
-    owner: dict[str, Any]
-    invoice_owner: dict[str, Any]
+    owner: OrderAccount
+    invoice_owner: OrderAccount
     terms: dict[str, Any]
     term_end: date | None
-    plans: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    plans: list[tuple[CatalogPlan, list[dict[str, Any]]]]
     mrr: Decimal
 
 
@@ -192,46 +204,49 @@ class CreatedOrder:
 
 
 async def create_subscription_order(
-    db: Db | AsyncSession, tenant_id: int, order: OrderInput
+    db: Db | AsyncSession, tenant_id: int, order: OrderInput, kept: OrderFacts | None = None
 ) -> Written:
     """Write an order that only creates subscriptions (``takes(order)``): all or nothing,
     contractedMrr of each subscription owner moved the owner's way. The Written row is a
-    CreatedOrder."""
+    CreatedOrder. With ``kept``, an order whose accounts and rate plans it holds is written
+    in one round trip (billing.orders.facts)."""
     order_date, groups = order.order_date, order.subscriptions
     order_number = numbering.caller_number(order.order_number, ["orderNumber"])
     order_account_number = str(order.existing_account_number)
+    account_numbers, plan_numbers = _names(order_account_number, groups)
     conn = await connection_of(db)
     for _ in range(WRITE_ATTEMPTS):
-        facts = await _facts(conn, tenant_id, order_account_number, groups, order_number)
+        facts = await order_facts(conn, kept, tenant_id, account_numbers, plan_numbers)
         order_account = facts.account(order_account_number, ["existingAccountNumber"])
         subs = [_new_subscription(tenant_id, g, order_account, facts) for g in groups]
-        deltas: dict[int, Decimal] = {}
-        currencies: dict[int, str] = {}
+        deltas: dict[int, Decimal] = {order_account.id: Decimal(0)}
+        accounts = {order_account.id: order_account}
         for sub in subs:
             for acct in (sub.owner, sub.invoice_owner):
-                currencies[acct["id"]] = acct["currency"]
-                deltas.setdefault(acct["id"], Decimal(0))
-            deltas[sub.owner["id"]] += sub.mrr
+                accounts[acct.id] = acct
+                deltas.setdefault(acct.id, Decimal(0))
+            deltas[sub.owner.id] += sub.mrr
         ids = sorted(deltas)
         plans = [(n, plan, rows) for n, sub in enumerate(subs, 1) for plan, rows in sub.plans]
         charges = [(pn, r) for pn, (_, _, rows) in enumerate(plans, 1) for r in rows]
+        plan_ids, plan_versions, charge_ids, charge_versions = versions(p for _, p, _ in plans)
         async with db_errors():
             row = await conn.fetchrow(
                 WRITE_ORDER,
-                tenant_id, ids, [currencies[i] for i in ids], [deltas[i] for i in ids],
-                facts.lock_timeout,
+                tenant_id, ids, [accounts[i].currency for i in ids], [deltas[i] for i in ids],
+                [accounts[i].account_number for i in ids],
                 order_number, numbering.sequence_name(tenant_id, "order"),
-                order_account["id"], order_date,
+                order_account.id, order_date,
                 numbering.sequence_name(tenant_id, "subscription"),
-                [s.given_number for s in subs], [s.owner["id"] for s in subs],
-                [s.invoice_owner["id"] for s in subs], [s.invoice_owner["currency"] for s in subs],
+                [s.given_number for s in subs], [s.owner.id for s in subs],
+                [s.invoice_owner.id for s in subs], [s.invoice_owner.currency for s in subs],
                 [s.terms["term_type"] for s in subs], [s.terms["initial_term"] for s in subs],
                 [s.terms["renewal_term"] for s in subs], [s.terms["auto_renew"] for s in subs],
                 [s.action.effective_date for s in subs], [s.term_end for s in subs],
                 [s.action.body.invoice_separately for s in subs],
                 [s.mrr for s in subs],
-                [n for n, _, _ in plans], [p["id"] for _, p, _ in plans],
-                [p["name"] for _, p, _ in plans],
+                [n for n, _, _ in plans], [p.id for _, p, _ in plans],
+                [p.name for _, p, _ in plans],
                 numbering.sequence_name(tenant_id, "charge"),
                 [pn for pn, _ in charges], [r["product_rate_plan_charge_id"] for _, r in charges],
                 [r["name"] for _, r in charges], [r["charge_type"] for _, r in charges],
@@ -239,15 +254,23 @@ async def create_subscription_order(
                 [r["quantity"] for _, r in charges], [r["billing_period"] for _, r in charges],
                 [r["billing_timing"] for _, r in charges], [r["mrr"] for _, r in charges],
                 [json.dumps(payload(s.action.body)) for s in subs],
+                plan_ids, plan_versions, charge_ids, charge_versions,
             )  # fmt: skip
         assert row is not None
+        if row["order_number_taken"]:
+            raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
+        _refuse_taken(subs, set(row["taken_subscriptions"]))
         if row["id"] is None:
-            continue  # an account changed between the read and the write: read again
+            # An account or rate plan is not what the order was built from: kept facts gone
+            # stale, or a change between the read and the write. Read again.
+            if kept is not None:
+                kept.forget(tenant_id, facts)
+            continue
         created = CreatedOrder(
             id=row["id"],
             order_number=row["order_number"],
             order_date=order_date,
-            account_number=order_account["account_number"],
+            account_number=order_account.account_number,
             created_at=row["created_at"],
             subscription_numbers=list(row["subscription_numbers"]),
             effective_dates=[s.action.effective_date for s in subs],
@@ -256,31 +279,10 @@ async def create_subscription_order(
     raise LockCompetition("An account changed while the order was written, please retry")
 
 
-@dataclass
-class _Facts:
-    lock_timeout: str
-    accounts: dict[str, dict[str, Any]]
-    plans: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]
-    taken_subscriptions: set[str]
-
-    def account(self, number: str, path: list[str]) -> dict[str, Any]:
-        found = self.accounts.get(number)
-        if found is None:
-            raise NotFound(f"Account {number} not found", path)
-        return found
-
-
-async def _facts(
-    conn: Db,
-    tenant_id: int,
-    order_account: str,
-    groups: tuple[OrderSubscription, ...],
-    order_number: str | None,
-) -> _Facts:
-    """Everything the order reads, in one round trip."""
+def _names(order_account: str, groups: tuple[OrderSubscription, ...]) -> tuple[set[str], set[str]]:
+    """The account and catalog rate plan numbers an order names."""
     accounts = {order_account}
     plans: set[str] = set()
-    numbers: list[str] = []
     for g in groups:
         body: CreateSubscription = g.actions[0].body
         for number in (body.subscription_owner_account_number, body.invoice_owner_account_number):
@@ -288,25 +290,21 @@ async def _facts(
                 accounts.add(str(number))
         for i, rp in enumerate(body.rate_plans):
             plans.add(rate_plan_number(rp, [*g.actions[0].path, "ratePlans", str(i)]))
-        if g.subscription_number:
-            numbers.append(g.subscription_number.strip())
-    row = await conn.fetchrow(
-        ORDER_FACTS, tenant_id, sorted(accounts), sorted(plans), numbers, order_number
-    )
-    assert row is not None
-    if row["order_number_taken"]:
-        raise Duplicate(f"Order number {order_number} is already used", ["orderNumber"])
-    plan_list = json.loads(row["plans"], parse_float=Decimal)
-    return _Facts(
-        lock_timeout=row["lock_timeout"],
-        accounts={a["account_number"]: a for a in json.loads(row["accounts"])},
-        plans={p["rate_plan_number"]: (p, p["charges"]) for p in plan_list},
-        taken_subscriptions=set(row["taken_subscriptions"]),
-    )
+    return accounts, plans
+
+
+def _refuse_taken(subs: list[NewSubscription], taken: set[str]) -> None:
+    """Duplicate, at the first subscription whose given number another one has."""
+    for s in subs:
+        if s.given_number is not None and s.given_number in taken:
+            raise Duplicate(
+                f"Subscription number {s.given_number} is already used",
+                [*s.action.path, "subscriptionNumber"],
+            )
 
 
 def _new_subscription(
-    tenant_id: int, g: OrderSubscription, order_account: dict[str, Any], facts: _Facts
+    tenant_id: int, g: OrderSubscription, order_account: OrderAccount, facts: Facts
 ) -> NewSubscription:
     """One CreateSubscription checked against the accounts and the catalog, priced."""
     a: Action[CreateSubscription] = g.actions[0]
@@ -319,29 +317,23 @@ def _new_subscription(
         else order_account
     )
     inv = facts.account(inv_no, [*path, "invoiceOwnerAccountNumber"]) if inv_no else order_account
-    if owner["currency"] != inv["currency"]:
+    if owner.currency != inv.currency:
         raise CurrencyMismatch(
-            f"Subscription owner uses {owner['currency']}, invoice owner {inv['currency']}",
+            f"Subscription owner uses {owner.currency}, invoice owner {inv.currency}",
             [*path, "invoiceOwnerAccountNumber"],
         )
     terms = subscription_terms(b.terms or Terms(), [*path, "terms"])
     number = numbering.caller_number(g.subscription_number, [*path, "subscriptionNumber"])
-    if number is not None:
-        if number in facts.taken_subscriptions:
-            raise Duplicate(
-                f"Subscription number {number} is already used", [*path, "subscriptionNumber"]
-            )
     plans = []
     for i, rp in enumerate(b.rate_plans):
         rp_path = [*path, "ratePlans", str(i)]
         rp_number = rate_plan_number(rp, rp_path)
-        found = facts.plans.get(rp_number)
-        if found is None:
+        plan = facts.plans.get(rp_number)
+        if plan is None:
             raise NotFound(
                 f"Product rate plan {rp_number} not found", [*rp_path, "productRatePlanNumber"]
             )
-        plan, charges = found
-        plans.append((plan, plan_rows(tenant_id, plan, charges, rp, eff, rp_path)))
+        plans.append((plan, plan_rows(tenant_id, rp_number, plan.charges, rp, eff, rp_path)))
     mrr = sum(
         (r["mrr"] for _, rows in plans for r in rows if r["charge_type"] == ChargeType.RECURRING),
         Decimal(0),

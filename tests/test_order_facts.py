@@ -1,0 +1,236 @@
+"""The facts a subscription-only order keeps between orders (billing.orders.facts): an order
+whose accounts and rate plans the process holds is one statement; whatever a kept fact says,
+the order is written from what the database holds (a catalog edit, a new charge, a wrong
+account), and numbers already taken are refused with nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from billing import metrics as met
+from billing.errors import Duplicate
+from billing.orders import create_subscription_order, decode_order
+from billing.orders.facts import Facts, OrderAccount, OrderFacts
+from db.pg import asyncpg_dsn
+from tests.helpers import Gql
+from tests.order_helpers import make_account, make_catalog
+
+
+class Counting:
+    """An asyncpg connection that counts the statements sent through it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.statements += 1
+        return await self.conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        self.statements += 1
+        return await self.conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        self.statements += 1
+        return await self.conn.fetchval(query, *args)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[Counting]:
+    raw = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        yield Counting(raw)
+    finally:
+        await raw.close()
+
+
+@pytest.fixture
+async def gql(sessionmaker: Any, tenant: Any) -> Gql:
+    g = Gql(sessionmaker, tenant.id)
+    await make_catalog(g)
+    await make_account(g, "K")
+    await make_account(g, "L")
+    return g
+
+
+def _order(account: str, *, number: str | None = None, order_number: str | None = None) -> Any:
+    sub: dict[str, Any] = {
+        "order_actions": [
+            {"create_subscription": {"rate_plans": [{"product_rate_plan_number": "PRP-BASIC"}]}}
+        ]
+    }
+    if number:
+        sub["subscription_number"] = number
+    data: dict[str, Any] = {
+        "existing_account_number": account,
+        "order_date": "2026-03-01",
+        "subscriptions": [sub],
+    }
+    if order_number:
+        data["order_number"] = order_number
+    return decode_order(data)
+
+
+async def _charges(
+    sessionmaker: Any, tenant_id: int, subscription_number: str
+) -> list[tuple[str, Decimal]]:
+    async with sessionmaker() as s:
+        rows = await s.execute(
+            text(
+                "SELECT sc.name, sc.price FROM subscription_charge sc "
+                "JOIN subscription s ON s.id = sc.subscription_id "
+                "WHERE s.tenant_id = :t AND s.subscription_number = :n "
+                "ORDER BY sc.product_rate_plan_charge_id"
+            ),
+            {"t": tenant_id, "n": subscription_number},
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+async def _exact(sessionmaker: Any, tenant_id: int, number: str) -> Decimal:
+    """The account's contractedMrr, checked equal to a recompute from its documents."""
+    async with sessionmaker() as s:
+        account_id = (
+            await s.execute(
+                text("SELECT id FROM account WHERE tenant_id = :t AND account_number = :n"),
+                {"t": tenant_id, "n": number},
+            )
+        ).scalar_one()
+        stored = await met.stored_metrics(s, account_id)
+        assert stored.values() == (await met.recompute(s, account_id)).values()
+        return stored.contracted_mrr
+
+
+async def test_kept_facts_make_one_statement_and_a_catalog_edit_is_written_as_it_is_now(
+    gql: Gql, conn: Counting, sessionmaker: Any, tenant: Any
+) -> None:
+    kept = OrderFacts()
+    first = await create_subscription_order(conn, tenant.id, _order("K"), kept)
+    assert conn.statements == 2  # the facts, then the write
+    second = await create_subscription_order(conn, tenant.id, _order("K"), kept)
+    assert conn.statements == 3  # the write alone
+    assert first.row.subscription_numbers != second.row.subscription_numbers
+    assert await _exact(sessionmaker, tenant.id, "K") == Decimal("80")
+
+    # The catalog changes behind the process's back: the kept plan is stale.
+    async with sessionmaker.begin() as s:
+        await s.execute(
+            text(
+                "UPDATE product_rate_plan_charge SET list_price = 45 "
+                "WHERE tenant_id = :t AND charge_number = 'PRPC-PLATFORM'"
+            ),
+            {"t": tenant.id},
+        )
+    third = await create_subscription_order(conn, tenant.id, _order("K"), kept)
+    assert conn.statements == 6  # refused write, the facts again, the write
+    (number,) = third.row.subscription_numbers
+    assert await _charges(sessionmaker, tenant.id, number) == [
+        ("Platform", Decimal("45")),
+        ("Seats", Decimal("10")),
+        ("Setup", Decimal("100")),
+    ]
+    assert await _exact(sessionmaker, tenant.id, "K") == Decimal("80") + Decimal("55")
+
+    # A charge added to the plan is part of the next order.
+    async with sessionmaker.begin() as s:
+        await s.execute(
+            text(
+                "INSERT INTO product_rate_plan_charge (tenant_id, rate_plan_id, charge_number, "
+                "name, charge_type, charge_model, list_price, billing_period, billing_timing, "
+                "default_quantity) "
+                "SELECT tenant_id, rate_plan_id, 'PRPC-SUPPORT', 'Support', charge_type, "
+                "charge_model, 5, billing_period, billing_timing, default_quantity "
+                "FROM product_rate_plan_charge "
+                "WHERE tenant_id = :t AND charge_number = 'PRPC-PLATFORM'"
+            ),
+            {"t": tenant.id},
+        )
+    fourth = await create_subscription_order(conn, tenant.id, _order("K"), kept)
+    (number,) = fourth.row.subscription_numbers
+    assert [name for name, _ in await _charges(sessionmaker, tenant.id, number)] == [
+        "Platform",
+        "Seats",
+        "Setup",
+        "Support",
+    ]
+    assert await _exact(sessionmaker, tenant.id, "K") == Decimal("80") + Decimal("55") + 60
+
+
+async def test_a_wrong_kept_account_never_receives_the_order(
+    gql: Gql, conn: Counting, sessionmaker: Any, tenant: Any
+) -> None:
+    kept = OrderFacts()
+    await create_subscription_order(conn, tenant.id, _order("L"), kept)
+    other = (await _facts_of(kept, tenant.id, "L")).accounts["L"]
+    # A fact that lies: K's number with L's id and currency.
+    kept.keep(tenant.id, Facts({"K": OrderAccount(other.id, "K", other.currency)}, {}))
+    done = await create_subscription_order(conn, tenant.id, _order("K"), kept)
+    assert done.row.account_number == "K"
+    assert await _exact(sessionmaker, tenant.id, "K") == Decimal("40")
+    assert await _exact(sessionmaker, tenant.id, "L") == Decimal("40")
+    async with sessionmaker() as s:
+        owners = await s.execute(
+            text(
+                "SELECT a.account_number, count(*) FROM subscription s "
+                "JOIN account a ON a.id = s.owner_account_id WHERE s.tenant_id = :t "
+                "GROUP BY 1 ORDER BY 1"
+            ),
+            {"t": tenant.id},
+        )
+        assert [tuple(r) for r in owners] == [("K", 1), ("L", 1)]
+
+
+async def _facts_of(kept: OrderFacts, tenant_id: int, number: str) -> Facts:
+    facts = kept.known(tenant_id, {number}, {"PRP-BASIC"})
+    assert facts is not None
+    return facts
+
+
+async def test_numbers_already_taken_are_refused_by_the_one_statement_write(
+    gql: Gql, conn: Counting, sessionmaker: Any, tenant: Any
+) -> None:
+    kept = OrderFacts()
+    await create_subscription_order(
+        conn, tenant.id, _order("K", number="SUB-1", order_number="ORD-1"), kept
+    )
+    before = conn.statements
+    with pytest.raises(Duplicate) as sub_taken:
+        await create_subscription_order(conn, tenant.id, _order("K", number="SUB-1"), kept)
+    assert sub_taken.value.field == [
+        "subscriptions",
+        "0",
+        "orderActions",
+        "0",
+        "subscriptionNumber",
+    ]
+    with pytest.raises(Duplicate) as order_taken:
+        await create_subscription_order(conn, tenant.id, _order("K", order_number="ORD-1"), kept)
+    assert order_taken.value.field == ["orderNumber"]
+    assert conn.statements == before + 2  # each refused by the write itself, kept facts
+    async with sessionmaker() as s:
+        counts = await s.execute(
+            text(
+                "SELECT (SELECT count(*) FROM sales_order WHERE tenant_id = :t), "
+                "(SELECT count(*) FROM subscription WHERE tenant_id = :t)"
+            ),
+            {"t": tenant.id},
+        )
+        assert tuple(counts.one()) == (1, 1)
+    assert await _exact(sessionmaker, tenant.id, "K") == Decimal("40")
+
+
+def test_kept_facts_are_bounded_oldest_first() -> None:
+    kept = OrderFacts(max_accounts=2, max_plans=1)
+    for number in ("A", "B", "C"):
+        kept.keep(1, Facts({number: OrderAccount(ord(number), number, "USD")}, {}))
+    assert kept.known(1, {"A"}, set()) is None
+    assert kept.known(1, {"B", "C"}, set()) is not None
+    assert kept.known(2, {"B"}, set()) is None  # tenants apart
+    assert len(kept) == 2

@@ -23,6 +23,7 @@ from db.locks import (
     bound_lock_waits,
     key_of,
     lock_timeout_sql,
+    lock_waits_end_cte,
     unbound_lock_waits,
     write_locks_sql,
 )
@@ -425,21 +426,24 @@ def locked_account_cte(*, id_param: str, tenant_param: str, lock_timeout_param: 
     after a concurrent update is re-read at its newest version, so the partner flag seen
     here is the one the write commits under.
 
-    The tenant's lock wait bounds the statement's lock waits, and an ordinary account's
+    The tenant's lock wait bounds the waits for these locks, and an ordinary account's
     metrics lock is taken first (db.locks.write_locks_sql), in the scan's filter, below the
     row lock. (The flag read there may be a moment old: the worst is an unneeded lock, or a
     write that orders on the metrics row alone; the flag the write commits under is the
-    locked one.) ``extra`` adds
-    conditions on ``a``: the facts the caller computed with must still hold, or the CTE is
-    empty and the statement writes nothing."""
+    locked one.) Once they are held, the statement's other waits (a relation extension,
+    under a burst of inserts) are the server's again (db.locks.lock_waits_end_cte): a tight
+    lock wait fails contention on the account, never a partner account's write. ``extra``
+    adds conditions on ``a``: the facts the caller computed with must still hold, or the CTE
+    is empty and the statement writes nothing."""
     return f"""
-acc AS (
+acc_locked AS (
   SELECT a.id, a.tenant_id, a.partner_account
   FROM account a
   WHERE a.id = {id_param} AND a.tenant_id = {tenant_param} {extra}
     AND {write_locks_sql(lock_timeout_param, "a.id", "NOT a.partner_account")}
   FOR SHARE OF a
-)"""
+),
+{lock_waits_end_cte("acc_locked", "acc")}"""
 
 
 async def account_number_of(session: AsyncSession, account_id: int) -> str:

@@ -54,6 +54,19 @@ def write_locks_sql(lock_timeout_sql: str, account_id_sql: str, ordinary_sql: st
     )
 
 
+def lock_waits_end_cte(locked: str, name: str) -> str:
+    """A CTE ``name`` yielding the rows of the CTE ``locked`` (which took a one-statement
+    write's account locks under the tenant's lock wait, write_locks_sql) only once every one
+    of them is locked, and after the statement's lock_timeout is back to the server's: the
+    statement's own lock waits as in unbound_lock_waits. Each row of ``name`` needs the row of
+    the subquery that counts all of ``locked`` and then resets the setting, so no consumer
+    sees a row, and no write runs, before that."""
+    return f"""{name} AS (
+  SELECT l.* FROM {locked} l,
+       (SELECT set_config('lock_timeout', NULL, true) FROM (SELECT count(*) FROM {locked}) n) w
+)"""
+
+
 async def bound_lock_waits(session: AsyncSession, tenant_id: int) -> None:
     """From here on, a lock wait of this transaction ends after the tenant's lock wait
     (SQLSTATE 55P03, which the domain reports as LOCK_COMPETITION)."""

@@ -119,3 +119,50 @@ async def test_the_lock_timeout_setting_of_a_lock_wait(
             await s.execute(text(f"SELECT {lock_timeout_sql(':ms')}"), {"ms": ms})
         ).scalar_one()
     assert value == setting
+
+
+async def test_lock_wait_bounds_the_account_not_the_writes_after_it(
+    sessionmaker: Any, tenant: Any
+) -> None:
+    """With lockWait 0 a partner account's invoice still waits for what its INSERT meets
+    after the account is locked: here another transaction writing the same invoice number,
+    which rolls back. The lock wait is for contention on the account (db.locks
+    .lock_waits_end_cte); before, this write answered LOCK_COMPETITION."""
+    gql = Gql(sessionmaker, tenant.id)
+    await make_account(gql, "LWP", partner=True)
+    await gql(SETTINGS, ms=0)
+    holder = sessionmaker()
+    await holder.begin()
+    try:
+        await holder.execute(
+            text(
+                "INSERT INTO invoice (tenant_id, invoice_number, account_id, currency, "
+                "invoice_date, due_date, status, amount, balance, source) "
+                "SELECT tenant_id, 'INV-SAME', id, currency, DATE '2026-11-01', "
+                "DATE '2026-11-01', 'DRAFT', 0, 0, 'STANDALONE' FROM account "
+                "WHERE tenant_id = :t AND account_number = 'LWP'"
+            ),
+            {"t": tenant.id},
+        )
+        write = asyncio.create_task(
+            gql(
+                INVOICE,
+                input={
+                    "accountNumber": "LWP",
+                    "invoiceNumber": "INV-SAME",
+                    "invoiceDate": "2026-11-02",
+                    "items": [{"chargeName": "Seat", "quantity": "1", "unitPrice": "10.00"}],
+                },
+            )
+        )
+        await asyncio.sleep(0.3)  # far past the 1 ms the lock wait allows
+        assert not write.done()
+    finally:
+        await holder.rollback()
+        await holder.close()
+    async with asyncio.timeout(PATIENCE_S):
+        data = await write
+    assert data["createStandaloneInvoice"] == {
+        "invoice": {"invoiceNumber": "INV-SAME"},
+        "errors": [],
+    }

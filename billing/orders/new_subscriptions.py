@@ -38,7 +38,7 @@ from billing.orders.data import (
     payload,
 )
 from billing.orders.facts import CatalogPlan, Facts, OrderAccount, OrderFacts, order_facts, versions
-from db.locks import lock_timeout_sql, write_locks_sql
+from db.locks import lock_timeout_sql, lock_waits_end_cte, write_locks_sql
 from db.pg import Db, connection_of
 from db.statuses import ChargeType, TermType
 
@@ -58,7 +58,7 @@ def takes(order: OrderInput) -> bool:
 
 
 WRITE_ORDER = f"""
-WITH acc AS (
+WITH acc_locked AS (
   SELECT a.id, a.tenant_id, a.partner_account, d.d_mrr
   FROM unnest($2::bigint[], $3::text[], $4::numeric[], $5::text[])
        AS d(account_id, currency, d_mrr, account_number)
@@ -69,6 +69,7 @@ WITH acc AS (
   ORDER BY a.id
   FOR SHARE OF a
 ),
+{lock_waits_end_cte("acc_locked", "acc")},
 catalog AS (
   SELECT (SELECT count(*) FROM product_rate_plan p
           JOIN unnest($38::bigint[], $39::bigint[]) AS f(id, version)

@@ -5,6 +5,7 @@ checks.py            terms, rate plans and charge prices, shared by both write p
 create.py            create_order: any order, action by action
 actions.py           what each action does to a subscription
 new_subscriptions.py orders that only create subscriptions, written in one statement
+facts.py             the accounts and rate plans such orders read, kept per process
 reads.py             orders and their actions as read back
 jobs.py              asynchronous orders' job rows
 """

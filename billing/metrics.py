@@ -331,12 +331,19 @@ def metrics_ctes(
     writers (a wait ends after the statement's lock_timeout: LOCK_COMPETITION). A posted
     invoice can only raise lastInvoiceDate, so GREATEST keeps it exact without reading
     invoices (which a statement that waited for the lock could not see anyway). The stamp is
-    the clock once the row is locked, never earlier than the one it replaces, so it never
-    moves backwards under a burst of writes. An ordinary account's move appends its
+    the clock once the account's lock is held, never earlier than the one it replaces, so it
+    never moves backwards under a burst of writes. An ordinary account's move appends its
     ACCOUNT_METRICS_CHANGED event (``metrics_event``) in the same statement.
+
+    The move is an INSERT ... ON CONFLICT DO UPDATE on the metrics row every account has
+    (its insert never happens), not an UPDATE. Both add the deltas to the newest committed
+    row, but an UPDATE that finds the row changed since its statement began (always, for the
+    writers queued on one account) re-checks it with EvalPlanQual, which starts a second
+    executor for every CTE of the statement; ON CONFLICT locks the newest row and updates it
+    directly (READ COMMITTED; tests/test_one_statement_writes.py races the writers).
     """
     last_invoice = (
-        f"last_invoice_date = GREATEST(m.last_invoice_date, {posted_invoice_date}),"
+        "last_invoice_date = GREATEST(m.last_invoice_date, EXCLUDED.last_invoice_date),"
         if posted_invoice_date
         else ""
     )
@@ -352,17 +359,21 @@ metrics_ledger AS (
   RETURNING account_id
 ),
 metrics_sync AS (
-  UPDATE account_metrics m SET
-    total_invoice_balance = m.total_invoice_balance + {invoice_balance},
-    unapplied_payment_amount = m.unapplied_payment_amount + {unapplied_payment},
-    contracted_mrr = m.contracted_mrr + {contracted_mrr},
-    {last_invoice}
-    last_metrics_update = GREATEST(m.last_metrics_update, clock_timestamp())
+  INSERT INTO account_metrics AS m (account_id, tenant_id, total_invoice_balance,
+                                    unapplied_payment_amount, contracted_mrr, last_invoice_date,
+                                    last_metrics_update)
+  SELECT m_a.id, m_a.tenant_id, {invoice_balance}, {unapplied_payment}, {contracted_mrr},
+         {posted_invoice_date or "NULL"}, clock_timestamp()
   FROM {account} m_a
-  WHERE m.account_id = m_a.id AND NOT m_a.partner_account AND ({when})
-    AND EXISTS (SELECT 1 FROM {document})
+  WHERE NOT m_a.partner_account AND ({when}) AND EXISTS (SELECT 1 FROM {document})
     AND ({invoice_balance} <> 0 OR {unapplied_payment} <> 0 OR {contracted_mrr} <> 0
          OR {posted_invoice_date or "NULL"} IS NOT NULL)
+  ON CONFLICT (account_id) DO UPDATE SET
+    total_invoice_balance = m.total_invoice_balance + EXCLUDED.total_invoice_balance,
+    unapplied_payment_amount = m.unapplied_payment_amount + EXCLUDED.unapplied_payment_amount,
+    contracted_mrr = m.contracted_mrr + EXCLUDED.contracted_mrr,
+    {last_invoice}
+    last_metrics_update = GREATEST(m.last_metrics_update, EXCLUDED.last_metrics_update)
   RETURNING {SYNCED_RETURNING}
 ),
 metrics_event AS ({metrics_changed_event("metrics_sync")})"""

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.serve import command as serve_command  # noqa: E402
 from db.engine import async_url  # noqa: E402
 from db.migrate import upgrade_async  # noqa: E402
 
@@ -133,7 +134,8 @@ def server_env(db_url: str, redis: str) -> dict[str, str]:
 
 
 class Procs:
-    """The production processes: uvicorn (the API) and the arq worker, as separate processes."""
+    """The production processes: the API (bench.serve, as `partnerbill serve` runs it) and
+    the arq worker, as separate processes."""
 
     def __init__(
         self,
@@ -160,24 +162,7 @@ class Procs:
     def start(self) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.procs["api"] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "server.app:app_from_env",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--timeout-keep-alive",
-                "75",
-                "--workers",
-                str(self.workers),
-            ],
+            serve_command("server.app:app_from_env", self.port, self.workers),
             cwd=ROOT,
             env=self.env(),
             stdout=out,

@@ -31,7 +31,6 @@ import functools
 import json
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -54,6 +53,7 @@ from bench.common import (
 )
 from bench.lightclient import Check, graphql_check, post_bytes, run_load
 from bench.pgcount import CountingProxy
+from bench.serve import command as serve_command
 
 INVOICE = """mutation($i: CreateStandaloneInvoiceInput!) { createStandaloneInvoice(input: $i) {
   invoice { invoiceNumber } errors { __typename code } } }"""
@@ -124,8 +124,8 @@ def _ceiling_check(status: int, body: bytes) -> str | None:
 
 
 class Server:
-    """uvicorn serving ``app`` (a factory) with ``workers`` processes; CPU is summed over the
-    process and all its children."""
+    """``app`` (a factory) served with ``workers`` processes (bench.serve); CPU is summed
+    over the process and all its children."""
 
     def __init__(self, app: str, db_url: str, redis: str, workers: int, log: Path) -> None:
         self.app = app
@@ -140,17 +140,12 @@ class Server:
         env = server_env(self.db_url, self.redis)
         out = open(self.log, "ab")  # the child has its own copy once started
         self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", self.app, "--factory",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warning", "--no-access-log",
-                "--timeout-keep-alive", "75", "--workers", str(self.workers),
-            ],
+            serve_command(self.app, self.port, self.workers),
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=out,
-        )  # fmt: skip
+        )
         out.close()
 
     async def wait_ready(self, path: str | None) -> None:

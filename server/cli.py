@@ -349,16 +349,17 @@ def _serve_processes(settings: Settings, processes: int, host: str, port: int) -
 
 
 class _Supervisor:
-    """uvicorn's Multiprocess with the job worker beside the API processes."""
+    """uvicorn's Multiprocess, each API process on a socket of its own
+    (server.processes), with the job worker beside the API processes."""
 
     WORKER_RESTART_S = 5.0
 
     def __init__(self, config: Any, *, run_worker: bool) -> None:
-        from uvicorn.supervisors import Multiprocess
+        from server.processes import SpreadMultiprocess, listening_sockets
 
         supervisor = self
 
-        class Supervisor(Multiprocess):
+        class Supervisor(SpreadMultiprocess):
             def handle_int(self) -> None:
                 SIGNALS.received = signal.SIGINT
                 super().handle_int()
@@ -372,8 +373,8 @@ class _Supervisor:
                 if not self.should_exit.is_set():
                     supervisor.keep_worker_alive()
 
-        self.socket = config.bind_socket()
-        self.multiprocess = Supervisor(config, sockets=[self.socket])  # takes SIGINT/SIGTERM
+        # takes SIGINT/SIGTERM
+        self.multiprocess = Supervisor(config, listening_sockets(config, config.workers))
         self.run_worker = run_worker
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_started = 0.0
@@ -416,7 +417,7 @@ class _Supervisor:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-        self.socket.close()
+        self.multiprocess.close_sockets()
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

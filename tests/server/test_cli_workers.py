@@ -67,6 +67,8 @@ def test_serve_with_two_workers_runs_two_api_processes_and_one_job_worker() -> N
         commands = [" ".join(c.cmdline()) for c in children]
         assert sum("spawn_main" in c for c in commands) == 2, commands
         assert sum("main(['worker'])" in c for c in commands) == 1, commands
+        api = [c for c, cmd in zip(children, commands, strict=True) if "spawn_main" in cmd]
+        listen_apart(port, api)
 
         # Anonymous development access, as in one process; every write lands once.
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -88,8 +90,18 @@ def test_serve_with_two_workers_runs_two_api_processes_and_one_job_worker() -> N
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            # Stopped as a user would, so that it stops its embedded servers (which run
+            # apart from its process tree); killed only if that does not end it.
+            proc.terminate()
+            try:
+                print(proc.communicate(timeout=60)[0])
+            except subprocess.TimeoutExpired:
+                for p in psutil.Process(proc.pid).children(recursive=True):
+                    p.kill()
+                proc.kill()
+                for p in processes_using(data_dir, redis_pid):
+                    p.kill()
+                print(proc.communicate(timeout=30)[0])
         for child in children:
             if child.is_running():
                 child.kill()
@@ -106,6 +118,22 @@ def test_serve_with_two_workers_runs_two_api_processes_and_one_job_worker() -> N
         assert processes_using(data_dir, redis_pid) == []
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def listen_apart(port: int, api: list[psutil.Process]) -> None:
+    """Each API process accepts on a listening socket of its own (server.processes), so the
+    kernel spreads the connections a client opens at once over them, instead of one socket
+    they all wait on, where whichever wakes first accepts every waiting connection."""
+    sockets: dict[int, str] = {}
+    deadline = time.monotonic() + 60  # a process takes its socket as it starts
+    while len(sockets) < len(api) and time.monotonic() < deadline:
+        for p in api:
+            for k in p.net_connections(kind="tcp"):
+                if k.laddr and k.laddr.port == port and k.status == psutil.CONN_LISTEN:
+                    sockets[p.pid] = os.readlink(f"/proc/{p.pid}/fd/{k.fd}")  # socket:[inode]
+        time.sleep(0.1)
+    assert len(sockets) == len(api), sockets
+    assert len(set(sockets.values())) == len(api), sockets
 
 
 PARTNER_WRITE = """mutation {

@@ -5,6 +5,7 @@ account), and numbers already taken are refused with nothing written."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from billing import metrics as met
 from billing.errors import Duplicate
 from billing.orders import create_subscription_order, decode_order
 from billing.orders.facts import Facts, OrderAccount, OrderFacts
+from billing.orders.new_subscriptions import WRITE_ORDER
 from db.pg import asyncpg_dsn
 from tests.helpers import Gql
 from tests.order_helpers import make_account, make_catalog
@@ -224,6 +226,83 @@ async def test_numbers_already_taken_are_refused_by_the_one_statement_write(
         )
         assert tuple(counts.one()) == (1, 1)
     assert await _exact(sessionmaker, tenant.id, "K") == Decimal("40")
+
+
+class Explaining(Counting):
+    """Counting, and the order statement run once more before it, rolled back, as a generic
+    plan without index scans, its plan sent back by auto_explain: the plan a connection keeps
+    when the statistics lag behind a growing table (billing.orders.new_subscriptions, on
+    WRITE_ORDER's number checks). A plan made for the order's own parameters (an EXPLAIN)
+    would fold the checks away and show nothing."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__(conn)
+        self.plans: list[dict[str, Any]] = []
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        if query == WRITE_ORDER:
+            notices: list[str] = []
+
+            def listen(_: Any, message: Any) -> None:
+                notices.append(message.message)
+
+            self.conn.add_log_listener(listen)
+            try:
+                async with self.conn.transaction():
+                    await self.conn.execute(
+                        "LOAD 'auto_explain';"
+                        "SET LOCAL auto_explain.log_min_duration = 0;"
+                        "SET LOCAL auto_explain.log_analyze = on;"
+                        "SET LOCAL auto_explain.log_format = json;"
+                        "SET LOCAL auto_explain.log_level = notice;"
+                        "SET LOCAL plan_cache_mode = force_generic_plan;"
+                        "SET LOCAL enable_indexscan = off;"
+                        "SET LOCAL enable_bitmapscan = off"
+                    )
+                    await self.conn.fetchrow(query, *args)
+                    raise Rollback
+            except Rollback:
+                pass
+            finally:
+                self.conn.remove_log_listener(listen)
+            (plan,) = [n for n in notices if "acc_locked" in n]
+            self.plans.append(json.loads(plan[plan.index("{") :])["Plan"])
+        return await super().fetchrow(query, *args)
+
+
+class Rollback(Exception):
+    """Leaves a transaction block rolled back."""
+
+
+def scans_run(plan: dict[str, Any], table: str) -> list[int]:
+    """The loops of each scan of ``table`` in a plan (0: never executed)."""
+    found = []
+    if plan.get("Relation Name") == table and plan["Node Type"] != "ModifyTable":
+        found.append(plan["Actual Loops"])
+    for child in plan.get("Plans", []):
+        found += scans_run(child, table)
+    return found
+
+
+async def test_numbers_are_looked_up_only_when_the_order_gives_them(
+    gql: Gql, sessionmaker: Any, tenant: Any, database_url: str
+) -> None:
+    raw = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        conn = Explaining(raw)
+        kept = OrderFacts()
+        await create_subscription_order(conn, tenant.id, _order("K"), kept)
+        await create_subscription_order(
+            conn, tenant.id, _order("K", number="SUB-9", order_number="ORD-9"), kept
+        )
+    finally:
+        await raw.close()
+    numbered_by_the_server, given = conn.plans
+    # Scanning subscription or sales_order costs their whole size under such a plan.
+    assert scans_run(numbered_by_the_server, "subscription") == [0]
+    assert scans_run(numbered_by_the_server, "sales_order") == [0]
+    assert scans_run(given, "subscription") == [1]
+    assert scans_run(given, "sales_order") == [1]
 
 
 def test_kept_facts_are_bounded_oldest_first() -> None:

@@ -9,7 +9,8 @@ throughput. Responses must carry Content-Length (uvicorn + Starlette do).
 
 ``run_mix`` sends a list of such requests in turn (request i of the whole load is
 ``mix[i % len(mix)]``, whichever connection sends it), each with its own check and label,
-e.g. three mutations over 1,000 accounts; ``run_load`` is the one-request case.
+e.g. three mutations over 1,000 accounts; ``run_load`` is the one-request case; ``run_each``
+sends every request of a list once (the seed scenario's orders).
 """
 
 from __future__ import annotations
@@ -60,15 +61,20 @@ def graphql_check(field: str, *, read: bool = False) -> Check:
 
 
 class _Load:
-    def __init__(self, mix: Sequence[Request], stop: float) -> None:
+    def __init__(self, mix: Sequence[Request], stop: float, limit: int | None = None) -> None:
         self.mix = mix
         self.next = 0  # index of the next request of the whole load
         self.stop = stop
+        self.limit = limit  # requests in all, or None: until ``stop``
         self.lat: list[float] = []
         self.ok = 0
         self.ok_by_label: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.answered: list[float] | None = None  # wall-clock time of each OK answer, if kept
+
+    def more(self, now: float) -> bool:
+        """Whether a connection that is free at ``now`` sends another request."""
+        return now < self.stop and (self.limit is None or self.next < self.limit)
 
 
 class _Conn(asyncio.Protocol):
@@ -130,7 +136,7 @@ class _Conn(asyncio.Protocol):
                     load.answered.append(time.time())
             else:
                 load.errors[err] += 1
-            if now < load.stop:
+            if load.more(now):
                 self.send()
             else:
                 self._finish(None)
@@ -169,9 +175,33 @@ async def run_mix(
 ) -> dict[str, Any]:
     """``run_load`` over the requests of ``mix`` in turn; also counts OK answers per label.
     ``answered``, when given, receives the wall-clock time of every OK answer."""
+    return await _run(host, port, _Load(mix, 0.0), connections, seconds, answered)
+
+
+async def run_each(
+    host: str,
+    port: int,
+    requests: Sequence[Request],
+    connections: int,
+    *,
+    answered: list[float] | None = None,
+) -> dict[str, Any]:
+    """Every request of ``requests`` once, over ``connections`` keep-alive connections, one
+    request at a time each; the figures of ``run_mix``."""
+    load = _Load(requests, 0.0, limit=len(requests))
+    return await _run(host, port, load, min(connections, len(requests)), float("inf"), answered)
+
+
+async def _run(
+    host: str,
+    port: int,
+    load: _Load,
+    connections: int,
+    seconds: float,
+    answered: list[float] | None,
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     conns: list[tuple[_Conn, asyncio.Future[None]]] = []
-    load = _Load(mix, 0.0)
     load.answered = answered
     for _ in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
@@ -204,6 +234,7 @@ async def run_mix(
         "throughput": round(load.ok / elapsed, 1),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1] * 1000, 1) if lat else 0.0,
         "loadgen_cpu_s": round(cpu, 4),
         "loadgen_cpu_ms_per_req": round(1000 * cpu / max(total, 1), 4),
     }

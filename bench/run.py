@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fresh_database
+from bench.writes import OPS as WRITE_OPS
 
 SCENARIOS = ("raw", "refresh", "framework", "hot", "freshness", "seed")
 EXTRA = ("writes",)  # run by name only, not by "all": it starts a PostgreSQL of its own
@@ -39,6 +40,8 @@ async def one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
             warmup=0.3 if args.quick else 1.0,
             workers=args.workers,
             ceiling=args.ceiling,
+            count=not args.no_round_trips,
+            ops=tuple(args.ops or writes.OPS),
             background_accounts=20 if args.quick else 1000,
             keep=args.keep,
         )
@@ -130,6 +133,15 @@ async def main() -> tuple[dict[str, list[dict[str, Any]]], str | None]:
         "--workers", type=int, default=1, help="uvicorn worker processes (writes, hot, seed)"
     )
     wr.add_argument("--ceiling", action="store_true", help="also the raw asyncpg order endpoint")
+    wr.add_argument(
+        "--ops",
+        nargs="+",
+        choices=WRITE_OPS,
+        help="writes: only these operations (default: all)",
+    )
+    wr.add_argument(
+        "--no-round-trips", action="store_true", help="writes: skip the counting-proxy pass"
+    )
     wr.add_argument(
         "--database-url",
         help="writes and hot: use this PostgreSQL server instead of starting one (statement "

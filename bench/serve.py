@@ -12,6 +12,7 @@ import sys
 
 import uvicorn
 
+from server.cli import KEEP_ALIVE_S
 from server.processes import SpreadMultiprocess, listening_sockets
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=75,  # as partnerbill serve sets it
+        timeout_keep_alive=KEEP_ALIVE_S,  # as partnerbill serve sets it
     )
     if args.workers == 1:
         uvicorn.Server(config).run()

@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from server.settings import PG_POOL_SIZE
+
 NS_ACCOUNT_METRICS = 7101  # db.locks: the same advisory lock keys as the application
 NS_ACCOUNT_MODE = 7102
 
@@ -124,10 +126,13 @@ def app_from_env() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # As many connections as the API's pool of the same writes, so that the two compare
+        # like for like (server.settings.PG_POOL_SIZE, PARTNERBILL_PG_POOL_SIZE).
+        size = int(os.environ.get("PARTNERBILL_PG_POOL_SIZE") or PG_POOL_SIZE)
         state["pool"] = await asyncpg.create_pool(
             dsn,
-            min_size=2,
-            max_size=20,
+            min_size=min(2, size),
+            max_size=size,
             reset=keep,
             server_settings={"jit": "off", "application_name": "partnerbill-bare"},
         )

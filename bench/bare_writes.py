@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server.settings import PG_POOL_SIZE
+from server.settings import Settings
 
 NS_ACCOUNT_METRICS = 7101  # db.locks: the same advisory lock keys as the application
 NS_ACCOUNT_MODE = 7102
@@ -126,9 +126,9 @@ def app_from_env() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # As many connections as the API's pool of the same writes, so that the two compare
-        # like for like (server.settings.PG_POOL_SIZE, PARTNERBILL_PG_POOL_SIZE).
-        size = int(os.environ.get("PARTNERBILL_PG_POOL_SIZE") or PG_POOL_SIZE)
+        # As many connections as the API's pool of the same writes, read the way the API
+        # reads it, so that the two compare like for like.
+        size = Settings.from_env().pg_pool_size
         state["pool"] = await asyncpg.create_pool(
             dsn,
             min_size=min(2, size),

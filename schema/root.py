@@ -22,7 +22,7 @@ from resolvers.reconcile import ReconcileQueries
 from schema import inputs
 from schema.errors import ERROR_TYPES
 from schema.limits import QueryLimits
-from schema.pipeline import DocumentCache, RequestPolicy
+from schema.pipeline import DocumentCache, Executor, RequestPolicy
 from schema.scalars import SCALAR_OVERRIDES
 
 QUERIES: tuple[type, ...] = (
@@ -77,6 +77,7 @@ def build_schema(limits: QueryLimits | None = None) -> PartnerbillSchema:
         scalar_overrides=SCALAR_OVERRIDES,
         # One extension, made per request: limits, caches and the error policy.
         extensions=[lambda: RequestPolicy(limits, documents)],
+        execution_context_class=Executor,
     )
     inputs.install(built._schema, built.config.name_converter.from_field)
     return built

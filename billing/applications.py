@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -212,17 +212,23 @@ async def unapply(
     return total
 
 
+# Built once per document column: a statement built per call with .in_(values) leaves its
+# new bind parameter in a reference cycle (SQLAlchemy's _cloned_set holds it).
+APPLICATIONS_OF = {
+    column: select(application_t)
+    .where(application_t.c[column].in_(bindparam("ids", expanding=True)))
+    .order_by(application_t.c.id)
+    for column in ("payment_id", "credit_memo_id", "invoice_id", "debit_memo_id")
+}
+
+
 async def applications_of(
     session: AsyncSession, column: str, ids: list[int]
 ) -> dict[int, list[RowMapping]]:
     """Applications grouped by one of payment_id, credit_memo_id, invoice_id, debit_memo_id."""
     out: dict[int, list[RowMapping]] = {i: [] for i in ids}
     if ids:
-        res = await session.execute(
-            select(application_t)
-            .where(application_t.c[column].in_(ids))
-            .order_by(application_t.c.id)
-        )
+        res = await session.execute(APPLICATIONS_OF[column], {"ids": ids})
         for r in res.mappings():
             out[r[column]].append(r)
     return out

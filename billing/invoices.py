@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -362,17 +362,22 @@ async def cancel_invoice(session: AsyncSession, tenant_id: int, number: str) -> 
     return await get_invoice_by_id(session, inv["id"])
 
 
+# Built once: a statement built per call with .in_(values) leaves its new bind parameter in
+# a reference cycle (SQLAlchemy's _cloned_set holds it), for the garbage collector.
+ITEMS_OF_INVOICES = (
+    select(invoice_item_t)
+    .where(invoice_item_t.c.invoice_id.in_(bindparam("invoice_ids", expanding=True)))
+    .order_by(invoice_item_t.c.id)
+)
+
+
 async def invoice_items(
     session: AsyncSession, invoice_ids: list[int]
 ) -> dict[int, list[RowMapping]]:
     """Items per invoice, in insertion order (DataLoader batch)."""
     out: dict[int, list[RowMapping]] = {i: [] for i in invoice_ids}
     if invoice_ids:
-        res = await session.execute(
-            select(invoice_item_t)
-            .where(invoice_item_t.c.invoice_id.in_(invoice_ids))
-            .order_by(invoice_item_t.c.id)
-        )
+        res = await session.execute(ITEMS_OF_INVOICES, {"invoice_ids": invoice_ids})
         for r in res.mappings():
             out[r["invoice_id"]].append(r)
     return out

@@ -25,6 +25,10 @@ from tests.order_helpers import create_action, make_account, make_catalog, order
 
 ORDER = """mutation($input: CreateOrderInput!) { createOrder(input: $input) {
   order { orderNumber subscriptionNumbers } errors { __typename code } } }"""
+INVOICE = """mutation($input: CreateStandaloneInvoiceInput!) { createStandaloneInvoice(
+  input: $input) { invoice { invoiceNumber items { amount } } errors { __typename code } } }"""
+PAYMENT = """mutation($input: CreatePaymentInput!) { createPayment(input: $input) {
+  payment { paymentNumber applications { amount } } errors { __typename code } } }"""
 READ = """query($n: String!) { account(accountNumber: $n) { metrics { balance } } }"""
 REQUESTS = 20
 
@@ -99,7 +103,7 @@ async def app(database_url: str, redis_url: str) -> AsyncIterator[Starlette]:
         yield built
 
 
-async def test_orders_and_reads_leave_no_reference_cycles(
+async def test_writes_and_reads_leave_no_reference_cycles(
     app: Starlette, sessionmaker: Any, tenant: Any
 ) -> None:
     gql = Gql(sessionmaker, tenant.id)
@@ -111,17 +115,33 @@ async def test_orders_and_reads_leave_no_reference_cycles(
         answer = await post(app, tenant.api_key, ORDER, {"input": new_order})
         assert answer["data"]["createOrder"]["errors"] == [], answer
 
+    async def one_invoice() -> None:
+        invoice = {
+            "accountNumber": "CYC",
+            "invoiceDate": "2026-11-01",
+            "status": "POSTED",
+            "items": [{"chargeName": "Seat", "amount": "10.00"}],
+        }
+        answer = await post(app, tenant.api_key, INVOICE, {"input": invoice})
+        assert answer["data"]["createStandaloneInvoice"]["errors"] == [], answer
+
+    async def one_payment() -> None:
+        payment = {"accountNumber": "CYC", "amount": "5.00", "effectiveDate": "2026-11-01"}
+        answer = await post(app, tenant.api_key, PAYMENT, {"input": payment})
+        assert answer["data"]["createPayment"]["errors"] == [], answer
+
     async def one_read() -> None:
         answer = await post(app, tenant.api_key, READ, {"n": "CYC"})
         assert answer["data"]["account"]["metrics"]["balance"] is not None, answer
 
+    requests = (one_order, one_invoice, one_payment, one_read)
     for _ in range(3):  # caches, prepared statements, the pools' connections
-        await one_order()
-        await one_read()
+        for request in requests:
+            await request()
     with cycles_left() as found:
         for _ in range(REQUESTS):
-            await one_order()
-            await one_read()
-    # A cycle a request would leave 2 * REQUESTS cycles of tens of objects; allow stray
+            for request in requests:
+                await request()
+    # A cycle a request would leave 4 * REQUESTS cycles of tens of objects; allow stray
     # bookkeeping of the event loop and the pools, far fewer than one object a request.
     assert len(found) < REQUESTS, summary(found)

@@ -280,12 +280,13 @@ def create_app(
 
 
 # The garbage collector's thresholds for a serving process (gc.set_threshold): the youngest
-# generation collected once per 10,000 net allocations instead of Python's 700. Every request
-# leaves its objects in reference cycles (graphql-core's execution context, Starlette's
-# request and response: about 100 objects a request), so only the collector frees them; at
-# 700 it ran a young pass every few requests, and the passes over the older generations that
-# follow cost more than the young ones. Under createOrder load the collector's share of the
-# API process's CPU fell from 9.0-9.3 % to 4.8-5.9 % (bench/results/gc-thresholds-3cebe6d.txt).
+# generation collected once per 10,000 net allocations instead of Python's 700. Requests
+# leave no reference cycles (tests/server/test_reference_cycles.py), but the objects of the
+# requests in flight count as young until they are freed, and at 700 a young pass ran every
+# few requests over all of them, with passes over the older generations after it. Before
+# requests were cycle-free, these thresholds took the collector's share of the API's CPU
+# under createOrder load from 9.0-9.3 % to 4.8-5.9 % (bench/results/gc-thresholds-3cebe6d.txt);
+# since, perf finds no collector in the API process's profile at all.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

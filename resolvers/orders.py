@@ -6,9 +6,15 @@ import uuid
 from typing import Any
 
 import strawberry
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
-from strawberry.types.nodes import SelectedField
 
 from billing import idempotency
 from billing import orders as ords
@@ -38,19 +44,32 @@ MAX_BULK_ORDERS = 500
 
 
 def selects(info: strawberry.Info, name: str) -> bool:
-    """Whether the operation selects ``name`` on the field's result (fragments included)."""
-    return any(_selects(f.selections, name) for f in info.selected_fields)
+    """Whether the operation selects ``name`` on the field's result (fragments included).
+
+    Walks graphql-core's nodes: Strawberry's ``info.selected_fields`` would first build its
+    own tree of the whole selection, on every order."""
+    raw = info._raw_info
+    return any(_selects(node.selection_set, name, raw.fragments) for node in raw.field_nodes)
 
 
-def _selects(selections: list[Any], name: str) -> bool:
+def _selects(
+    selection_set: SelectionSetNode | None, name: str, fragments: dict[str, FragmentDefinitionNode]
+) -> bool:
     # A function of the module, not a recursive closure in selects: a closure that calls
     # itself is a reference cycle, left to the garbage collector on every order.
-    for sel in selections:
-        if isinstance(sel, SelectedField):
-            if sel.name == name:
+    if selection_set is None:
+        return False
+    for sel in selection_set.selections:
+        if isinstance(sel, FieldNode):
+            if sel.name.value == name:
                 return True
-        elif _selects(sel.selections, name):  # an inline fragment or a fragment spread
-            return True
+        elif isinstance(sel, InlineFragmentNode):
+            if _selects(sel.selection_set, name, fragments):
+                return True
+        elif isinstance(sel, FragmentSpreadNode):
+            fragment = fragments.get(sel.name.value)
+            if fragment is not None and _selects(fragment.selection_set, name, fragments):
+                return True
     return False
 
 

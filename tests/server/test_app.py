@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from cross_web import HTTPException
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
+from strawberry.http.async_base_view import AsyncBaseHTTPView
 
 from server.app import GC_THRESHOLDS, create_app
+from server.graphql_view import json_request_data
 from server.settings import Settings
 from tests.server import fake_schema
 
@@ -156,14 +161,92 @@ async def test_a_batch_runs_in_order_each_with_its_own_context(
         ([], "A batch must contain at least one operation"),
         ([{"query": "{ tenantId }"}] * 4, "Too many operations: a batch holds at most 3"),
         (5, "The request body must be a JSON object or an array of JSON objects"),
+        ({"query": 5}, "The GraphQL operation's `query` must be a string or null"),
+        ({"query": "{ tenantId }", "variables": [1]}, "The GraphQL operation's `variables`"),
+        ({"query": "{ tenantId }", "extensions": 3}, "The GraphQL operation's `extensions`"),
+        ({"variables": {}}, "No GraphQL query found in the request"),
     ],
 )
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
 async def test_malformed_bodies_are_400_with_a_message(
-    client: httpx.AsyncClient, tenant: Any, body: Any, message: str
+    client: httpx.AsyncClient, tenant: Any, body: Any, message: str, content_type: str
 ) -> None:
-    r = await client.post("/graphql", json=body, headers=bearer(tenant.api_key))
+    r = await client.post(
+        "/graphql",
+        content=json.dumps(body),
+        headers={**bearer(tenant.api_key), "Content-Type": content_type},
+    )
     assert r.status_code == 400
     assert r.json()["errors"][0]["message"].startswith(message)
+
+
+BODIES = [
+    {"query": "{ tenantId }"},
+    {"query": "query Q($n: Int) { tenantId }", "variables": {"n": 1}, "operationName": "Q"},
+    {"query": "{ tenantId }", "extensions": {"x": 1}},
+    {"query": None},
+    {"query": 5},
+    {"query": "{ tenantId }", "variables": [1]},
+    {"query": "{ tenantId }", "extensions": "x"},
+    [{"query": "{ tenantId }"}, {"query": "{ contextId }", "variables": None}],
+    [{"query": "{ tenantId }"}, 3],
+    [],
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=[json.dumps(b)[:40] for b in BODIES])
+async def test_a_json_post_is_read_as_strawberry_reads_it(settings: Settings, body: Any) -> None:
+    """JSON POSTs skip Strawberry's generic request parsing (server.graphql_view,
+    run_json_post): what they are read as, or refused with, is what Strawberry's own
+    parse_http_body makes of the same body."""
+    app = create_app(settings, schema=fake_schema.schema)
+    view = app.state.view
+    raw = json.dumps(body).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    def request() -> Request:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/graphql",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        return Request(scope, receive)
+
+    async def outcome(read: Callable[[Request], Awaitable[Any]]) -> Any:
+        try:
+            return await read(request())
+        except HTTPException as e:
+            return (e.status_code, e.reason)
+
+    async def ours(r: Request) -> Any:
+        assert view.is_json_post(r)
+        return json_request_data(view.parse_json(await r.body()), view)
+
+    async def strawberrys(r: Request) -> Any:
+        return await AsyncBaseHTTPView.parse_http_body(view, view.request_adapter_class(r))
+
+    assert await outcome(ours) == await outcome(strawberrys)
+
+
+async def test_only_a_json_post_takes_the_short_path(settings: Settings) -> None:
+    view = create_app(settings, schema=fake_schema.schema).state.view
+
+    def post(headers: dict[str, str], method: str = "POST") -> Request:
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        return Request({"type": "http", "method": method, "headers": raw, "query_string": b""})
+
+    assert view.is_json_post(post({"Content-Type": "Application/JSON ; charset=utf-8"}))
+    assert not view.is_json_post(post({"Content-Type": "application/json"}, method="GET"))
+    assert not view.is_json_post(post({"Content-Type": "multipart/form-data; boundary=x"}))
+    # No streamed transport (SSE, multipart subscriptions) is enabled on this view: an
+    # Accept header asking for one changes nothing, as in Strawberry's own path.
+    assert view.is_json_post(
+        post({"Content-Type": "application/json", "Accept": "text/event-stream"})
+    )
 
 
 async def test_an_oversized_body_is_413(settings: Settings, tenant: Any) -> None:

@@ -214,6 +214,8 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         self._socket_watch: asyncio.Task[None] | None = None
         # strawberry's Schema holds graphql-core's; the labels check root fields against it.
         self.operation_labels = OperationLabels(cast(Any, schema)._schema)
+        # With @defer and @stream on, answers may be streamed: Strawberry's view sends them.
+        self.incremental = schema.config.enable_experimental_incremental_execution
 
     # -- HTTP entry: JSON errors ---------------------------------------------------------
 
@@ -255,6 +257,8 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
             return False
         media_type = request.headers.get("content-type", "").partition(";")[0]
         if media_type.strip().lower() != "application/json":
+            return False
+        if self.incremental:
             return False
         return self._get_stream_transport_from_headers(request.headers) is None
 

@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+import strawberry
 from cross_web import HTTPException
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from strawberry.http.async_base_view import AsyncBaseHTTPView
+from strawberry.schema.config import StrawberryConfig
 
 from server.app import GC_THRESHOLDS, create_app
 from server.graphql_view import json_request_data
@@ -242,6 +244,12 @@ async def test_only_a_json_post_takes_the_short_path(settings: Settings) -> None
     assert view.is_json_post(post({"Content-Type": "Application/JSON ; charset=utf-8"}))
     assert not view.is_json_post(post({"Content-Type": "application/json"}, method="GET"))
     assert not view.is_json_post(post({"Content-Type": "multipart/form-data; boundary=x"}))
+    incremental = strawberry.Schema(
+        query=fake_schema.Query,
+        config=StrawberryConfig(enable_experimental_incremental_execution=True),
+    )
+    streaming = create_app(settings, schema=incremental).state.view
+    assert not streaming.is_json_post(post({"Content-Type": "application/json"}))
     # No streamed transport (SSE, multipart subscriptions) is enabled on this view: an
     # Accept header asking for one changes nothing, as in Strawberry's own path.
     assert view.is_json_post(

@@ -58,7 +58,9 @@ class Reads:
     def __init__(self, sessionmaker: Any, tenant_id: int) -> None:
         self.sessionmaker = sessionmaker
         self.tenant_id = tenant_id
-        self.with_pending = False
+        # Whether account states are read with the pending ledger: decided once per request,
+        # from the whole operation (Fetcher.with_pending); None until then.
+        self.with_pending: bool | None = None
 
     async def session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
         async with self.sessionmaker() as session:
@@ -71,7 +73,9 @@ class Reads:
     async def states(self, ids: Sequence[int]) -> list[AccountState]:
         # One statement for every account of the batch: one snapshot.
         found = await self.session(
-            lambda s: account_states(s, self.tenant_id, list(ids), with_pending=self.with_pending)
+            lambda s: account_states(
+                s, self.tenant_id, list(ids), with_pending=bool(self.with_pending)
+            )
         )
         return [found[i] for i in ids]
 
@@ -126,28 +130,23 @@ class Fetcher:
 
     def __init__(self, ctx: Any) -> None:
         self.reads = reads = Reads(ctx.sessionmaker, ctx.tenant_id)
-        self._with_pending: bool | None = None
         self._account = DataLoader(reads.accounts)
         self._states = DataLoader(reads.states)
         self._by_number = DataLoader(reads.account_ids)
         self._refresh_errors = DataLoader(reads.refresh_errors)
         self._items = DataLoader(reads.items)
-        self._apps: dict[str, DataLoader[tuple[int, str], list[Application]]] = {}
         self._more: dict[str, DataLoader[Any, Any]] = {}
 
     def with_pending(self, info: Any) -> bool:
         """Whether this request reads account states with the pending ledger (decided
         once, from the whole operation)."""
-        if self._with_pending is None:
-            self._with_pending = self.reads.with_pending = asks_for_pending(info)
-        return self._with_pending
+        if self.reads.with_pending is None:
+            self.reads.with_pending = asks_for_pending(info)
+        return self.reads.with_pending
 
     def prime_state(self, state: AccountState) -> None:
         """A state already read with its account: account { metrics } reads nothing more."""
         self._states.prime(state.account_id, state)
-
-    async def _session(self, work: Callable[[AsyncSession], Awaitable[V]]) -> V:
-        return await self.reads.session(work)
 
     # ------------------------------------------------------------------ used by schema types
 
@@ -192,10 +191,9 @@ class Fetcher:
 
     async def applications(self, column: str, ident: int, currency: str) -> list[Application]:
         """Applications of one document; ``currency`` is the document's, for their amounts."""
-        loader = self._apps.get(column)
-        if loader is None:
-            loader = self._apps[column] = DataLoader(partial(_applications, self.reads, column))
-        return await loader.load((ident, currency))
+        loader = self._loader(f"applications:{column}", partial(_applications, self.reads, column))
+        found: list[Application] = await loader.load((ident, currency))
+        return found
 
     async def account_invoices(
         self, account_id: int, status: str | None, first: int | None, after: str | None
@@ -205,7 +203,7 @@ class Fetcher:
             page = await inv.invoices_of_account(s, account_id, status, first, after)
             return convert.connection(page, lambda r: convert.invoice(r, number))
 
-        return await self._session(go)
+        return await self.reads.session(go)
 
     async def account_payments(
         self, account_id: int, status: str | None, first: int | None, after: str | None
@@ -215,7 +213,7 @@ class Fetcher:
             page = await pay.payments_of_account(s, account_id, status, first, after)
             return convert.connection(page, lambda r: convert.payment(r, number))
 
-        return await self._session(go)
+        return await self.reads.session(go)
 
     async def account_subscriptions(
         self, account_id: int, role: str, first: int | None, after: str | None
@@ -228,10 +226,10 @@ class Fetcher:
             trees = {t.subscription["id"]: t for t in await subs.subscription_trees(s, page.rows)}
             return convert.connection(page, lambda r: co.subscription(trees[r["id"]]))
 
-        return await self._session(go)
+        return await self.reads.session(go)
 
     async def order_invoice_numbers(self, order_id: int) -> list[str]:
-        return await self._session(lambda s: inv.invoice_numbers_of_order(s, order_id))
+        return await self.reads.session(lambda s: inv.invoice_numbers_of_order(s, order_id))
 
     async def account_orders(
         self, account_id: int, first: int | None, after: str | None
@@ -244,7 +242,7 @@ class Fetcher:
             actions = await ords.order_actions(s, [r["id"] for r in page.rows])
             return convert.connection(page, lambda r: co.order(r, actions[r["id"]]))
 
-        return await self._session(go)
+        return await self.reads.session(go)
 
     # ------------------------------------------------------------------ memos, last payment
 
@@ -275,7 +273,7 @@ class Fetcher:
                 page, lambda r: memo_convert.MEMO[kind](r, number, invoices.get(r["invoice_id"]))
             )
 
-        return await self._session(go)
+        return await self.reads.session(go)
 
     def _loader(self, name: str, batch: Any) -> DataLoader[Any, Any]:
         loader = self._more.get(name)

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.base import BaseSchema
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
@@ -214,8 +215,6 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
         self._socket_watch: asyncio.Task[None] | None = None
         # strawberry's Schema holds graphql-core's; the labels check root fields against it.
         self.operation_labels = OperationLabels(cast(Any, schema)._schema)
-        # With @defer and @stream on, answers may be streamed: Strawberry's view sends them.
-        self.incremental = schema.config.enable_experimental_incremental_execution
 
     # -- HTTP entry: JSON errors ---------------------------------------------------------
 
@@ -249,18 +248,21 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
 
     # -- the common request: POST of a JSON body -----------------------------------------
 
+    @cached_property
+    def may_stream(self) -> bool:
+        """Whether an answer may be streamed (@defer and @stream on, or an SSE or multipart
+        transport enabled): Strawberry's view sends those, so then there is no short path."""
+        incremental = self.schema.config.enable_experimental_incremental_execution
+        return incremental or bool(self._stream_transport_map)
+
     def is_json_post(self, request: Request) -> bool:
-        """A POST with a JSON body that asks for no streamed answer: what nearly every
-        client sends, answered by ``run_json_post``. Everything else (GET, multipart
-        uploads, subscriptions over SSE or multipart) goes through Strawberry's view."""
-        if request.method != "POST":
+        """A POST with a JSON body, on a view that never streams an answer: what nearly
+        every client sends, answered by ``run_json_post``. Everything else (GET, multipart
+        uploads, any request on a view that may stream) goes through Strawberry's view."""
+        if self.may_stream or request.method != "POST":
             return False
         media_type = request.headers.get("content-type", "").partition(";")[0]
-        if media_type.strip().lower() != "application/json":
-            return False
-        if self.incremental:
-            return False
-        return self._get_stream_transport_from_headers(request.headers) is None
+        return media_type.strip().lower() == "application/json"
 
     async def run_json_post(self, request: Request) -> Response:
         """Strawberry's ``run`` for a JSON POST, in the same order (context and with it
@@ -281,19 +283,18 @@ class PartnerbillGraphQL(GraphQL[Context, None]):
             root_value=None,  # GraphQL[Context, None]: operations have no root value
             sub_response=sub_response,
         )
-        # No streaming transport was asked for: execute_operation answered a result, or
-        # one per operation of a batch.
-        results = result if isinstance(result, list) else [cast(ExecutionResult, result)]
-        processed = []
-        for one in results:
-            data = await self.process_result(request=request, result=one)
-            if one.errors:
-                self._handle_errors(one.errors, data)
-            processed.append(data)
-        return self.create_response(
-            response_data=processed if isinstance(result, list) else processed[0],
-            sub_response=sub_response,
-        )
+        # Nothing is streamed on this view: a result, or one per operation of a batch.
+        if isinstance(result, list):
+            answers = [await self._answer(request, one) for one in result]
+            return self.create_response(response_data=answers, sub_response=sub_response)
+        answer = await self._answer(request, cast(ExecutionResult, result))
+        return self.create_response(response_data=answer, sub_response=sub_response)
+
+    async def _answer(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        data = await self.process_result(request=request, result=result)
+        if result.errors:
+            self._handle_errors(result.errors, data)
+        return data
 
     # -- authentication and context ------------------------------------------------------
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.schema.config import StrawberryConfig
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL
 
 from server.app import GC_THRESHOLDS, create_app
 from server.graphql_view import json_request_data
@@ -255,6 +256,9 @@ async def test_only_a_json_post_takes_the_short_path(settings: Settings) -> None
     assert view.is_json_post(
         post({"Content-Type": "application/json", "Accept": "text/event-stream"})
     )
+    sse = create_app(settings, schema=fake_schema.schema).state.view
+    sse.protocols = (*sse.protocols, GRAPHQL_SSE_PROTOCOL)
+    assert not sse.is_json_post(post({"Content-Type": "application/json"}))
 
 
 async def test_an_oversized_body_is_413(settings: Settings, tenant: Any) -> None:
